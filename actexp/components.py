@@ -1,0 +1,175 @@
+"""Registries: a dict from name to factory for activations, initializers, optimizers and schedules.
+
+Adding a component is one line here (plus a test). Config validation reads only the factories'
+signatures: every keyword parameter with a default is a user parameter, typed by its default and
+bounded by PARAM_RANGES. torch is imported on the first factory call, not at import, so that
+`actexp --help` and `actexp validate` answer instantly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+
+
+class LazyModule:
+    """A module imported on first attribute access."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+torch = LazyModule("torch")
+nn = LazyModule("torch.nn")
+init = LazyModule("torch.nn.init")
+optim = LazyModule("torch.optim")
+lr_scheduler = LazyModule("torch.optim.lr_scheduler")
+model_module = LazyModule("actexp.model")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric interval; `open_low`/`open_high` exclude the bound."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, x) -> bool:
+        if self.low is not None and (x < self.low or (self.open_low and x == self.low)):
+            return False
+        return not (self.high is not None and (x > self.high or (self.open_high and x == self.high)))
+
+    def __str__(self) -> str:
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'(' if self.open_low or self.low is None else '['}{low}, {high}{')' if self.open_high or self.high is None else ']'}"
+
+
+POSITIVE = Range(0, None, open_low=True)
+NON_NEGATIVE = Range(0)
+UNIT = Range(0, 1, open_high=True)
+
+# Bounds of component parameters, by parameter name (a name means the same in every component).
+PARAM_RANGES = {
+    "negative_slope": NON_NEGATIVE,
+    "alpha": POSITIVE,
+    "beta": POSITIVE,
+    "threshold": POSITIVE,
+    "k": Range(2),
+    "std": NON_NEGATIVE,
+    "gain": POSITIVE,
+    "momentum": UNIT,
+    "dampening": UNIT,
+    "eps": POSITIVE,
+    "lr_decay": NON_NEGATIVE,
+    "initial_accumulator_value": NON_NEGATIVE,
+    "step_size": Range(1),
+    "gamma": Range(0, 1, open_low=True),
+    "eta_min": NON_NEGATIVE,
+    "betas": UNIT,
+    "n_train": Range(8),
+    "n_test": Range(4),
+    "noise": NON_NEGATIVE,
+}
+PARAM_CHOICES = {"approximate": ("none", "tanh")}
+
+ACTIVATIONS = {
+    "linear": lambda: nn.Identity(),
+    "sigmoid": lambda: nn.Sigmoid(),
+    "tanh": lambda: nn.Tanh(),
+    "relu": lambda: nn.ReLU(),
+    "leaky_relu": lambda negative_slope=0.01: nn.LeakyReLU(negative_slope),
+    "prelu": lambda init=0.25: nn.PReLU(init=init),
+    "elu": lambda alpha=1.0: nn.ELU(alpha),
+    "selu": lambda: nn.SELU(),
+    "gelu": lambda approximate="none": nn.GELU(approximate=approximate),
+    "silu": lambda: nn.SiLU(),
+    "mish": lambda: nn.Mish(),
+    "softplus": lambda beta=1.0, threshold=20.0: nn.Softplus(beta, threshold),
+    "maxout": lambda k=2: model_module.Maxout(k),
+}
+
+
+def activation_gain(name: str, params: dict) -> float:
+    """The gain that keeps activations' variance through a layer (torch.nn.init.calculate_gain);
+    activations that torch has no gain for behave like ReLU on the positive side: sqrt(2)."""
+    slope = params.get("negative_slope", params.get("init"))
+    if name in ("leaky_relu", "prelu"):
+        return math.sqrt(2.0 / (1 + slope**2))
+    return {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "selu": 0.75}.get(name, math.sqrt(2.0))
+
+
+# Initializers get the tensor, the layer's fans and the gain of the activation after the layer,
+# so fan-based schemes work for biases too (with their layer's fans).
+INITIALIZERS = {
+    "constant": lambda t, fan_in, fan_out, act_gain, value=0.0: init.constant_(t, value),
+    "normal": lambda t, fan_in, fan_out, act_gain, mean=0.0, std=1.0: init.normal_(t, mean, std),
+    "uniform": lambda t, fan_in, fan_out, act_gain, low=-0.05, high=0.05: init.uniform_(t, low, high),
+    "xavier_normal": lambda t, fan_in, fan_out, act_gain, gain=1.0: init.normal_(
+        t, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out))
+    ),
+    "xavier_uniform": lambda t, fan_in, fan_out, act_gain, gain=1.0: _symmetric_uniform(
+        t, gain * math.sqrt(6.0 / (fan_in + fan_out))
+    ),
+    "he_normal": lambda t, fan_in, fan_out, act_gain: init.normal_(t, 0.0, act_gain / math.sqrt(fan_in)),
+    "he_uniform": lambda t, fan_in, fan_out, act_gain: _symmetric_uniform(t, act_gain * math.sqrt(3.0 / fan_in)),
+    "lecun_normal": lambda t, fan_in, fan_out, act_gain: init.normal_(t, 0.0, 1.0 / math.sqrt(fan_in)),
+    "orthogonal": lambda t, fan_in, fan_out, act_gain, gain=1.0: init.orthogonal_(t, gain),
+    # nn.Linear.reset_parameters: kaiming_uniform(a=sqrt(5)) for weights = U(±1/sqrt(fan_in)), same for biases.
+    "torch_default": lambda t, fan_in, fan_out, act_gain: _symmetric_uniform(t, 1.0 / math.sqrt(fan_in)),
+}
+MATRIX_ONLY_INITIALIZERS = {"orthogonal"}
+
+
+def _symmetric_uniform(t, bound: float):
+    return init.uniform_(t, -bound, bound)
+
+
+OPTIMIZERS = {
+    "sgd": lambda params, lr, weight_decay, momentum=0.0, nesterov=False, dampening=0.0: optim.SGD(
+        params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, dampening=dampening
+    ),
+    "adam": lambda params, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8, amsgrad=False: optim.Adam(
+        params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, amsgrad=amsgrad
+    ),
+    "adamw": lambda params, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8, amsgrad=False: optim.AdamW(
+        params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, amsgrad=amsgrad
+    ),
+    "nadam": lambda params, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8: optim.NAdam(
+        params, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps
+    ),
+    "rmsprop": lambda params, lr, weight_decay, alpha=0.99, eps=1e-8, momentum=0.0, centered=False: optim.RMSprop(
+        params, lr=lr, weight_decay=weight_decay, alpha=alpha, eps=eps, momentum=momentum, centered=centered
+    ),
+    "adagrad": lambda params, lr, weight_decay, lr_decay=0.0, eps=1e-10, initial_accumulator_value=0.0: optim.Adagrad(
+        params,
+        lr=lr,
+        weight_decay=weight_decay,
+        lr_decay=lr_decay,
+        eps=eps,
+        initial_accumulator_value=initial_accumulator_value,
+    ),
+}
+
+# Schedules step once per epoch; `epochs` is the run's length.
+SCHEDULES = {
+    "none": lambda optimizer, epochs: None,
+    "step": lambda optimizer, epochs, step_size=10, gamma=0.1: lr_scheduler.StepLR(optimizer, step_size, gamma),
+    "cosine": lambda optimizer, epochs, eta_min=0.0: lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min),
+    "exponential": lambda optimizer, epochs, gamma=0.95: lr_scheduler.ExponentialLR(optimizer, gamma),
+}
+
+ALIASES = {
+    "swish": "silu",
+    "glorot_normal": "xavier_normal",
+    "glorot_uniform": "xavier_uniform",
+    "kaiming_normal": "he_normal",
+    "kaiming_uniform": "he_uniform",
+    "identity": "linear",
+}

@@ -1,0 +1,423 @@
+"""The experiment config: frozen dataclasses, and one validator that walks them.
+
+Every field has a default, a type and (for numbers) a range; the validator names the dotted path
+of whatever is wrong. Components (activation, init, optimizer, schedule, dataset) are a bare name
+or a mapping `{name: ..., **params}`; their parameters come from the registry factories' signatures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import inspect
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from .components import (
+    ACTIVATIONS,
+    ALIASES,
+    INITIALIZERS,
+    MATRIX_ONLY_INITIALIZERS,
+    NON_NEGATIVE,
+    OPTIMIZERS,
+    PARAM_CHOICES,
+    PARAM_RANGES,
+    POSITIVE,
+    SCHEDULES,
+    UNIT,
+    Range,
+)
+from .data import DATASETS
+from .errors import ConfigError
+
+
+REGISTRIES = {
+    "activation": ACTIVATIONS,
+    "initializer": INITIALIZERS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "dataset": DATASETS,
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registry entry by name, with its parameters (all of them, once validated)."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_plain(self):
+        return {"name": self.name, **_plain(dict(self.params))} if self.params else self.name
+
+
+def spec(default, *, range: Range | None = None, registry: str | None = None, doc: str = ""):
+    """A config field with its default and its constraints (read by the validator and the README)."""
+    return field(default=default, metadata={"range": range, "registry": registry, "doc": doc})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Component = spec(Component("mnist"), registry="dataset", doc="mnist, fashion_mnist, cifar100, xor")
+    root: str | None = spec(None, doc="data folder; null: $ACTEXP_DATA or ~/.cache/actexp/data")
+    subset: int | None = spec(None, range=Range(1), doc="train on the first N training samples")
+    val_size: int | None = spec(None, range=Range(1), doc="validation samples; null: 5000 (image sets), 20% (xor)")
+    split_seed: int = spec(0, doc="seed of the train/validation split")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[int, ...] = spec((256, 256), range=Range(1), doc="hidden layer widths (or give depth and width)")
+    activation: Component = spec(Component("relu"), registry="activation")
+    init: Component = spec(Component("xavier_normal"), registry="initializer", doc="weight initializer")
+    bias_init: Component = spec(
+        Component("constant", MappingProxyType({"value": 0.0})),
+        registry="initializer",
+        doc="a number (constant) or any initializer",
+    )
+    dropout: float = spec(0.0, range=UNIT, doc="dropout after each hidden activation")
+    batch_norm: bool = spec(False, doc="BatchNorm1d between each hidden Linear and its activation")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Component = spec(Component("adam"), registry="optimizer")
+    lr: float = spec(1e-3, range=POSITIVE)
+    weight_decay: float = spec(0.0, range=NON_NEGATIVE, doc="the optimizer's weight_decay")
+    schedule: Component = spec(Component("none"), registry="schedule", doc="stepped once per epoch")
+    grad_clip: float | None = spec(None, range=POSITIVE, doc="clip the global gradient L2 norm to this")
+
+
+@dataclass(frozen=True)
+class RegularizationConfig:
+    l1: float = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l1·Σ|W| over all weight matrices")
+    l2: float = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l2·ΣW² over all weight matrices")
+    activity_l1: float = spec(0.0, range=NON_NEGATIVE, doc="l1·Σ|a| of hidden activations, per sample")
+    activity_l2: float = spec(0.0, range=NON_NEGATIVE, doc="l2·Σa² of hidden activations, per sample")
+    max_norm: float | None = spec(None, range=POSITIVE, doc="cap each unit's incoming weight norm after each step")
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    monitor: Literal["val_loss", "val_acc"] = spec("val_loss")
+    mode: Literal["auto", "min", "max"] = spec("auto", doc="auto: min for losses, max for accuracies")
+    patience: int = spec(5, range=Range(0), doc="epochs without improvement before stopping")
+    min_delta: float = spec(0.0, range=NON_NEGATIVE, doc="smallest change that counts as improvement")
+    restore_best: bool = spec(True, doc="evaluate and keep the best epoch's weights")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = spec(10, range=Range(1))
+    batch_size: int = spec(100, range=Range(1))
+    seed: int = spec(0, doc="seeds weights, dropout and batch order")
+    device: str = spec("auto", doc="auto, cpu, cuda, cuda:N")
+    early_stopping: EarlyStoppingConfig | None = spec(None, doc="null/false: off; true or a mapping: on")
+    checkpoint: Literal["none", "best", "last", "both"] = spec("last", doc="which checkpoints to keep")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = spec("experiment", doc="run folder name; default: the config file's stem")
+    data: DataConfig = spec(DataConfig())
+    model: ModelConfig = spec(ModelConfig())
+    optim: OptimConfig = spec(OptimConfig())
+    regularization: RegularizationConfig = spec(RegularizationConfig())
+    train: TrainConfig = spec(TrainConfig())
+
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.,=+-]+$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+# YAML 1.1 (PyYAML) reads 1e-3 as a string: numbers as people write them are parsed here.
+FLOAT_PATTERN = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config, apply `key=value` overrides, validate. Raises ConfigError."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; see configs/relu_xavier.yaml for a complete example")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, optim, ...), got {_kind(raw)}")
+    raw.setdefault("name", path.stem)
+    try:
+        return config_from_dict(apply_overrides(raw, overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of `raw` with each `dotted.key=value` set (value parsed as a YAML scalar)."""
+    raw = json.loads(json.dumps(raw, default=list))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.01")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node, parts = raw, key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and i == len(parts) - 2:
+                child = {"name": child}  # --set model.activation.negative_slope=0.2 on `activation: leaky_relu`
+            elif not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: Mapping) -> Config:
+    """Validate a plain mapping (as read from YAML) into a Config. Raises ConfigError."""
+    raw = dict(raw)
+    if isinstance(raw.get("model"), dict):
+        raw["model"] = _expand_depth_width(raw["model"])
+    config = _parse(Config, raw, "")
+    _check_cross_fields(config)
+    return config
+
+
+def _expand_depth_width(model: dict) -> dict:
+    if "depth" not in model and "width" not in model:
+        return model
+    model = dict(model)
+    if "hidden" in model:
+        raise ConfigError("model: give either hidden (a list of widths) or depth and width, not both")
+    depth = _parse(int, model.pop("depth", 2), "model.depth", Range(1))
+    width = _parse(int, model.pop("width", 256), "model.width", Range(1))
+    model["hidden"] = [width] * depth
+    return model
+
+
+def _check_cross_fields(config: Config) -> None:
+    opt = config.optim.optimizer
+    if opt.params.get("nesterov") and (opt.params.get("momentum", 0) <= 0 or opt.params.get("dampening", 0) != 0):
+        raise ConfigError("optim.optimizer: nesterov needs momentum > 0 and dampening 0, e.g. {name: sgd, momentum: 0.9, nesterov: true}")
+    if config.model.bias_init.name in MATRIX_ONLY_INITIALIZERS:
+        raise ConfigError(f"model.bias_init: {config.model.bias_init.name} needs a matrix; use a number, normal or uniform")
+    if not NAME_PATTERN.match(config.name):
+        raise ConfigError(f"name: {config.name!r} is not a usable folder name; use letters, digits and _ . , = + -")
+    if not DEVICE_PATTERN.match(config.train.device):
+        raise ConfigError(f"train.device: {config.train.device!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if config.train.early_stopping and config.train.early_stopping.mode == "max" and config.train.early_stopping.monitor == "val_loss":
+        raise ConfigError("train.early_stopping.mode: max with monitor val_loss would keep the worst epoch; use auto or min")
+
+
+# ----------------------------------------------------------------------------- the walker
+
+
+def _parse(tp, value, path: str, rng: Range | None = None, registry: str | None = None):
+    """Check `value` against type `tp` and return it converted; raise ConfigError naming `path`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, _UnionType) and type(None) in args:
+        if value is None:
+            return None
+        inner = next(a for a in args if a is not type(None))
+        if inner is not Component and dataclasses.is_dataclass(inner) and isinstance(value, bool):
+            return inner() if value else None  # early_stopping: true
+        return _parse(inner, value, path, rng, registry)
+    if tp is Component:
+        return parse_component(value, path, registry)
+    if dataclasses.is_dataclass(tp):
+        return _parse_dataclass(tp, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {', '.join(map(str, args))}{_did_you_mean(value, args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or isinstance(value, str):
+            raise ConfigError(f"{path}: expected a list, got {_kind(value)}")
+        if args[-1] is not Ellipsis and len(value) != len(args):
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {len(value)}")
+        if not value:
+            raise ConfigError(f"{path}: expected a non-empty list")
+        return tuple(_parse(args[0], v, f"{path}[{i}]", rng) for i, v in enumerate(value))
+    return _parse_scalar(tp, value, path, rng)
+
+
+_UnionType = type(int | None)
+
+
+def _parse_scalar(tp, value, path, rng):
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_kind(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_kind(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_kind(value)}")
+    elif tp is float:
+        if isinstance(value, str) and FLOAT_PATTERN.match(value.strip()):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {_kind(value)}")
+        value = float(value)
+    else:
+        raise TypeError(f"unsupported config type {tp!r} at {path}")
+    if rng is not None and value not in rng:
+        raise ConfigError(f"{path}: {value:g} is out of range; allowed {rng}")
+    return value
+
+
+def _parse_dataclass(cls, value, path):
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {_kind(value)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in value:
+        if key not in fields:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(f"{where}: unknown key{_did_you_mean(key, fields)}; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in value:
+            meta = f.metadata
+            kwargs[name] = _parse(hints[name], value[name], f"{path}.{name}" if path else name, meta.get("range"), meta.get("registry"))
+    return cls(**kwargs)
+
+
+def parse_component(value, path, registry):
+    table = REGISTRIES[registry]
+    if registry == "initializer" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"name": "constant", "value": value}
+    if isinstance(value, str):
+        name, given = value, {}
+    elif isinstance(value, Mapping):
+        if "name" not in value:
+            raise ConfigError(f"{path}: a mapping needs a name, e.g. {{name: {next(iter(table))}}}")
+        name, given = value["name"], {k: v for k, v in value.items() if k != "name"}
+    else:
+        raise ConfigError(f"{path}: expected a {registry} name or a mapping with a name, got {_kind(value)}")
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}.name: expected a {registry} name, got {_kind(name)}")
+    name = ALIASES.get(name, name)
+    if name not in table:
+        raise ConfigError(f"{path}: unknown {registry} {name!r}{_did_you_mean(name, list(table) + list(ALIASES))}; choose one of {', '.join(table)}")
+    defaults = component_defaults(table[name])
+    for key in given:
+        if key not in defaults:
+            allowed = ", ".join(defaults) or "none"
+            raise ConfigError(f"{path}.{key}: {name} has no parameter {key!r}{_did_you_mean(key, defaults)}; parameters: {allowed}")
+    params = {}
+    for key, default in defaults.items():
+        value = given.get(key, default)
+        params[key] = _parse_param(key, value, default, f"{path}.{key}")
+    return Component(name, MappingProxyType(params))
+
+
+def component_defaults(factory) -> dict[str, Any]:
+    """A factory's user parameters: its keyword parameters that have defaults."""
+    return {
+        p.name: p.default
+        for p in inspect.signature(factory).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _parse_param(key, value, default, path):
+    if key in PARAM_CHOICES:
+        return _parse(Literal[PARAM_CHOICES[key]], value, path)
+    tp = tuple[float, ...] if isinstance(default, tuple) else type(default)
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)) and len(value) != len(default):
+        raise ConfigError(f"{path}: expected a list of {len(default)} numbers, got {len(value)}")
+    if tp is int and isinstance(value, float) and key not in ("k", "step_size"):
+        tp = float
+    return _parse(tp, value, path, PARAM_RANGES.get(key))
+
+
+def _did_you_mean(word, choices) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return f"{type(value).__name__.replace('str', 'string').replace('float', 'number')} {value!r}"
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _plain(value):
+    if isinstance(value, Component):
+        return value.to_plain()
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def config_to_dict(config: Config) -> dict:
+    """The resolved config as plain data: every key, every component parameter."""
+    return _plain(config)
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
+
+
+def config_hash(config: Config) -> str:
+    """A short stable hash of the resolved config (sweeps use it to recognise finished runs)."""
+    text = json.dumps(config_to_dict(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def as_config(config: Config | Mapping | str | Path) -> Config:
+    """Accept a Config, a plain mapping or a YAML path (the Python API's convenience)."""
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    return config_from_dict(config)
+
+
+def config_fields(cls=Config, prefix: str = ""):
+    """Yield (dotted key, type, default, range/registry, doc) for every field: the README's reference."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        inner = hints[f.name]
+        nested = next((a for a in typing.get_args(inner) if dataclasses.is_dataclass(a)), inner)
+        if dataclasses.is_dataclass(nested):
+            yield from config_fields(nested, key + ".")
+        else:
+            yield key, inner, _plain(f.default), f.metadata.get("range") or f.metadata.get("registry"), f.metadata.get("doc", "")

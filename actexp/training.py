@@ -1,0 +1,349 @@
+"""The training loop: one config in, one run folder out.
+
+Speed by design: every split is one tensor on the device, batches are index slices of a per-epoch
+permutation drawn on the device, and losses/accuracies accumulate on the device and are read once
+per epoch (and every few steps only when someone watches the progress bar).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .components import OPTIMIZERS, SCHEDULES
+from .config import Config, as_config, config_hash, config_to_yaml
+from .data import Data, load_data
+from .errors import ActexpError, ConfigError
+from .model import MLP, build_model, count_parameters
+from .runs import CHECKPOINTS, new_run_dir, read_history, save_torch_atomic, write_json_atomic, write_metrics, write_text_atomic
+
+# progress(event, info): events "start", "step", "epoch", "end"; the CLI draws them with rich.
+Progress = Callable[[str, dict], None]
+PROGRESS_UPDATES_PER_EPOCH = 20
+EVAL_BATCH = 8192
+
+
+class Diverged(ActexpError):
+    pass
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished (or stopped) run: its folder, its summary.json and its per-epoch records."""
+
+    dir: Path
+    summary: dict
+    history: list[dict]
+
+    @property
+    def status(self) -> str:
+        return self.summary["status"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"train.device: {name} was asked for but torch sees no CUDA GPU "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); use --set train.device=cpu"
+            )
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device: {name} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device: mps is not available on this machine; use --set train.device=cpu")
+    return torch.device(name)
+
+
+def train(
+    config: Config | dict | str | Path,
+    *,
+    runs_dir: str | Path = "runs",
+    progress: Progress | None = None,
+    resume: str | Path | None = None,
+    run_dir: str | Path | None = None,
+) -> Run:
+    """Train one config and write its run folder. `resume` continues a run folder from its
+    last checkpoint; `run_dir` trains into a given (empty or new) folder instead of a fresh one.
+    Raises ActexpError (bad config, missing data) before any folder is created."""
+    config = as_config(config)
+    device = resolve_device(config.train.device)
+    # The run seeds torch's global RNG (dropout draws from it); fork_rng gives the caller's back.
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.train.seed)
+        data = load_data(config.data, device)
+        model = build_model(config.model, data.n_features, data.n_classes).to(device)
+        optimizer, scheduler = build_optimizer(config, model)
+        if resume:
+            folder = Path(resume)
+        elif run_dir:
+            folder = Path(run_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = new_run_dir(runs_dir, config.name)
+        return _fit(config, folder, device, data, model, optimizer, scheduler, progress, resume=bool(resume))
+
+
+def build_optimizer(config: Config, model: MLP):
+    opt = config.optim
+    try:
+        optimizer = OPTIMIZERS[opt.optimizer.name](
+            model.parameters(), opt.lr, opt.weight_decay, **_tuples(opt.optimizer.params)
+        )
+        scheduler = SCHEDULES[opt.schedule.name](optimizer, config.train.epochs, **opt.schedule.params)
+    except ValueError as e:  # torch's own argument checks
+        raise ConfigError(f"optim: {e}") from None
+    return optimizer, scheduler
+
+
+def _tuples(params) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
+@dataclass
+class _Best:
+    """The monitored metric's best value so far and when it happened."""
+
+    monitor: str
+    minimize: bool
+    min_delta: float
+    value: float = math.nan
+    epoch: int = 0
+    waited: int = 0
+
+    def update(self, record: dict) -> bool:
+        value = record[self.monitor]
+        if math.isnan(self.value):
+            improved = True
+        elif self.minimize:
+            improved = value < self.value - self.min_delta
+        else:
+            improved = value > self.value + self.min_delta
+        if improved:
+            self.value, self.epoch, self.waited = value, record["epoch"], 0
+        else:
+            self.waited += 1
+        return improved
+
+
+def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progress, resume: bool) -> Run:
+    tc = config.train
+    stopping = tc.early_stopping
+    monitor = stopping.monitor if stopping else "val_loss"
+    minimize = monitor.endswith("loss") if not stopping or stopping.mode == "auto" else stopping.mode == "min"
+    best = _Best(monitor, minimize, stopping.min_delta if stopping else 0.0)
+    batch_order = torch.Generator(device=device).manual_seed(tc.seed)
+    history, best_weights, start_epoch = [], None, 1
+    started = time.time()
+    summary = {
+        "status": "running",
+        "name": config.name,
+        "run_id": folder.name,
+        "config_hash": config_hash(config),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "device": str(device),
+        "n_params": count_parameters(model),
+        "data": {"dataset": config.data.dataset.name, "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
+        "versions": _versions(),
+    }
+    if resume:
+        state = torch.load(folder / CHECKPOINTS / "last.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        batch_order.set_state(state["rng"]["batch_order"])
+        for key, value in state["best"].items():
+            setattr(best, key, value)
+        best_weights = state["best_model"] and {k: v.to(device) for k, v in state["best_model"].items()}
+        start_epoch = state["epoch"] + 1
+        history = [r for r in read_history(folder) if r["epoch"] <= state["epoch"]]
+        summary["started"] = state.get("started", summary["started"])
+        started -= state.get("wall_seconds", 0.0)
+    else:
+        write_text_atomic(folder / "config.yaml", config_to_yaml(config))
+    write_json_atomic(folder / "summary.json", summary)
+    steps_per_epoch = math.ceil(len(data.y_train) / tc.batch_size)
+    if progress:
+        progress("start", {"dir": folder, "config": config, "summary": summary, "epochs": tc.epochs, "steps": steps_per_epoch, "first_epoch": start_epoch})
+
+    def finish(status: str, **extra) -> Run:
+        summary.update(status=status, wall_seconds=round(time.time() - started, 3), epochs_completed=len(history), **extra)
+        summary.update(_best_fields(history, best))
+        write_json_atomic(folder / "summary.json", summary)
+        if progress:
+            progress("end", {"dir": folder, "summary": summary})
+        return Run(folder, summary, history)
+
+    try:
+        for epoch in range(start_epoch, tc.epochs + 1):
+            tick = time.time()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = train_epoch(model, optimizer, data, config, batch_order, epoch, progress)
+            if not math.isfinite(train_loss):
+                return finish("diverged", error=_diverged_message(config, epoch))
+            val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+            record = {
+                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": round(time.time() - tick, 4),
+            }
+            history.append(record)
+            write_metrics(folder, history)
+            if scheduler is not None:
+                scheduler.step()
+            improved = best.update(record)
+            if improved and stopping and stopping.restore_best:
+                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            checkpoint = _checkpoint(model, optimizer, scheduler, batch_order, best, best_weights, epoch, summary, started)
+            if tc.checkpoint in ("last", "both"):
+                save_torch_atomic(checkpoint, folder / CHECKPOINTS / "last.pt")
+            if improved and tc.checkpoint in ("best", "both"):
+                save_torch_atomic(checkpoint, folder / CHECKPOINTS / "best.pt")
+            if progress:
+                progress("epoch", {"record": record, "improved": improved, "epochs": tc.epochs})
+            if stopping and not improved and best.waited >= stopping.patience:
+                summary["stopped_early"] = True
+                break
+    except KeyboardInterrupt:
+        finish("interrupted")
+        raise
+    except Exception as e:
+        finish("failed", error=f"{type(e).__name__}: {e}")
+        raise
+
+    selected = len(history)
+    if stopping and stopping.restore_best and best_weights is not None:
+        model.load_state_dict(best_weights)
+        selected = best.epoch
+    test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+    summary.setdefault("stopped_early", False)
+    return finish("completed", selected_epoch=selected, test_loss=test_loss, test_acc=test_acc)
+
+
+def train_epoch(model: MLP, optimizer, data: Data, config: Config, batch_order, epoch: int, progress) -> tuple[float, float]:
+    """One pass over the training split; returns (mean cross-entropy, accuracy), or nan if the loss diverged."""
+    reg, batch_size = config.regularization, config.train.batch_size
+    x, y = data.x_train, data.y_train
+    n = len(y)
+    model.train()
+    order = torch.randperm(n, device=x.device, generator=batch_order)
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    weights = [linear.weight for linear in model.linears()]
+    activity = reg.activity_l1 > 0 or reg.activity_l2 > 0
+    steps = math.ceil(n / batch_size)
+    report_every = max(1, steps // PROGRESS_UPDATES_PER_EPOCH)
+    for step in range(steps):
+        index = order[step * batch_size : (step + 1) * batch_size]
+        xb, yb = x[index], y[index]
+        if activity:
+            logits, activations = model.forward_with_activations(xb)
+        else:
+            logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        total = loss
+        if reg.l1 > 0:
+            total = total + reg.l1 * sum(w.abs().sum() for w in weights)
+        if reg.l2 > 0:
+            total = total + reg.l2 * sum(w.square().sum() for w in weights)
+        if activity:
+            # Keras divides a layer's activity penalty by the batch size: a per-sample penalty.
+            if reg.activity_l1 > 0:
+                total = total + reg.activity_l1 * sum(a.abs().sum() for a in activations) / len(yb)
+            if reg.activity_l2 > 0:
+                total = total + reg.activity_l2 * sum(a.square().sum() for a in activations) / len(yb)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if config.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        if reg.max_norm:
+            _apply_max_norm(weights, reg.max_norm)
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.argmax(1) == yb).sum()
+        if progress and (step + 1) % report_every == 0:
+            live = loss.item()
+            progress("step", {"epoch": epoch, "step": step + 1, "steps": steps, "loss": live})
+            if not math.isfinite(live):
+                return math.nan, math.nan
+    return loss_sum.item() / n, correct.item() / n
+
+
+@torch.no_grad()
+def _apply_max_norm(weights, max_norm: float) -> None:
+    # Each row of a Linear weight is one unit's incoming weights (Keras MaxNorm on a Dense kernel).
+    for w in weights:
+        norms = w.norm(dim=1, keepdim=True)
+        w.mul_(norms.clamp(max=max_norm) / norms.clamp(min=1e-12))
+
+
+@torch.inference_mode()
+def evaluate(model: MLP, x, y) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over (x, y) in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for start in range(0, len(y), EVAL_BATCH):
+        logits = model(x[start : start + EVAL_BATCH])
+        yb = y[start : start + EVAL_BATCH]
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def _checkpoint(model, optimizer, scheduler, batch_order, best, best_weights, epoch, summary, started) -> dict:
+    return {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(batch_order.device) if batch_order.device.type == "cuda" else None,
+            "batch_order": batch_order.get_state(),
+        },
+        "best": {"value": best.value, "epoch": best.epoch, "waited": best.waited},
+        "best_model": best_weights,
+        "started": summary["started"],
+        "wall_seconds": time.time() - started,
+    }
+
+
+def _best_fields(history: list[dict], best: _Best) -> dict:
+    record = next((r for r in history if r["epoch"] == best.epoch), None)
+    if record is None:
+        return {}
+    return {"monitor": best.monitor, "best_epoch": best.epoch, "best_val_loss": record["val_loss"], "best_val_acc": record["val_acc"]}
+
+
+def _diverged_message(config: Config, epoch: int) -> str:
+    return (
+        f"the training loss became non-finite in epoch {epoch} (lr {config.optim.lr:g} with "
+        f"{config.optim.optimizer.name}); lower optim.lr, or set optim.grad_clip"
+    )
+
+
+def _versions() -> dict:
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except ImportError:
+        tv = None
+    return {"actexp": __version__, "torch": torch.__version__, "torchvision": tv, "python": platform.python_version()}
