@@ -118,9 +118,9 @@ def _missing_message(name: str, root: Path, cls, tried: bool) -> str:
     mirrors = getattr(cls, "mirrors", None) or [getattr(cls, "url", "")]
     attempt = f"could not be downloaded (tried {', '.join(mirrors)})" if tried else "is not downloaded"
     return (
-        f"dataset {name} not found in {root / info.folder} and {attempt}: place the files "
-        f"{', '.join(info.files)} there (gzipped or not: run `actexp data import {name} DIR`), "
-        f"or run `actexp data download {name}` on a machine with network"
+        f"dataset {name} not found in {root / info.folder} and {attempt}: put the files "
+        f"{', '.join(info.files)} (uncompressed, or the original .gz) there, or copy in a folder of them "
+        f"with `actexp data import {name} DIR`"
     )
 
 
