@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/actexp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 

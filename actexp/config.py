@@ -69,7 +69,7 @@ class DataConfig:
     dataset: Component = spec(Component("mnist"), registry="dataset", doc="mnist, fashion_mnist, cifar100, xor")
     root: str | None = spec(None, doc="data folder; null: $ACTEXP_DATA or ~/.cache/actexp/data")
     subset: int | None = spec(None, range=Range(1), doc="train on the first N training samples")
-    val_size: int | None = spec(None, range=Range(1), doc="validation samples; null: 5000 (image sets), 20% (xor)")
+    val_size: int | None = spec(None, range=Range(1), doc="validation samples taken from the training set; null: min(5000, 20% of it)")
     split_seed: int = spec(0, doc="seed of the train/validation split")
 
 
@@ -417,7 +417,7 @@ def config_fields(cls=Config, prefix: str = ""):
         key = f"{prefix}{f.name}"
         inner = hints[f.name]
         nested = next((a for a in typing.get_args(inner) if dataclasses.is_dataclass(a)), inner)
-        if dataclasses.is_dataclass(nested):
+        if dataclasses.is_dataclass(nested) and nested is not Component:
             yield from config_fields(nested, key + ".")
         else:
             yield key, inner, _plain(f.default), f.metadata.get("range") or f.metadata.get("registry"), f.metadata.get("doc", "")
