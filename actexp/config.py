@@ -299,9 +299,10 @@ def _parse_dataclass(cls, value, path):
             raise ConfigError(f"{where}: unknown key{_did_you_mean(key, fields)}; allowed: {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():
-        if name in value:
-            meta = f.metadata
-            kwargs[name] = _parse(hints[name], value[name], f"{path}.{name}" if path else name, meta.get("range"), meta.get("registry"))
+        # Defaults go through the parser too, so a default component gets its parameters filled in.
+        given = _plain(value[name] if name in value else f.default)
+        meta = f.metadata
+        kwargs[name] = _parse(hints[name], given, f"{path}.{name}" if path else name, meta.get("range"), meta.get("registry"))
     return cls(**kwargs)
 
 
@@ -349,8 +350,6 @@ def _parse_param(key, value, default, path):
     tp = tuple[float, ...] if isinstance(default, tuple) else type(default)
     if isinstance(default, tuple) and isinstance(value, (list, tuple)) and len(value) != len(default):
         raise ConfigError(f"{path}: expected a list of {len(default)} numbers, got {len(value)}")
-    if tp is int and isinstance(value, float) and key not in ("k", "step_size"):
-        tp = float
     return _parse(tp, value, path, PARAM_RANGES.get(key))
 
 
