@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import inspect
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -150,6 +151,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read as a text file ({getattr(e, 'strerror', None) or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -279,6 +282,8 @@ def _parse_scalar(tp, value, path, rng):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {_kind(value)}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value}")
     else:
         raise TypeError(f"unsupported config type {tp!r} at {path}")
     if rng is not None and value not in rng:
@@ -317,9 +322,9 @@ def parse_component(value, path, registry):
             raise ConfigError(f"{path}: a mapping needs a name, e.g. {{name: {next(iter(table))}}}")
         name, given = value["name"], {k: v for k, v in value.items() if k != "name"}
     else:
-        raise ConfigError(f"{path}: expected a {registry} name or a mapping with a name, got {_kind(value)}")
+        raise ConfigError(f"{path}: expected {_a(registry)} name or a mapping with a name, got {_kind(value)}")
     if not isinstance(name, str):
-        raise ConfigError(f"{path}.name: expected a {registry} name, got {_kind(name)}")
+        raise ConfigError(f"{path}.name: expected {_a(registry)} name, got {_kind(name)}")
     name = ALIASES.get(name, name)
     if name not in table:
         raise ConfigError(f"{path}: unknown {registry} {name!r}{_did_you_mean(name, list(table) + list(ALIASES))}; choose one of {', '.join(table)}")
@@ -356,6 +361,10 @@ def _parse_param(key, value, default, path):
 def _did_you_mean(word, choices) -> str:
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _kind(value) -> str:
