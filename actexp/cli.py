@@ -38,6 +38,8 @@ def user_errors(command):
             return command(*args, **kwargs)
         except ActexpError as e:
             fail(str(e), e.exit_code)
+        except typer.Exit:  # the command's own fail(): already printed (typer.Exit is an Exception)
+            raise
         except Exception as e:  # a bug or an environment failure: one line, the traceback on request
             if os.environ.get("ACTEXP_DEBUG"):
                 raise
@@ -49,7 +51,7 @@ def user_errors(command):
 @app.command()
 @user_errors
 def train(
-    config: Path = typer.Argument(..., help="A YAML config, e.g. configs/relu_xavier.yaml."),
+    config: Optional[Path] = typer.Argument(None, help="A YAML config, e.g. configs/relu_xavier.yaml (not needed with --resume)."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
@@ -61,6 +63,8 @@ def train(
 
     if resume:
         config = resume / "config.yaml"
+    elif config is None:
+        fail("give a CONFIG file, e.g. `actexp train configs/relu_xavier.yaml`, or --resume RUN_DIR", 2)
     cfg = load_config(config, set_)
     from .training import train as train_config
 
@@ -91,7 +95,7 @@ def validate(
             err.print("error: " + str(e), soft_wrap=True, markup=False, style="red")
             bad += 1
         else:
-            out.print(f"ok: {path} ({cfg.name})", markup=False)
+            out.print(f"ok: {path} ({cfg.name})", markup=False, soft_wrap=True)
     if bad:
         raise typer.Exit(2)
 
@@ -106,7 +110,7 @@ def data_download(
     from .data import download_dataset
 
     _check_dataset_name(name)
-    out.print(f"downloaded {name} to {download_dataset(name, root)}", markup=False)
+    out.print(f"downloaded {name} to {download_dataset(name, root)}", markup=False, soft_wrap=True)
 
 
 @data_app.command("import")
@@ -120,7 +124,7 @@ def data_import(
     from .data import import_dataset
 
     _check_dataset_name(name)
-    out.print(f"imported {name} into {import_dataset(name, source, root)}", markup=False)
+    out.print(f"imported {name} into {import_dataset(name, source, root)}", markup=False, soft_wrap=True)
 
 
 def _check_dataset_name(name: str) -> None:

@@ -158,7 +158,10 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
         "versions": _versions(),
     }
     if resume:
-        state = torch.load(folder / CHECKPOINTS / "last.pt", map_location="cpu", weights_only=False)
+        last = folder / CHECKPOINTS / "last.pt"
+        if not last.is_file():
+            raise ActexpError(f"{folder}: no {CHECKPOINTS}/last.pt to resume from (the run kept train.checkpoint={tc.checkpoint}; resuming needs last or both)")
+        state = torch.load(last, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
