@@ -180,7 +180,7 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
     else:
         write_text_atomic(folder / "config.yaml", config_to_yaml(config))
     write_json_atomic(folder / "summary.json", summary)
-    steps_per_epoch = math.ceil(len(data.y_train) / tc.batch_size)
+    steps_per_epoch = _steps(len(data.y_train), tc.batch_size, config.model.batch_norm)
     if progress:
         progress("start", {"dir": folder, "config": config, "summary": summary, "epochs": tc.epochs, "steps": steps_per_epoch, "first_epoch": start_epoch})
 
@@ -248,10 +248,10 @@ def train_epoch(model: MLP, optimizer, data: Data, config: Config, batch_order, 
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     weights = [linear.weight for linear in model.linears()]
     activity = reg.activity_l1 > 0 or reg.activity_l2 > 0
-    steps = math.ceil(n / batch_size)
+    steps = _steps(n, batch_size, config.model.batch_norm)
     report_every = max(1, steps // PROGRESS_UPDATES_PER_EPOCH)
     for step in range(steps):
-        index = order[step * batch_size : (step + 1) * batch_size]
+        index = order[step * batch_size : (step + 1) * batch_size if step < steps - 1 else n]
         xb, yb = x[index], y[index]
         if activity:
             logits, activations = model.forward_with_activations(xb)
@@ -284,6 +284,13 @@ def train_epoch(model: MLP, optimizer, data: Data, config: Config, batch_order, 
             if not math.isfinite(live):
                 return math.nan, math.nan
     return loss_sum.item() / n, correct.item() / n
+
+
+def _steps(n: int, batch_size: int, batch_norm: bool) -> int:
+    """Batches per epoch; with batch norm a lone last sample joins the previous batch, since
+    BatchNorm cannot normalize a batch of one."""
+    steps = math.ceil(n / batch_size)
+    return steps - 1 if batch_norm and n % batch_size == 1 and n > 1 else steps
 
 
 @torch.no_grad()

@@ -444,3 +444,21 @@ def test_failure_inside_training_sets_status_failed(tmp_path, data_root, monkeyp
     (run,) = run_dirs(tmp_path / "runs")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and "simulated failure" in summary["error"]
+
+
+def test_batch_norm_with_a_lone_last_sample(tmp_path, data_root):
+    # 401 training samples in batches of 100: the last sample must not form a batch of one,
+    # which BatchNorm cannot normalize in training mode.
+    events = []
+    config = tiny_config(data={"dataset": "mnist", "subset": 401}, model={"hidden": [16], "batch_norm": True},
+                         train={"epochs": 2, "batch_size": 100})
+    run = actexp.train(config, runs_dir=tmp_path / "runs", progress=lambda event, info: events.append((event, info)))
+    assert run.status == "completed" and run.summary["data"]["n_train"] == 401
+    assert next(info for event, info in events if event == "start")["steps"] == 4
+    assert max(info["step"] for event, info in events if event == "step") == 4
+    for record in run.history:
+        assert record["train_acc"] * 401 == pytest.approx(round(record["train_acc"] * 401))
+    plain = actexp.train(tiny_config(data={"dataset": "mnist", "subset": 401}, train={"epochs": 1, "batch_size": 100}),
+                         runs_dir=tmp_path / "runs", progress=lambda event, info: events.append((event, info)))
+    assert plain.status == "completed" and events[-1][0] == "end"
+    assert [info["steps"] for event, info in events if event == "start"][-1] == 5
