@@ -219,6 +219,10 @@ def _check_cross_fields(config: Config) -> None:
     opt = config.optim.optimizer
     if opt.params.get("nesterov") and (opt.params.get("momentum", 0) <= 0 or opt.params.get("dampening", 0) != 0):
         raise ConfigError("optim.optimizer: nesterov needs momentum > 0 and dampening 0, e.g. {name: sgd, momentum: 0.9, nesterov: true}")
+    for key in ("init", "bias_init"):
+        c = getattr(config.model, key)
+        if c.name == "uniform" and c.params["low"] > c.params["high"]:
+            raise ConfigError(f"model.{key}.low: {c.params['low']:g} is above high ({c.params['high']:g}); uniform needs low <= high")
     if config.model.bias_init.name in MATRIX_ONLY_INITIALIZERS:
         raise ConfigError(f"model.bias_init: {config.model.bias_init.name} needs a matrix; use a number, normal or uniform")
     if not NAME_PATTERN.match(config.name):

@@ -70,6 +70,7 @@ BAD_CONFIGS = [
     ("depth and hidden", "model:\n  hidden: [8]\n  depth: 2\n", ["model", "either hidden", "depth and width"]),
     ("depth out of range", "model:\n  depth: 0\n  width: 8\n", ["model.depth", "out of range"]),
     ("nesterov without momentum", "optim:\n  optimizer: {name: sgd, nesterov: true}\n", ["optim.optimizer", "nesterov needs momentum"]),
+    ("uniform low above high", "model:\n  init: {name: uniform, low: 0.1, high: -0.1}\n", ["model.init.low", "low <= high"]),
     ("orthogonal bias", "model:\n  bias_init: orthogonal\n", ["model.bias_init", "needs a matrix"]),
     ("bad name", "name: a/b\n", ["name", "not a usable folder name"]),
     ("bad device", "train:\n  device: gpu\n", ["train.device", "not a device"]),
