@@ -264,3 +264,22 @@ def test_resolved_yaml_round_trips(tmp_path):
     })
     path = write_yaml(tmp_path / "resolved.yaml", config_to_yaml(config))
     assert load_config(path) == config
+
+
+def test_validate_does_not_import_torch(tmp_path):
+    # Registries import torch lazily, so `actexp validate` and `--help` answer instantly.
+    import subprocess
+    import sys
+
+    path = write_yaml(tmp_path / "c.yaml", tiny_config(model={"activation": {"name": "maxout", "k": 3}, "init": "orthogonal"}))
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from actexp.cli import app\n"
+        f"result = CliRunner().invoke(app, ['validate', {str(path)!r}])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
