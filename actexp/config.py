@@ -181,6 +181,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         except yaml.YAMLError:
             value = text
         node, parts = raw, key.strip().split(".")
+        if parts[:1] == ["model"] and parts[1:] in (["depth"], ["width"]):
+            _hidden_as_depth_width(raw)
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
             if isinstance(child, str) and i == len(parts) - 2:
@@ -191,6 +193,16 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = child
         node[parts[-1]] = value
     return raw
+
+
+def _hidden_as_depth_width(raw: dict) -> None:
+    """Rewrite equal `model.hidden` widths as depth and width, so `--set model.depth=9` deepens the net."""
+    model = raw.get("model")
+    hidden = model.get("hidden") if isinstance(model, dict) else None
+    if isinstance(hidden, list) and hidden and all(h == hidden[0] for h in hidden):
+        del model["hidden"]
+        model.setdefault("depth", len(hidden))
+        model.setdefault("width", hidden[0])
 
 
 def config_from_dict(raw: Mapping) -> Config:

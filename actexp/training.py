@@ -187,6 +187,7 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
     def finish(status: str, **extra) -> Run:
         summary.update(status=status, wall_seconds=round(time.time() - started, 3), epochs_completed=len(history), **extra)
         summary.update(_best_fields(history, best))
+        write_metrics(folder, history)  # also when no epoch finished: the files exist, with their header
         write_json_atomic(folder / "summary.json", summary)
         if progress:
             progress("end", {"dir": folder, "summary": summary})

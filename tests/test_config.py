@@ -283,3 +283,13 @@ def test_validate_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_set_depth_on_a_config_with_equal_hidden_widths_deepens_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  hidden: [64, 64]\n")
+    assert load_config(path, ["model.depth=5"]).model.hidden == (64,) * 5
+    assert load_config(path, ["model.width=32"]).model.hidden == (32, 32)
+    path.write_text("model:\n  hidden: [64, 32]\n")
+    with pytest.raises(ConfigError, match="either hidden"):
+        load_config(path, ["model.depth=5"])
