@@ -73,8 +73,12 @@ def train(
         run = train_config(cfg, runs_dir=runs_dir, progress=display, resume=resume)
     except KeyboardInterrupt:
         display.close()
-        folder = display.run_dir or runs_dir
-        fail(f"interrupted: {folder} keeps every finished epoch; continue with `actexp train --resume {folder}`", 130)
+        folder = display.run_dir
+        if folder is None:
+            fail("interrupted before the run folder was created", 130)
+        if (folder / "checkpoints" / "last.pt").exists():
+            fail(f"interrupted: {folder} keeps every finished epoch; continue with `actexp train --resume {folder}`", 130)
+        fail(f"interrupted: {folder} keeps every finished epoch (no checkpoints/last.pt to resume from: train.checkpoint is {cfg.train.checkpoint})", 130)
     if run.status == "diverged":
         fail(f"diverged: {run.summary['error']} (run folder {run.dir})", 1)
 
