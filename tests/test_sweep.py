@@ -21,7 +21,7 @@ from actexp.cli import app
 from actexp.errors import ConfigError
 
 from actexp.runs import read_history, read_summary
-from actexp.sweep import LEDGER, load_sweep, plan_sweep, read_ledger, run_sweep, worker_slots
+from actexp.sweep import load_sweep, plan_sweep, read_ledger, run_sweep, worker_slots
 
 REPO = Path(__file__).resolve().parents[1]
 XOR_BASE = {
@@ -168,34 +168,46 @@ def test_failure_isolation_exit_code_and_ledger(tmp_path):
     assert [e["status"] for e in result.runs] == ["completed", "diverged", "pending", "pending"]
 
 
-def test_resume_after_killing_a_sweep(tmp_path):
-    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"]},
-                       base={**XOR_BASE, "data": {**XOR_BASE["data"], "dataset": {"name": "xor", "n_train": 1000}},
-                             "train": {**XOR_BASE["train"], "epochs": 30}})
-    runs = tmp_path / "runs"
+# Runs long enough (a second or more each) to be caught part-way.
+LONG_BASE = {**XOR_BASE, "data": {**XOR_BASE["data"], "dataset": {"name": "xor", "n_train": 1000}},
+             "train": {**XOR_BASE["train"], "epochs": 30}}
+
+
+def signal_sweep_when(path: Path, runs: Path, ready, signum) -> tuple[int, str]:
+    """Start `actexp sweep` in a subprocess; send it `signum` once `ready(sweep_dir, ledger entries)`."""
     sweep_dir = runs / "xor_sweep"
     process = subprocess.Popen([sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet"],
                                cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    # Kill it while the second run trains (it has a checkpoint), the first being finished.
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        entries = read_ledger(sweep_dir).get("runs", []) if (sweep_dir / LEDGER).exists() else []
-        running = sweep_dir / (entries[1]["folder"] or "-") if len(entries) > 1 else None
-        if [e["status"] for e in entries[:2]] == ["completed", "running"] and (running / "checkpoints/last.pt").exists():
-            if len(read_history(running)) < 20:  # well before its end
-                break
+        if ready(sweep_dir, read_ledger(sweep_dir).get("runs", [])):
+            break
         time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     output = process.communicate(timeout=60)[0].decode()
-    assert process.returncode == 130, output
+    return process.returncode, output
+
+
+def training_mid_way(sweep_dir: Path, entry: dict) -> bool:
+    """The run is training, has a checkpoint to resume from, and is well before its end."""
+    folder = sweep_dir / (entry["folder"] or "-")
+    return entry["status"] == "running" and (folder / "checkpoints/last.pt").exists() and len(read_history(folder)) < 20
+
+
+def test_resume_after_ctrl_c(tmp_path):
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"]}, base=LONG_BASE)
+    runs = tmp_path / "runs"
+    sweep_dir = runs / "xor_sweep"
+    # Ctrl-C while the second run trains, the first being finished.
+    code, output = signal_sweep_when(path, runs, lambda d, e: len(e) > 1 and e[0]["status"] == "completed" and training_mid_way(d, e[1]), signal.SIGINT)
+    assert code == 130, output
     assert "run the same command again to resume" in output
     assert statuses(sweep_dir) == {"activation=relu": "completed", "activation=tanh": "interrupted", "activation=sigmoid": "pending"}
 
     entries = read_ledger(sweep_dir)["runs"]
     finished = snapshot(sweep_dir / entries[0]["folder"])
     interrupted = sweep_dir / entries[1]["folder"]
-    epochs_before = read_summary(interrupted)["epochs_completed"]
-    assert 1 <= epochs_before < 30
+    assert 1 <= read_summary(interrupted)["epochs_completed"] < 30
 
     steps, _ = plan_sweep(load_sweep(path), sweep_dir)
     assert [s.action for s in steps] == ["skip", "resume", "new"]
@@ -206,23 +218,12 @@ def test_resume_after_killing_a_sweep(tmp_path):
     assert [r["epoch"] for r in read_history(interrupted)] == list(range(1, 31))
 
 
-def test_hard_kill_leaves_a_resumable_ledger(tmp_path):
+def test_resume_after_kill_9(tmp_path):
     """SIGKILL gives no chance to save anything: the ledger says `running`; the run's checkpoint resumes it."""
-    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]},
-                       base={**XOR_BASE, "data": {**XOR_BASE["data"], "dataset": {"name": "xor", "n_train": 1000}},
-                             "train": {**XOR_BASE["train"], "epochs": 30}})
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, base=LONG_BASE)
     runs = tmp_path / "runs"
     sweep_dir = runs / "xor_sweep"
-    process = subprocess.Popen([sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet"],
-                               cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        entries = read_ledger(sweep_dir).get("runs", []) if (sweep_dir / LEDGER).exists() else []
-        if entries and entries[0]["status"] == "running" and (sweep_dir / entries[0]["folder"] / "checkpoints/last.pt").exists():
-            break
-        time.sleep(0.02)
-    process.kill()
-    process.wait()
+    signal_sweep_when(path, runs, lambda d, e: bool(e) and training_mid_way(d, e[0]), signal.SIGKILL)
     assert statuses(sweep_dir)["activation=relu"] == "running"
     steps, _ = plan_sweep(load_sweep(path), sweep_dir)
     assert [s.action for s in steps] == ["resume", "new"]
