@@ -144,7 +144,7 @@ def sweep(
         names = "; ".join(f"{e['name']} ({e['status']}: {e['error']})" for e in result.failures)
         fail(f"{len(result.failures)} of {len(result.runs)} runs did not complete: {names}", 1)
     if result.unfinished:
-        fail(f"stopped early (--fail-fast): {len(result.unfinished)} runs not trained; run the same command again to continue", 1)
+        fail(f"stopped early: {len(result.unfinished)} runs not trained; run the same command again to continue", 1)
 
 
 def _dry_run_table(swept, steps, sweep_dir):

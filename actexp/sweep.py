@@ -321,7 +321,7 @@ def run_sweep(
     if jobs == 1:
         _run_in_process(tasks, record, fail_fast)
     else:
-        _run_in_workers(tasks, record, fail_fast, worker_slots(jobs, _cpu_count(), gpus))
+        _run_in_workers(tasks, record, fail_fast, worker_slots(jobs, _cpu_count(), gpus), sweep_dir)
     result = SweepResult(sweep.name, sweep_dir, tuple(ledger["runs"]), tuple(ledger["removed"]))
     if report and not result.unfinished and any(e["folder"] for e in result.runs):
         from .report import write_report
@@ -384,8 +384,16 @@ class _Worker:
         self.step, self.seen_dead = step, False
         self.tasks.put(task)
 
+    def lost_its_run(self) -> bool:
+        """Whether the process died (killed from outside, e.g. out of memory) with a run in hand.
+        It takes two looks: its last message may still be on its way through the queue."""
+        if self.step is None or self.process.is_alive():
+            return False
+        lost, self.seen_dead = self.seen_dead, True
+        return lost
 
-def _run_in_workers(tasks, record, fail_fast: bool, slots: list[Slot]) -> None:
+
+def _run_in_workers(tasks, record, fail_fast: bool, slots: list[Slot], sweep_dir: Path) -> None:
     """Hand runs to worker processes one at a time; their events come back on one queue.
     Ctrl-C reaches this process only (workers ignore SIGINT); it stops the workers with SIGTERM,
     which they turn into KeyboardInterrupt so that their runs are saved as interrupted."""
@@ -409,7 +417,15 @@ def _run_in_workers(tasks, record, fail_fast: bool, slots: list[Slot]) -> None:
             try:
                 index, event, info = events.get(timeout=0.5)
             except queue.Empty:
-                _check_dead(workers, record)
+                for i, worker in enumerate(workers):
+                    if worker.lost_its_run():
+                        message = f"the worker process died (exit code {worker.process.exitcode})"
+                        _mark_failed(worker.step, message, sweep_dir)
+                        record(worker.step, "run_end", {"status": "failed", "folder": None, "error": message, "test_acc": None, "wall_seconds": None})
+                        worker.step = None
+                        if pending and not stopping:
+                            workers[i] = _Worker(context, slots[i], i, events)
+                            hand_out(workers[i])
                 if deadline and time.time() > deadline:
                     break
                 continue
@@ -442,16 +458,12 @@ def _run_in_workers(tasks, record, fail_fast: bool, slots: list[Slot]) -> None:
         raise KeyboardInterrupt
 
 
-def _check_dead(workers, record) -> None:
-    # A worker killed from outside (out of memory) takes its run with it. Look twice: its last
-    # message may still be in the queue.
-    for w in workers:
-        if w.step and not w.process.is_alive():
-            if w.seen_dead:
-                message = f"the worker process died (exit code {w.process.exitcode})"
-                record(w.step, "run_end", {"status": "failed", "folder": None, "error": message, "test_acc": None, "wall_seconds": None})
-                w.step = None
-            w.seen_dead = True
+def _mark_failed(step: Step, message: str, sweep_dir: Path) -> None:
+    """Say in the run's own summary.json what its dead worker could not: the run failed."""
+    folder = step.entry.get("folder")
+    summary = read_summary(sweep_dir / folder) if folder else {}
+    if summary.get("status") == "running":
+        write_json_atomic(sweep_dir / folder / "summary.json", {**summary, "status": "failed", "error": message})
 
 
 def _worker_main(index: int, slot: Slot, tasks, events, parent_pid: int) -> None:
