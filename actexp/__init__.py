@@ -8,12 +8,20 @@ __version__ = "0.1.0"
 from .config import Config, config_from_dict, load_config  # noqa: E402  (torch-free)
 
 
-def __getattr__(name):
-    if name in ("train", "Run", "evaluate"):
-        from . import training
+# The Python API beside the CLI, imported on first use: name -> module.
+_LAZY = {
+    "train": "training", "Run": "training", "evaluate": "training",
+    "run_sweep": "sweep", "load_sweep": "sweep",
+    "compare": "report", "plot": "report", "list_runs": "report",
+}
 
-        return getattr(training, name)
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'actexp' has no attribute {name!r}")
 
 
-__all__ = ["Config", "Run", "config_from_dict", "load_config", "train"]
+__all__ = ["Config", "Run", "compare", "config_from_dict", "list_runs", "load_config", "load_sweep", "plot", "run_sweep", "train"]

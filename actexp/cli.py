@@ -24,6 +24,15 @@ err = Console(stderr=True, highlight=False)
 SET_HELP = "Override a config key, e.g. --set optim.lr=0.01 (repeatable; values are YAML scalars)."
 
 
+def print_table(table) -> None:
+    """Tables keep all their columns when the output goes to a file or a pipe (rich would squeeze
+    them into 80 columns there); a terminal gets its own width."""
+    if out.is_terminal:
+        return out.print(table)
+    width = out.measure(table, options=out.options.update_width(10_000)).maximum
+    Console(file=out.file, width=max(out.width, width), highlight=False).print(table)
+
+
 def fail(message: str, code: int) -> None:
     err.print("error: " + message, soft_wrap=True, markup=False, style="red")
     raise typer.Exit(code)
@@ -85,23 +94,131 @@ def train(
 
 @app.command()
 def validate(
-    configs: List[Path] = typer.Argument(..., help="Config files to check."),
+    configs: List[Path] = typer.Argument(..., help="Config files, sweep files or sweep folders to check."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
 ):
-    """Check configs without training (exit 2 if any is invalid)."""
-    from .config import load_config
+    """Check configs (and sweeps: every run they expand to) without training (exit 2 if any is invalid)."""
+    from .config import load_config, read_yaml
+    from .sweep import load_sweep
 
     bad = 0
     for path in configs:
         try:
-            cfg = load_config(path, set_)
+            if path.is_dir() or "base" in (read_yaml(path) or {}):
+                sweep = load_sweep(path, set_)
+                what = f"sweep {sweep.name}, {len(sweep.runs)} runs"
+            else:
+                what = load_config(path, set_).name
         except ActexpError as e:
             err.print("error: " + str(e), soft_wrap=True, markup=False, style="red")
             bad += 1
         else:
-            out.print(f"ok: {path} ({cfg.name})", markup=False, soft_wrap=True)
+            out.print(f"ok: {path} ({what})", markup=False, soft_wrap=True)
     if bad:
         raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def sweep(
+    path: Path = typer.Argument(..., help="A folder of configs (every *.yaml inside) or a sweep file (base, grid, seeds)."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " Applies to every run."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders; the sweep lives in RUNS_DIR/<sweep name>/."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Trainings in parallel worker processes (default: one per GPU with several GPUs, else 1)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded runs and what would happen to each; train nothing."),
+    force: bool = typer.Option(False, "--force", help="Re-run every run, finished or not (new folders; old ones are kept)."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first run that fails or diverges."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table; the final table only."),
+):
+    """Run a family of experiments; run the same command again to resume it."""
+    from .display import SweepDisplay, comparison_table
+    from .sweep import load_sweep, plan_sweep, run_sweep
+
+    if dry_run:
+        swept = load_sweep(path, set_)
+        steps, _ = plan_sweep(swept, runs_dir / swept.name, force)
+        print_table(_dry_run_table(swept, steps, runs_dir / swept.name))
+        return
+    display = SweepDisplay(out, quiet)
+    try:
+        result = run_sweep(path, set_, runs_dir=runs_dir, jobs=jobs, force=force, fail_fast=fail_fast, progress=display)
+    except KeyboardInterrupt:
+        display.close()
+        fail("interrupted: finished runs are kept and the ledger is saved; run the same command again to resume", 130)
+    finally:
+        display.close()
+    if result.comparison is not None:
+        print_table(comparison_table(result.comparison))
+        written = ", ".join(str(result.dir / f) for f in ("summary.md", "summary.csv", "curves.png") if (result.dir / f).exists())
+        out.print(f"written: {written}", markup=False, soft_wrap=True)
+    if result.failures:
+        names = "; ".join(f"{e['name']} ({e['status']}: {e['error']})" for e in result.failures)
+        fail(f"{len(result.failures)} of {len(result.runs)} runs did not complete: {names}", 1)
+    if result.unfinished:
+        fail(f"stopped early: {len(result.unfinished)} runs not trained; run the same command again to continue", 1)
+
+
+def _dry_run_table(swept, steps, sweep_dir):
+    from rich.table import Table
+
+    from .varying import key_labels
+
+    labels = key_labels(list(swept.keys))
+    table = Table(title=f"{swept.name}: {len(steps)} runs → {sweep_dir}", title_justify="left")
+    table.add_column("run", overflow="fold")
+    for column in [*(labels[k] for k in swept.keys), "action"]:
+        table.add_column(column)
+    for step in steps:
+        table.add_row(step.run.name, *(step.run.labels[k] for k in swept.keys), step.action)
+    return table
+
+
+@app.command()
+@user_errors
+def compare(
+    paths: List[Path] = typer.Argument(..., help="Sweep folders, run folders, or folders holding runs."),
+    metric: str = typer.Option("val_acc", "--metric", "-m", help="Rank by val_acc, val_loss, train_acc, train_loss (best epoch), test_acc or test_loss."),
+    group_by: List[str] = typer.Option([], "--group-by", "-g", help="Aggregate by these keys only (repeatable), e.g. model.activation."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Write summary.csv and summary.md here (default: the one folder given)."),
+):
+    """Rank runs by a metric; runs that differ only by seed become one row (mean ± std, n)."""
+    from .display import comparison_table
+    from .report import compare as compare_runs
+
+    if out_dir is None and len(paths) == 1 and not (paths[0] / "summary.json").exists():
+        out_dir = paths[0]
+    comparison = compare_runs(paths, metric, group_by or None, out_dir)
+    print_table(comparison_table(comparison))
+    if out_dir is not None:
+        out.print(f"written: {out_dir / 'summary.md'}, {out_dir / 'summary.csv'}", markup=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def plot(
+    paths: List[Path] = typer.Argument(..., help="Sweep folders, run folders, or folders holding runs."),
+    output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="The PNG to write."),
+    metric: str = typer.Option("val_acc", "--metric", "-m", help="val_acc, val_loss, train_acc, train_loss or lr."),
+    group_by: List[str] = typer.Option([], "--group-by", "-g", help="One line per value of these keys (repeatable)."),
+):
+    """Learning curves overlaid: one line per config (mean across seeds, min–max band)."""
+    from .report import plot as plot_runs
+
+    path, series = plot_runs(paths, output, metric, group_by or None)
+    out.print(f"wrote {path} ({len(series)} lines)", markup=False, soft_wrap=True)
+
+
+@app.command("runs")
+@user_errors
+def list_runs(root: Path = typer.Argument(Path("runs"), help="Folder to search for run folders.")):
+    """List runs, newest first."""
+    from .display import runs_table
+    from .report import list_runs as find
+
+    rows = find(root)
+    if not rows:
+        fail(f"no runs in {root}", 1)
+    print_table(runs_table(rows))
 
 
 @data_app.command("download")

@@ -147,17 +147,7 @@ FLOAT_PATTERN = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read a YAML config, apply `key=value` overrides, validate. Raises ConfigError."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read as a text file ({getattr(e, 'strerror', None) or e})") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    raw = read_yaml(path)
     if raw is None:
         raise ConfigError(f"{path}: the file is empty; see configs/relu_xavier.yaml for a complete example")
     if not isinstance(raw, dict):
@@ -167,6 +157,21 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         return config_from_dict(apply_overrides(raw, overrides))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def read_yaml(path: Path):
+    """The YAML document in `path` (None when empty). Raises ConfigError for a missing file or bad YAML."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read as a text file ({getattr(e, 'strerror', None) or e})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

@@ -1,9 +1,20 @@
-"""Rich rendering of training progress: a bar per epoch with the live loss, a line per epoch."""
+"""Rich rendering: training progress (a bar per epoch with the live loss, a line per epoch), the
+live sweep table, and the comparison and run tables."""
 
 from __future__ import annotations
 
+import math
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from rich import box
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
 
 class TrainingDisplay:
@@ -74,3 +85,173 @@ class TrainingDisplay:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+STATUS_STYLES = {
+    "completed": "green",
+    "diverged": "yellow",
+    "failed": "red",
+    "interrupted": "magenta",
+    "running": "cyan",
+    "pending": "dim",
+}
+
+ACTION_WORDS = {"new": "to train", "skip": "finished earlier", "resume": "to resume", "restart": "to restart", "rerun": "to re-run"}
+
+
+@dataclass
+class _RunRow:
+    name: str
+    status: str
+    note: str = ""  # "earlier": finished by an earlier invocation, skipped now
+    epoch: int = 0
+    epochs: int = 0
+    first_epoch: int = 1
+    val_acc: float = math.nan
+    best_val_acc: float = math.nan
+    started: float | None = None
+    ended: float | None = None
+    error: str | None = None
+
+    def elapsed(self) -> float:
+        return ((self.ended or time.time()) - self.started) if self.started else 0.0
+
+    def eta(self) -> float | None:
+        done = self.epoch - self.first_epoch + 1
+        if self.status != "running" or done < 1:
+            return None
+        return self.elapsed() / done * (self.epochs - self.epoch)
+
+
+class SweepDisplay:
+    """A `progress(event, info)` callback for run_sweep: a live table on a terminal (one row per
+    run: status, epoch, val accuracy, elapsed, ETA), one line per finished run elsewhere."""
+
+    def __init__(self, console: Console, quiet: bool = False):
+        self.console, self.quiet = console, quiet
+        self.rows: dict[str, _RunRow] = {}
+        self.live = None
+        self.jobs = 1
+        self.started = time.time()
+
+    def __call__(self, event: str, info: dict) -> None:
+        getattr(self, f"on_{event}")(info)
+
+    def on_plan(self, info):
+        steps, self.jobs = info["steps"], info["jobs"]
+        for step in steps:
+            skipped = step.action == "skip"
+            self.rows[step.run.name] = _RunRow(step.run.name, step.entry["status"] if skipped else "pending", "earlier" if skipped else "")
+        actions = Counter(step.action for step in steps)
+        todo = ", ".join(f"{n} {ACTION_WORDS[action]}" for action, n in actions.items())
+        self.console.print(f"[bold]sweep {info['sweep'].name}[/]: {len(steps)} runs ({todo}) → {info['dir']}, {self.jobs} job(s)", soft_wrap=True)
+        removed = info["removed"]
+        if removed:
+            names = ", ".join(e["name"] for e in removed[:5]) + (", …" if len(removed) > 5 else "")
+            self.console.print(f"note: {len(removed)} run(s) in the ledger are no longer in this sweep and were left alone: {names}", markup=False, soft_wrap=True)
+        if self.console.is_terminal and not self.quiet and actions.get("skip", 0) < len(steps):
+            self.live = Live(self, console=self.console, refresh_per_second=4)
+            self.live.start()
+
+    def on_run_start(self, info):
+        row = self.rows[info["name"]]
+        row.status, row.started, row.ended, row.error = "running", time.time(), None, None
+        row.epochs, row.first_epoch, row.epoch = info["epochs"], info["first_epoch"], info["first_epoch"] - 1
+
+    def on_epoch(self, info):
+        row = self.rows[info["name"]]
+        row.epoch, row.val_acc = info["epoch"], info["val_acc"]
+        row.best_val_acc = max(row.val_acc, row.best_val_acc) if not math.isnan(row.best_val_acc) else row.val_acc
+
+    def on_run_end(self, info):
+        row = self.rows[info["name"]]
+        row.status, row.ended, row.error = info["status"], time.time(), info["error"]
+        if self.live is None and not self.quiet:
+            done = sum(r.status in ("completed", "diverged", "failed") and not r.note for r in self.rows.values())
+            todo = sum(not r.note for r in self.rows.values())
+            facts = [f"best val acc {row.best_val_acc:.4f}"] if not math.isnan(row.best_val_acc) else []
+            facts += [f"test acc {info['test_acc']:.4f}"] if info.get("test_acc") is not None else []
+            facts.append(f"{row.elapsed():.1f}s")
+            error = f": {row.error}" if row.status in ("failed", "diverged") else ""
+            self.console.print(
+                f"[{done}/{todo}] {row.name} {row.status}{error} ({', '.join(facts)})",
+                markup=False, soft_wrap=True, style=STATUS_STYLES.get(row.status),
+            )
+
+    def __rich__(self) -> Table:
+        rows = list(self.rows.values())
+        room = max(5, self.console.size.height - 6)
+        shown = rows if len(rows) <= room else _most_relevant(rows, room)
+        table = Table(box=box.SIMPLE_HEAD, caption=self._caption(rows, len(rows) - len(shown)), caption_justify="left")
+        for column in ("run", "status", "epoch", "val acc", "elapsed", "ETA"):
+            table.add_column(column, justify="left" if column in ("run", "status") else "right")
+        for r in shown:
+            status = f"{r.status} (earlier)" if r.note else r.status
+            table.add_row(
+                r.name, Text(status, style=STATUS_STYLES.get(r.status, "")),
+                f"{r.epoch}/{r.epochs}" if r.epochs else "", "" if math.isnan(r.val_acc) else f"{r.val_acc:.4f}",
+                _duration(r.elapsed()) if r.started else "", _duration(r.eta()),
+            )
+        return table
+
+    def _caption(self, rows: list[_RunRow], hidden: int) -> str:
+        counts = Counter(r.status for r in rows)
+        text = " · ".join(f"{n} {status}" for status, n in counts.items())
+        finished = [r.elapsed() for r in rows if r.ended and r.status == "completed"]
+        left = counts.get("pending", 0) + counts.get("running", 0)
+        if finished and left:
+            text += f" · sweep ETA {_duration(statistics.fmean(finished) * left / self.jobs)}"
+        return text + (f" · {hidden} rows not shown" if hidden else "")
+
+    def close(self):
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def _most_relevant(rows: list[_RunRow], room: int) -> list[_RunRow]:
+    """Running runs, then problems, then the latest finished, then the next pending, in sweep order."""
+    order = {"running": 0, "failed": 1, "diverged": 1, "interrupted": 1, "completed": 2, "pending": 3}
+    ranked = sorted(rows, key=lambda r: (order.get(r.status, 2), -(r.ended or 0) if r.status == "completed" else 0))
+    keep = {id(r) for r in ranked[:room]}
+    return [r for r in rows if id(r) in keep]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def comparison_table(comparison) -> Table:
+    """A report.Comparison as a rich table, the best row highlighted."""
+    from .report import comparison_cells
+
+    header, rows = comparison_cells(comparison)
+    title = f"ranked by {comparison.metric} (mean ± sample std over the n completed runs of each row)"
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    for i, column in enumerate(header):
+        table.add_column(column, justify="right" if column in ("rank", "n") else "left", no_wrap=True, min_width=len(column))
+    for i, cells in enumerate(rows):
+        best = i == 0 and comparison.rows[0].metric.n > 0
+        table.add_row(*cells, style="bold green" if best else None)
+    return table
+
+
+def runs_table(rows: list[dict]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("name", "status", "best val acc", "test acc", "started", "folder"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["name"], Text(r["status"], style=STATUS_STYLES.get(r["status"], "")), _accuracy(r["best_val_acc"]),
+            _accuracy(r["test_acc"]), r["started"].replace("T", " "), r["folder"],
+        )
+    return table
+
+
+def _accuracy(x) -> str:
+    return "" if x is None or math.isnan(x) else f"{x:.4f}"

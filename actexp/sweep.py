@@ -1,0 +1,504 @@
+"""Sweeps: a family of runs from a folder of configs or a grid, with a ledger so that a sweep
+survives failures and interruptions and is resumed by running the same command again.
+
+A sweep lives in `runs/<sweep name>/`: one run folder per run (`<run name>/<run id>/`, as `train`
+makes them) and the ledger `sweep.json`, which lists every run with the hash of its resolved config,
+its status and its folder. A run is recognised by that hash (its name is left out of it, so renaming
+a run or adding a grid value does not re-train the others). The run folders' summary.json is the
+truth about a run; the ledger points at them and is rewritten (atomically) whenever a run starts or ends.
+
+torch is imported only where a run trains, so `actexp sweep --dry-run` answers instantly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from .config import NAME_PATTERN, Config, _did_you_mean, apply_overrides, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
+from .errors import ConfigError
+from .runs import CHECKPOINTS, read_summary, write_json_atomic
+from .varying import SEED_KEY, describe, key_labels, run_name, varying_keys
+
+LEDGER = "sweep.json"
+SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
+RESULTS = ("completed", "diverged")  # a diverged run is a result too: that config diverges
+FAILURES = ("failed", "diverged")
+WORKER_STOP_SECONDS = 60  # after Ctrl-C, how long workers get to save their run as interrupted
+
+Progress = Callable[[str, dict], None]
+
+
+# ----------------------------------------------------------------------------- what a sweep is
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    name: str  # from the keys that vary: activation=tanh,init=he_normal,seed=1
+    config: Config  # resolved; config.name is the run name
+    labels: Mapping[str, str]  # varying dotted key -> value label
+    hash: str  # config_hash of the resolved config without its name
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    source: Path
+    keys: tuple[str, ...]  # the dotted keys that vary between runs
+    runs: tuple[SweepRun, ...]
+
+
+def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
+    """Expand a folder of configs (every *.yaml directly inside, sorted) or a sweep file
+    (base, grid, seeds, name) into its runs; `overrides` (--set) apply to every run.
+    Every run's config is validated here, before anything trains. Raises ConfigError."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.yaml"))
+        if not files:
+            raise ConfigError(f"{path}: no *.yaml configs in this folder")
+        name, configs, origins = path.resolve().name, [load_config(f, overrides) for f in files], [f.name for f in files]
+    elif path.is_file():
+        name, configs, origins = _expand_sweep_file(path, overrides)
+    else:
+        raise ConfigError(f"{path}: no such file or folder")
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"{path}: name: {name!r} is not a usable folder name; use letters, digits and _ . , = + -")
+    return _name_runs(name, path, configs, origins)
+
+
+def _expand_sweep_file(path: Path, overrides: list[str]) -> tuple[str, list[Config], list[str]]:
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or "base" not in raw:
+        raise ConfigError(f"{path}: a sweep file is a mapping with base: (a config path or an inline config) and grid:; a folder of configs is a sweep too")
+    for key in raw:
+        if key not in SWEEP_FILE_KEYS:
+            raise ConfigError(f"{path}: {key}: unknown key{_did_you_mean(key, SWEEP_FILE_KEYS)}; allowed: {', '.join(SWEEP_FILE_KEYS)}")
+    base = raw["base"]
+    if isinstance(base, str):
+        base_path = path.parent / base  # relative to the sweep file, like an include
+        base = read_yaml(base_path)
+        if not isinstance(base, dict):
+            raise ConfigError(f"{path}: base: {base_path} does not hold a config mapping")
+    elif not isinstance(base, dict):
+        raise ConfigError(f"{path}: base: expected a config path or an inline config mapping")
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError(f"{path}: grid: expected a mapping from dotted keys to non-empty lists, e.g. {{model.activation: [relu, tanh]}}")
+    seeds = raw.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds)):
+        raise ConfigError(f"{path}: seeds: expected a non-empty list of integers, e.g. [0, 1, 2]")
+    swept = list(grid) + ([SEED_KEY] if seeds else [])
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in swept:
+            raise ConfigError(f"--set {item}: {key} is swept by {path}; change it there")
+    configs, origins = [], []
+    for point in itertools.product(*grid.values()):
+        for seed in seeds or [None]:
+            settings = dict(zip(grid, point)) | ({SEED_KEY: seed} if seed is not None else {})
+            # A grid point is applied like --set, before the sweep's own --set overrides.
+            point_overrides = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
+            origin = ",".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) or "base"
+            try:
+                configs.append(config_from_dict(apply_overrides(base, point_overrides + list(overrides))))
+            except ConfigError as e:
+                raise ConfigError(f"{path}: run {origin}: {e}") from None
+            origins.append(origin)
+    return raw.get("name") or path.stem, configs, origins
+
+
+def _name_runs(name: str, source: Path, configs: list[Config], origins: list[str]) -> Sweep:
+    plain = [config_to_dict(c) for c in configs]
+    keys = varying_keys(plain)
+    labels = key_labels(keys)
+    described = describe(plain, keys)
+    runs, seen = [], {}
+    for config, origin, values in zip(configs, origins, described):
+        run_label = run_name(values, labels) if keys else config.name
+        config = dataclasses.replace(config, name=run_label)
+        run = SweepRun(run_label, config, values, run_hash(config))
+        if run.hash in seen or run.name in {r.name for r in runs}:
+            raise ConfigError(f"{source}: {origin} and {seen.get(run.hash, 'another run')} are the same experiment ({run.name})")
+        seen[run.hash] = origin
+        runs.append(run)
+    return Sweep(name, source, tuple(keys), tuple(runs))
+
+
+def run_hash(config: Config) -> str:
+    """The config hash a sweep recognises a run by: the resolved config without its name."""
+    return config_hash(dataclasses.replace(config, name=""))
+
+
+# ----------------------------------------------------------------------------- the ledger
+
+
+def read_ledger(sweep_dir: Path) -> dict:
+    path = Path(sweep_dir) / LEDGER
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_ledger(sweep_dir: Path, ledger: dict) -> None:
+    ledger["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_json_atomic(Path(sweep_dir) / LEDGER, ledger)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a sweep does with one run: new, skip, resume, restart (same folder) or rerun (new folder)."""
+
+    run: SweepRun
+    action: str
+    entry: dict  # the run's ledger entry (shared with the ledger: updating it updates the ledger)
+
+
+def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list[Step], dict]:
+    """Match the sweep's runs against the ledger in `sweep_dir`; return the steps and the new ledger.
+    Ledger entries whose config is no longer in the sweep move to `removed`, folders untouched."""
+    old = read_ledger(sweep_dir)
+    known = {e["config_hash"]: e for e in old.get("removed", []) + old.get("runs", [])}
+    steps, entries = [], []
+    for run in sweep.runs:
+        old_entry = known.pop(run.hash, {})
+        entry = {"name": run.name, "config_hash": run.hash, "status": old_entry.get("status", "pending"),
+                 "folder": old_entry.get("folder"), "params": dict(run.labels), "error": old_entry.get("error")}
+        entry["status"] = _status(entry, sweep_dir)
+        steps.append(Step(run, _action(entry, sweep_dir, force), entry))
+        entries.append(entry)
+    ledger = {
+        "sweep": sweep.name,
+        "source": str(sweep.source),
+        "keys": list(sweep.keys),
+        "runs": entries,
+        "removed": list(known.values()),
+    }
+    return steps, ledger
+
+
+def _status(entry: dict, sweep_dir: Path) -> str:
+    # The run folder's summary.json is the truth: the ledger may lag behind a sweep that was killed.
+    if entry.get("folder"):
+        summary = read_summary(sweep_dir / entry["folder"])
+        if summary:
+            return summary["status"]
+    return "failed" if entry.get("status") == "failed" else "pending"
+
+
+def _action(entry: dict, sweep_dir: Path, force: bool) -> str:
+    status, folder = entry["status"], entry.get("folder")
+    if force:
+        return "rerun"
+    if status in RESULTS:
+        return "skip"
+    if status == "failed":
+        return "rerun"
+    if folder and (sweep_dir / folder / CHECKPOINTS / "last.pt").exists():
+        return "resume"  # interrupted, or `running` in a sweep that was killed
+    return "restart" if folder and (sweep_dir / folder).is_dir() else "new"
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run to train, as plain data (it crosses into worker processes)."""
+
+    name: str
+    config: dict
+    sweep_dir: Path
+    folder: Path | None  # resume or restart in this folder; None: a fresh folder
+    resume: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    folder: str | None
+    error: str | None = None
+    test_acc: float | None = None
+    wall_seconds: float | None = None
+
+
+def run_task(task: Task, report: Progress) -> Outcome:
+    """Train one run; never raises: a failure or Ctrl-C becomes the outcome's status."""
+    from .training import train
+
+    folder = {"dir": task.folder}
+
+    def progress(event, info):
+        if event == "start":
+            folder["dir"] = info["dir"]
+            report("run_start", {"dir": str(info["dir"]), "first_epoch": info["first_epoch"], "epochs": info["epochs"]})
+        elif event == "epoch":
+            record = info["record"]
+            report("epoch", {"epoch": record["epoch"], "epochs": info["epochs"], "val_acc": record["val_acc"], "val_loss": record["val_loss"]})
+
+    try:
+        config = config_from_dict(task.config)
+        if task.resume:
+            run = train(config, progress=progress, resume=task.folder)
+        else:
+            run = train(config, runs_dir=task.sweep_dir, progress=progress, run_dir=task.folder)
+    except KeyboardInterrupt:
+        return Outcome("interrupted", _relative(folder["dir"], task.sweep_dir), "interrupted")
+    except Exception as e:
+        return Outcome("failed", _relative(folder["dir"], task.sweep_dir), f"{type(e).__name__}: {e}")
+    s = run.summary
+    return Outcome(run.status, _relative(run.dir, task.sweep_dir), s.get("error"), s.get("test_acc"), s.get("wall_seconds"))
+
+
+def _relative(folder, sweep_dir: Path) -> str | None:
+    return None if folder is None else Path(folder).relative_to(sweep_dir).as_posix()
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep did: its ledger entries (plain dicts) and, when it finished, the comparison."""
+
+    name: str
+    dir: Path
+    runs: tuple[dict, ...]  # name, config_hash, status, folder, params, error
+    removed: tuple[dict, ...]
+    comparison: object = None  # report.Comparison
+    curves: Path | None = None
+
+    @property
+    def failures(self) -> list[dict]:
+        return [e for e in self.runs if e["status"] in FAILURES]
+
+    @property
+    def unfinished(self) -> list[dict]:
+        return [e for e in self.runs if e["status"] not in RESULTS + ("failed",)]
+
+
+def run_sweep(
+    path: str | Path,
+    overrides: list[str] = (),
+    *,
+    runs_dir: str | Path = "runs",
+    jobs: int | None = None,
+    force: bool = False,
+    fail_fast: bool = False,
+    progress: Progress | None = None,
+    report: bool = True,
+) -> SweepResult:
+    """Run a sweep into `runs_dir/<sweep name>/`: skip finished runs, re-run failed ones, resume
+    interrupted ones. A failing run does not stop the others (unless `fail_fast`). `jobs` worker
+    processes train in parallel (None: one per GPU on a multi-GPU machine, else 1). On Ctrl-C the
+    ledger is saved and KeyboardInterrupt re-raised. With `report`, a finished sweep writes
+    summary.csv, summary.md and curves.png next to the ledger."""
+    sweep = load_sweep(path, overrides)
+    sweep_dir = Path(runs_dir) / sweep.name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    steps, ledger = plan_sweep(sweep, sweep_dir, force)
+    write_ledger(sweep_dir, ledger)
+    todo = [s for s in steps if s.action != "skip"]
+    gpus = _gpu_count(sweep) if jobs is None or jobs > 1 else 0
+    jobs = max(1, min(jobs or (gpus if gpus > 1 else 1), len(todo) or 1))
+    progress = progress or (lambda event, info: None)
+    progress("plan", {"sweep": sweep, "steps": steps, "dir": sweep_dir, "removed": ledger["removed"], "jobs": jobs})
+
+    def record(step: Step, event: str, info: dict) -> None:
+        """Keep the ledger in step with a run's events, then pass them on."""
+        if event == "run_start":
+            step.entry.update(status="running", folder=_relative(info["dir"], sweep_dir), error=None)
+            write_ledger(sweep_dir, ledger)
+        elif event == "run_end":
+            step.entry.update(status=info["status"], folder=info["folder"] or step.entry["folder"], error=info["error"])
+            write_ledger(sweep_dir, ledger)
+        progress(event, {"name": step.run.name, **info})
+
+    tasks = [(step, _task(step, sweep_dir)) for step in todo]
+    if jobs == 1:
+        _run_in_process(tasks, record, fail_fast)
+    else:
+        _run_in_workers(tasks, record, fail_fast, worker_slots(jobs, _cpu_count(), gpus), sweep_dir)
+    result = SweepResult(sweep.name, sweep_dir, tuple(ledger["runs"]), tuple(ledger["removed"]))
+    if report and not result.unfinished and any(e["folder"] for e in result.runs):
+        from .report import write_report
+
+        comparison, curves = write_report(sweep_dir)
+        result = dataclasses.replace(result, comparison=comparison, curves=curves)
+    return result
+
+
+def _task(step: Step, sweep_dir: Path) -> Task:
+    folder = sweep_dir / step.entry["folder"] if step.action in ("resume", "restart") else None
+    return Task(step.run.name, config_to_dict(step.run.config), sweep_dir, folder, step.action == "resume")
+
+
+def _run_in_process(tasks, record, fail_fast: bool) -> None:
+    for step, task in tasks:
+        outcome = run_task(task, lambda event, info: record(step, event, info))
+        record(step, "run_end", dataclasses.asdict(outcome))
+        if outcome.status == "interrupted":
+            raise KeyboardInterrupt
+        if fail_fast and outcome.status in FAILURES:
+            return
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+
+@dataclass(frozen=True)
+class Slot:
+    threads: int  # torch threads: the CPU cores divided between workers, so they don't oversubscribe
+    gpu: int | None  # the GPU this worker sees (one run per GPU), None: as the config says
+
+
+def worker_slots(jobs: int, cpus: int, gpus: int) -> list[Slot]:
+    threads = max(1, cpus // jobs)
+    return [Slot(threads, i % gpus if gpus > 1 else None) for i in range(jobs)]
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _gpu_count(sweep: Sweep) -> int:
+    if not any(r.config.train.device in ("auto", "cuda") for r in sweep.runs):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+class _Worker:
+    def __init__(self, context, slot: Slot, index: int, events):
+        self.tasks = context.Queue()
+        self.process = context.Process(target=_worker_main, args=(index, slot, self.tasks, events, os.getpid()), daemon=True)
+        self.process.start()
+        self.step = None
+        self.seen_dead = False
+
+    def give(self, step, task) -> None:
+        self.step, self.seen_dead = step, False
+        self.tasks.put(task)
+
+    def lost_its_run(self) -> bool:
+        """Whether the process died (killed from outside, e.g. out of memory) with a run in hand.
+        It takes two looks: its last message may still be on its way through the queue."""
+        if self.step is None or self.process.is_alive():
+            return False
+        lost, self.seen_dead = self.seen_dead, True
+        return lost
+
+
+def _run_in_workers(tasks, record, fail_fast: bool, slots: list[Slot], sweep_dir: Path) -> None:
+    """Hand runs to worker processes one at a time; their events come back on one queue.
+    Ctrl-C reaches this process only (workers ignore SIGINT); it stops the workers with SIGTERM,
+    which they turn into KeyboardInterrupt so that their runs are saved as interrupted."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+    events = context.Queue()
+    pending = list(tasks)
+    workers = [_Worker(context, slot, i, events) for i, slot in enumerate(slots)]
+    stopping = interrupted = False
+
+    def hand_out(worker):
+        if pending and not stopping:
+            worker.give(*pending.pop(0))
+
+    for worker in workers:
+        hand_out(worker)
+    deadline = None
+    try:
+        while any(w.step for w in workers):
+            try:
+                index, event, info = events.get(timeout=0.5)
+            except queue.Empty:
+                for i, worker in enumerate(workers):
+                    if worker.lost_its_run():
+                        message = f"the worker process died (exit code {worker.process.exitcode})"
+                        _mark_failed(worker.step, message, sweep_dir)
+                        record(worker.step, "run_end", {"status": "failed", "folder": None, "error": message, "test_acc": None, "wall_seconds": None})
+                        worker.step = None
+                        if pending and not stopping:
+                            workers[i] = _Worker(context, slots[i], i, events)
+                            hand_out(workers[i])
+                if deadline and time.time() > deadline:
+                    break
+                continue
+            except KeyboardInterrupt:
+                if interrupted:
+                    break  # a second Ctrl-C: don't wait; the ledger resumes `running` runs all the same
+                stopping = interrupted = True
+                deadline = time.time() + WORKER_STOP_SECONDS
+                for w in workers:
+                    if w.step and w.process.is_alive():
+                        os.kill(w.process.pid, signal.SIGTERM)
+                continue
+            worker = workers[index]
+            if event != "outcome":
+                record(worker.step, event, info)
+                continue
+            record(worker.step, "run_end", dataclasses.asdict(info))
+            worker.step = None
+            stopping = stopping or (fail_fast and info.status in FAILURES)
+            hand_out(worker)
+    finally:
+        for w in workers:
+            if w.process.is_alive():
+                w.tasks.put(None)
+        for w in workers:
+            w.process.join(timeout=5)
+            if w.process.is_alive():
+                w.process.kill()
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _mark_failed(step: Step, message: str, sweep_dir: Path) -> None:
+    """Say in the run's own summary.json what its dead worker could not: the run failed."""
+    folder = step.entry.get("folder")
+    summary = read_summary(sweep_dir / folder) if folder else {}
+    if summary.get("status") == "running":
+        write_json_atomic(sweep_dir / folder / "summary.json", {**summary, "status": "failed", "error": message})
+
+
+def _worker_main(index: int, slot: Slot, tasks, events, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _interrupt)
+    if slot.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)  # before torch initialises CUDA
+    import torch
+
+    torch.set_num_threads(slot.threads)
+
+    def report(event, info):
+        if os.getppid() != parent_pid:
+            raise KeyboardInterrupt  # the sweep was killed: stop, leaving the run resumable
+        events.put((index, event, info))
+
+    try:
+        while (task := _next_task(tasks, parent_pid)) is not None:
+            outcome = run_task(task, report)
+            events.put((index, "outcome", outcome))
+            if outcome.status == "interrupted":
+                break
+    except KeyboardInterrupt:
+        pass
+
+
+def _next_task(tasks, parent_pid: int):
+    while os.getppid() == parent_pid:
+        try:
+            return tasks.get(timeout=1.0)
+        except queue.Empty:
+            continue
+    return None
+
+
+def _interrupt(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the run save itself
+    raise KeyboardInterrupt

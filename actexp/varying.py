@@ -1,0 +1,89 @@
+"""Which config keys differ between runs, and short labels for them.
+
+Sweeps name their runs from these labels (`activation=tanh,init=he_normal,seed=1`), and `compare`
+and `plot` use them for table columns and legends. Everything works on plain resolved configs (as
+`config_to_dict` makes them and config.yaml stores them), so hand-made run folders work too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping
+
+SEED_KEY = "train.seed"
+# Characters a config name (and so a run folder) may hold; see config.NAME_PATTERN.
+UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.,=+-]+")
+
+
+def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value for every leaf of a plain config. A component (a mapping with a `name`,
+    e.g. `{name: leaky_relu, negative_slope: 0.2}`) is one leaf: it is one choice, not several."""
+    flat = {}
+    for key, value in config.items():
+        if not prefix and key == "name":
+            continue  # the experiment's name is not part of the experiment
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and "name" not in value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def varying_keys(configs: list[Mapping]) -> list[str]:
+    """The dotted keys whose values are not the same in every config, in config order."""
+    flats = [flatten(c) for c in configs]
+    keys = list(dict.fromkeys(k for flat in flats for k in flat))
+    return [k for k in keys if len({_canonical(flat.get(k)) for flat in flats}) > 1]
+
+
+def key_labels(keys: list[str]) -> dict[str, str]:
+    """A short column label per dotted key: its last part, unless two keys would share it."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: short if last.count(short) == 1 else k for k, short in zip(keys, last)}
+
+
+def value_labels(values: list[Any]) -> list[str]:
+    """A label per value: `tanh`, `0.001`, `256x256`; a component is its name, with the parameters
+    that tell it apart from other values of the same name: `leaky_relu(negative_slope=0.2)`."""
+    components = [v for v in values if isinstance(v, Mapping)]
+    labels = []
+    for value in values:
+        if not isinstance(value, Mapping):
+            labels.append(_scalar_label(value))
+            continue
+        same_name = [c for c in components if c["name"] == value["name"]]
+        differing = [k for k in value if k != "name" and len({_canonical(c.get(k)) for c in same_name}) > 1]
+        params = ",".join(f"{k}={_scalar_label(value[k])}" for k in differing)
+        labels.append(f"{value['name']}({params})" if params else value["name"])
+    return labels
+
+
+def describe(configs: list[Mapping], keys: list[str]) -> list[dict[str, str]]:
+    """For each config, {dotted key: value label} over `keys`."""
+    flats = [flatten(c) for c in configs]
+    columns = {k: value_labels([flat.get(k) for flat in flats]) for k in keys}
+    return [{k: columns[k][i] for k in keys} for i in range(len(configs))]
+
+
+def run_name(labels: Mapping[str, str], key_label: Mapping[str, str]) -> str:
+    """`activation=tanh,init=he_normal,seed=1`, made safe for a folder name."""
+    text = ",".join(f"{key_label[k]}={v}" for k, v in labels.items())
+    return UNSAFE_NAME_CHARS.sub("-", text).strip("-")
+
+
+def _scalar_label(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "x".join(_scalar_label(v) for v in value)
+    return str(value)
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,310 @@
+"""Sweeps: expansion, the ledger (skip, re-run, resume, config changes), failure isolation,
+parallel workers, and the live display. Runs train on tiny XOR problems (no files needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from actexp.cli import app
+from actexp.errors import ConfigError
+
+from actexp.runs import read_history, read_summary
+from actexp.sweep import load_sweep, plan_sweep, read_ledger, run_sweep, worker_slots
+
+REPO = Path(__file__).resolve().parents[1]
+XOR_BASE = {
+    "data": {"dataset": {"name": "xor", "n_train": 400, "n_test": 200, "noise": 0.25}, "val_size": 100},
+    "model": {"hidden": [8], "activation": "relu"},
+    "optim": {"optimizer": "adam", "lr": 0.01},
+    "train": {"epochs": 3, "batch_size": 50, "device": "cpu"},
+}
+
+
+# Tiny networks train fastest on one thread, and these machines' cores are shared: more threads
+# only wait for each other. Subprocess sweeps get the same through OMP_NUM_THREADS.
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_sweep(folder: Path, grid: dict, seeds=None, base=None, name="xor_sweep", filename="sweep.yaml") -> Path:
+    spec = {"name": name, "base": base if base is not None else XOR_BASE, "grid": grid}
+    if seeds is not None:
+        spec["seeds"] = seeds
+    path = folder / filename
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def write_config(path: Path, **sections) -> Path:
+    config = json.loads(json.dumps(XOR_BASE))
+    for section, values in sections.items():
+        config[section].update(values)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file in a run folder with its modification time and content: unchanged means not re-trained."""
+    return {p.relative_to(folder): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def statuses(sweep_dir: Path) -> dict:
+    return {e["name"]: e["status"] for e in read_ledger(sweep_dir)["runs"]}
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def test_grid_expansion_product_names_seeds_and_set(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(XOR_BASE))
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"], "model.init": ["xavier_normal", "he_normal"]},
+                       seeds=[0, 1], base="base.yaml")
+    sweep = load_sweep(path, ["train.epochs=7"])
+    assert sweep.name == "xor_sweep"
+    assert len(sweep.runs) == 3 * 2 * 2
+    assert sweep.keys == ("model.activation", "model.init", "train.seed")
+    assert sweep.runs[0].name == "activation=relu,init=xavier_normal,seed=0"
+    assert sweep.runs[1].name == "activation=relu,init=xavier_normal,seed=1"
+    assert sweep.runs[-1].name == "activation=sigmoid,init=he_normal,seed=1"
+    assert [r.config.train.seed for r in sweep.runs[:4]] == [0, 1, 0, 1]
+    assert {r.config.model.activation.name for r in sweep.runs} == {"relu", "tanh", "sigmoid"}
+    assert all(r.config.train.epochs == 7 for r in sweep.runs)  # --set reaches every run
+    assert all(r.config.name == r.name for r in sweep.runs)
+    assert len({r.hash for r in sweep.runs}) == 12
+    assert sweep.runs[0].labels == {"model.activation": "relu", "model.init": "xavier_normal", "train.seed": "0"}
+
+
+def test_grid_of_component_parameters_and_bad_sweeps(tmp_path):
+    path = write_sweep(tmp_path, {"model.activation": [{"name": "leaky_relu", "negative_slope": 0.1}, {"name": "leaky_relu", "negative_slope": 0.3}], "optim.lr": [1e-3]})
+    assert [r.name for r in load_sweep(path).runs] == ["activation=leaky_relu-negative_slope=0.1", "activation=leaky_relu-negative_slope=0.3"]
+    assert load_sweep(path).runs[0].labels == {"model.activation": "leaky_relu(negative_slope=0.1)"}
+    with pytest.raises(ConfigError, match="model.activation is swept"):
+        load_sweep(path, ["model.activation=relu"])
+    bad = write_sweep(tmp_path, {"model.activation": ["relu", "tahn"]}, filename="bad.yaml")
+    with pytest.raises(ConfigError, match=r"bad.yaml: run model.activation=\"tahn\": model.activation: unknown activation 'tahn' \(did you mean 'tanh'\?\)"):
+        load_sweep(bad)
+    (tmp_path / "typo.yaml").write_text("base: {}\ngird: {}\n")
+    with pytest.raises(ConfigError, match="gird: unknown key .did you mean 'grid'"):
+        load_sweep(tmp_path / "typo.yaml")
+    same = write_sweep(tmp_path, {"model.activation": ["relu", "relu"]}, filename="same.yaml")
+    with pytest.raises(ConfigError, match="same experiment"):
+        load_sweep(same)
+
+
+def test_directory_sweeps_and_shipped_sweeps():
+    xor = load_sweep(REPO / "configs/xor")
+    assert xor.name == "xor" and [r.name for r in xor.runs] == ["activation=linear", "activation=relu", "activation=sigmoid"]
+    activations = load_sweep(REPO / "configs/activations/")
+    assert len(activations.runs) == len(list((REPO / "configs/activations").glob("*.yaml")))
+    assert activations.keys == ("model.activation",)
+    grid = load_sweep(REPO / "configs/sweeps/activation_x_init.yaml")
+    assert grid.name == "activation_x_init" and len(grid.runs) == 6 * 3 * 3
+    first = grid.runs[0].config
+    assert (first.model.hidden, first.data.dataset.name, first.optim.optimizer.name, first.optim.lr) == ((256, 256), "mnist", "adam", 1e-3)
+    assert first.model.init.name == "normal" and first.model.init.params["std"] == 1.0
+    assert {r.labels["model.init"] for r in grid.runs} == {"normal", "xavier_normal", "he_normal"}
+
+
+def test_dry_run_prints_runs_and_trains_nothing(tmp_path):
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, seeds=[0, 1])
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    for name in ("activation=relu,seed=0", "activation=tanh,seed=1"):
+        assert name in result.output
+    assert "xor_sweep: 4 runs" in result.output and "new" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def test_failure_isolation_exit_code_and_ledger(tmp_path):
+    folder = tmp_path / "family"
+    folder.mkdir()
+    write_config(folder / "a.yaml", model={"activation": "relu"})
+    write_config(folder / "b.yaml", optim={"optimizer": "sgd", "lr": 1e12})  # diverges
+    write_config(folder / "c.yaml", data={"val_size": 5000})  # fails when the data is split
+    write_config(folder / "d.yaml", model={"activation": "tanh"})
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["sweep", str(folder), "--runs-dir", str(runs)])
+    assert result.exit_code == 1
+    assert "2 of 4 runs did not complete" in result.output
+    assert "diverged" in result.output and "val_size" in result.output
+    ledger = read_ledger(runs / "family")
+    by_status = {e["status"]: e for e in ledger["runs"]}
+    assert sorted(by_status) == ["completed", "diverged", "failed"] and len(ledger["runs"]) == 4
+    assert sum(e["status"] == "completed" for e in ledger["runs"]) == 2
+    assert "non-finite" in by_status["diverged"]["error"] and "val_size" in by_status["failed"]["error"]
+    assert read_summary(runs / "family" / by_status["diverged"]["folder"])["status"] == "diverged"
+    assert (runs / "family" / "summary.csv").exists()  # the finished sweep is still compared
+
+    # Again: diverged is a result (skipped); failed is re-run.
+    steps, _ = plan_sweep(load_sweep(folder), runs / "family")
+    assert sorted(s.action for s in steps) == ["rerun", "skip", "skip", "skip"]
+
+    # --fail-fast stops at the first failure (the sorted order is a, b, c, d).
+    result = run_sweep(folder, runs_dir=tmp_path / "fast", fail_fast=True, jobs=1)
+    assert [e["status"] for e in result.runs] == ["completed", "diverged", "pending", "pending"]
+
+
+# Runs long enough (a second or more each) to be caught part-way.
+LONG_BASE = {**XOR_BASE, "data": {**XOR_BASE["data"], "dataset": {"name": "xor", "n_train": 1000}},
+             "train": {**XOR_BASE["train"], "epochs": 30}}
+
+
+def signal_sweep_when(path: Path, runs: Path, ready, signum) -> tuple[int, str]:
+    """Start `actexp sweep` in a subprocess; send it `signum` once `ready(sweep_dir, ledger entries)`."""
+    sweep_dir = runs / "xor_sweep"
+    process = subprocess.Popen([sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet"],
+                               cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if ready(sweep_dir, read_ledger(sweep_dir).get("runs", [])):
+            break
+        time.sleep(0.02)
+    process.send_signal(signum)
+    output = process.communicate(timeout=60)[0].decode()
+    return process.returncode, output
+
+
+def training_mid_way(sweep_dir: Path, entry: dict) -> bool:
+    """The run is training, has a checkpoint to resume from, and is well before its end."""
+    folder = sweep_dir / (entry["folder"] or "-")
+    return entry["status"] == "running" and (folder / "checkpoints/last.pt").exists() and len(read_history(folder)) < 20
+
+
+def test_resume_after_ctrl_c(tmp_path):
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"]}, base=LONG_BASE)
+    runs = tmp_path / "runs"
+    sweep_dir = runs / "xor_sweep"
+    # Ctrl-C while the second run trains, the first being finished.
+    code, output = signal_sweep_when(path, runs, lambda d, e: len(e) > 1 and e[0]["status"] == "completed" and training_mid_way(d, e[1]), signal.SIGINT)
+    assert code == 130, output
+    assert "run the same command again to resume" in output
+    assert statuses(sweep_dir) == {"activation=relu": "completed", "activation=tanh": "interrupted", "activation=sigmoid": "pending"}
+
+    entries = read_ledger(sweep_dir)["runs"]
+    finished = snapshot(sweep_dir / entries[0]["folder"])
+    interrupted = sweep_dir / entries[1]["folder"]
+    assert 1 <= read_summary(interrupted)["epochs_completed"] < 30
+
+    steps, _ = plan_sweep(load_sweep(path), sweep_dir)
+    assert [s.action for s in steps] == ["skip", "resume", "new"]
+    result = run_sweep(path, runs_dir=runs)
+    assert [e["status"] for e in result.runs] == ["completed"] * 3
+    assert snapshot(sweep_dir / entries[0]["folder"]) == finished  # not re-trained
+    assert result.runs[1]["folder"] == entries[1]["folder"]  # resumed in place, not started over
+    assert [r["epoch"] for r in read_history(interrupted)] == list(range(1, 31))
+
+
+def test_resume_after_kill_9(tmp_path):
+    """SIGKILL gives no chance to save anything: the ledger says `running`; the run's checkpoint resumes it."""
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, base=LONG_BASE)
+    runs = tmp_path / "runs"
+    sweep_dir = runs / "xor_sweep"
+    signal_sweep_when(path, runs, lambda d, e: bool(e) and training_mid_way(d, e[0]), signal.SIGKILL)
+    assert statuses(sweep_dir)["activation=relu"] == "running"
+    steps, _ = plan_sweep(load_sweep(path), sweep_dir)
+    assert [s.action for s in steps] == ["resume", "new"]
+    result = run_sweep(path, runs_dir=runs, report=False)
+    assert [e["status"] for e in result.runs] == ["completed", "completed"]
+    assert [r["epoch"] for r in read_history(sweep_dir / result.runs[0]["folder"])] == list(range(1, 31))
+
+
+def test_config_change_detection_and_force(tmp_path):
+    runs = tmp_path / "runs"
+    sweep_dir = runs / "xor_sweep"
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    first = run_sweep(path, runs_dir=runs, report=False)
+    relu, tanh = (sweep_dir / e["folder"] for e in first.runs)
+    relu_files, tanh_files = snapshot(relu), snapshot(tanh)
+
+    # tanh leaves the sweep, sigmoid joins: relu is skipped, tanh left alone and reported.
+    write_sweep(tmp_path, {"model.activation": ["relu", "sigmoid"]})
+    events = []
+    second = run_sweep(path, runs_dir=runs, report=False, progress=lambda event, info: events.append((event, info)))
+    plan = events[0][1]
+    assert [s.action for s in plan["steps"]] == ["skip", "new"]
+    assert [e["name"] for e in plan["removed"]] == ["activation=tanh"]
+    assert [e["name"] for e in second.removed] == ["activation=tanh"]
+    assert snapshot(relu) == relu_files and snapshot(tanh) == tanh_files
+    assert [e["name"] for e in read_ledger(sweep_dir)["removed"]] == ["activation=tanh"]
+
+    # A changed base config changes every run's hash: nothing is reused.
+    third = run_sweep(path, ["train.epochs=2"], runs_dir=runs, report=False)
+    assert {e["folder"] for e in third.runs}.isdisjoint({e["folder"] for e in second.runs})
+    assert len(third.removed) == 3
+    assert snapshot(relu) == relu_files
+
+    # Back to the first definition: tanh's earlier result is found again in `removed`.
+    write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    steps, _ = plan_sweep(load_sweep(path), sweep_dir)
+    assert [s.action for s in steps] == ["skip", "skip"]
+    forced = run_sweep(path, runs_dir=runs, force=True, report=False)
+    assert all(e["status"] == "completed" for e in forced.runs)
+    assert {e["folder"] for e in forced.runs}.isdisjoint({e["folder"] for e in first.runs})
+    assert snapshot(relu) == relu_files  # old folders are kept
+
+
+def test_parallel_jobs_give_the_same_metrics(tmp_path):
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, seeds=[0, 1])
+    serial = run_sweep(path, runs_dir=tmp_path / "serial", jobs=1, report=False)
+    parallel = run_sweep(path, runs_dir=tmp_path / "parallel", jobs=2, report=False)
+
+    def metrics(result):
+        out = {}
+        for e in result.runs:
+            folder = result.dir / e["folder"]
+            history = [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(folder)]
+            out[e["name"]] = (history, read_summary(folder)["test_acc"])
+        return out
+
+    assert [e["status"] for e in parallel.runs] == ["completed"] * 4
+    assert metrics(parallel) == metrics(serial)
+
+
+def test_worker_slots_divide_threads_and_gpus():
+    assert worker_slots(2, cpus=2, gpus=0) == worker_slots(2, cpus=3, gpus=1)
+    assert [(s.threads, s.gpu) for s in worker_slots(2, cpus=2, gpus=0)] == [(1, None), (1, None)]
+    assert [(s.threads, s.gpu) for s in worker_slots(3, cpus=16, gpus=0)] == [(5, None)] * 3
+    assert [(s.threads, s.gpu) for s in worker_slots(4, cpus=2, gpus=0)] == [(1, None)] * 4
+    assert [s.gpu for s in worker_slots(4, cpus=16, gpus=2)] == [0, 1, 0, 1]
+
+
+def test_live_table_shows_status_epoch_accuracy_and_eta(tmp_path):
+    from actexp.display import SweepDisplay
+
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    steps, _ = plan_sweep(load_sweep(path), tmp_path / "runs")
+    console = Console(file=StringIO(), force_terminal=True, width=120, height=40)
+    display = SweepDisplay(console)
+    display("plan", {"sweep": load_sweep(path), "steps": steps, "dir": tmp_path, "removed": [], "jobs": 1})
+    display("run_start", {"name": "activation=relu", "dir": "x", "first_epoch": 1, "epochs": 10})
+    display("epoch", {"name": "activation=relu", "epoch": 4, "epochs": 10, "val_acc": 0.8125, "val_loss": 0.4})
+    display.close()
+    out = StringIO()
+    Console(file=out, width=120).print(display.__rich__())
+    text = out.getvalue()
+    assert "activation=relu" in text and "running" in text and "4/10" in text and "0.8125" in text
+    assert "activation=tanh" in text and "pending" in text
