@@ -96,6 +96,15 @@ def validate(
         raise typer.Exit(2)
 
 
+@app.command()
+@user_errors
+def show(run: Path = typer.Argument(..., help="A run folder, or a folder of runs (the latest is shown).")):
+    """Show a run: config essentials, epochs, and per-layer diagnostics at epoch 0 and the last epoch."""
+    from .show import show_run
+
+    show_run(out, run)
+
+
 @data_app.command("download")
 @user_errors
 def data_download(
