@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 import actexp
@@ -69,6 +70,14 @@ def test_dead_run_reports_it_in_its_summary(runs):
     _, dead = runs
     assert all(row["dead_fraction"] == 1.0 for r in dead.history for row in r["layers"][:-1])
     assert "layer 1: 100% of units dead from epoch 0" in dead.summary["warnings"]
+
+
+def test_train_prints_the_warnings(tmp_path):
+    path = tmp_path / "dead.yaml"
+    path.write_text(yaml.safe_dump(xor_config(bias_init=-100)))
+    result = CliRunner().invoke(app, ["train", str(path), "--runs-dir", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "warning: layer 1: 100% of units dead from epoch 0" in result.output
 
 
 def test_deep_sigmoid_gradient_vanishes_and_relu_he_does_not():
