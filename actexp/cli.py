@@ -38,6 +38,8 @@ def user_errors(command):
             return command(*args, **kwargs)
         except ActexpError as e:
             fail(str(e), e.exit_code)
+        except typer.Exit:  # fail() inside the command: already reported, keep its exit code
+            raise
         except Exception as e:  # a bug or an environment failure: one line, the traceback on request
             if os.environ.get("ACTEXP_DEBUG"):
                 raise
