@@ -1,0 +1,56 @@
+"""The classic experiments shipped in configs/seeds/: all valid; the CIFAR-100 ones (not measurable
+here) trained for real on a small file set in CIFAR-100's own pickle layout."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import actexp
+from actexp.config import config_from_dict, load_config
+from actexp.errors import ConfigError
+from actexp.model import build_model
+
+SEEDS = sorted((Path(__file__).parents[1] / "configs" / "seeds").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def cifar100_root(tmp_path_factory):
+    """train/test/meta pickles as CIFAR-100 ships them (uint8 rows of 3072, fine_labels)."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 200), ("test", 50)):
+        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": list(rng.integers(0, 100, n))}
+        (folder / split).write_bytes(pickle.dumps(entry))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"class{i}" for i in range(100)]}))
+    return root
+
+
+def test_seed_configs_are_valid():
+    assert len(SEEDS) >= 13
+    for path in SEEDS:
+        assert load_config(path).name == "seed_" + path.stem
+
+
+@pytest.mark.parametrize("name", ["cifar100_dropout", "cifar100_early_stopping"])
+def test_cifar100_seeds_train_on_the_format_fixture(name, cifar100_root, tmp_path):
+    overrides = [f"data.root={cifar100_root}", "data.val_size=50", "train.epochs=3", "train.device=cpu"]
+    config = load_config(Path(__file__).parents[1] / "configs" / "seeds" / f"{name}.yaml", overrides)
+    run = actexp.train(config, runs_dir=tmp_path)
+    assert run.status == "completed"
+    assert run.summary["data"] == {"dataset": "cifar100", "n_train": 150, "n_val": 50, "n_test": 50}
+    assert len(run.history[-1]["layers"]) == 3
+
+
+def test_dropout_per_layer():
+    model = build_model(config_from_dict({"model": {"hidden": [140, 128], "dropout": [0.1, 0.0]}}).model, 3072, 100)
+    assert [getattr(layer.dropout, "p", 0.0) for layer in model.hidden] == [0.1, 0.0]
+    with pytest.raises(ConfigError, match="model.dropout: 1 rates for 2 hidden layers"):
+        config_from_dict({"model": {"hidden": [140, 128], "dropout": [0.1]}})
+    with pytest.raises(ConfigError, match=r"model.dropout\[1\]: 1.5 is out of range"):
+        config_from_dict({"model": {"hidden": [140, 128], "dropout": [0.1, 1.5]}})
