@@ -215,7 +215,7 @@ def is_problem(metric: str, value: float | None, saturating: bool, layer=None) -
 
 def diagnostic_warnings(records: list[dict], activation: str, saturating: bool) -> list[str]:
     """Plain sentences for summary.json: dead layers, saturated layers, vanishing/exploding gradients."""
-    warnings = []
+    warnings, saturated = [], {}
     for layer in layer_names(records):
         if layer == OUTPUT_LAYER:
             continue
@@ -225,13 +225,29 @@ def diagnostic_warnings(records: list[dict], activation: str, saturating: bool) 
             since = (since if since is not None else epoch) if value >= DEAD_WARNING else None
         if since is not None:
             warnings.append(f"layer {layer}: {dead[-1][1]:.0%} of units dead from epoch {since}")
-        saturated = [(v, e) for e, v in layer_values(records, layer, "saturated_fraction")]
-        if saturating and saturated and max(saturated)[0] >= SATURATED_WARNING:
-            value, epoch = max(saturated)
-            warnings.append(f"layer {layer}: {value:.0%} of {activation} outputs saturated at epoch {epoch}")
+        first = next(((e, v) for e, v in layer_values(records, layer, "saturated_fraction") if v >= SATURATED_WARNING), None)
+        if saturating and first:
+            saturated[layer] = first
+    if saturated:
+        warnings.append(_saturation_sentence(saturated, activation))
     ratios = layer_values(records, 1, "grad_ratio")
     for kind, bad in (("vanishing", lambda r: r < VANISHING_RATIO), ("exploding", lambda r: r > EXPLODING_RATIO)):
         epoch, ratio = next(((e, r) for e, r in ratios if bad(r)), (None, None))
         if epoch is not None:
             warnings.append(f"first-layer gradient {ratio:.1e}× the output layer's at epoch {epoch} ({kind} gradient)")
     return warnings
+
+
+def _saturation_sentence(first: dict, activation: str) -> str:
+    """One sentence for all saturated layers: {layer: (first epoch at or above the threshold, value then)}."""
+    if len(first) == 1:
+        ((layer, (epoch, value)),) = first.items()
+        return f"layer {layer}: {value:.0%} of {activation} outputs saturated at epoch {epoch}"
+    layers = list(first)
+    consecutive = layers == list(range(layers[0], layers[-1] + 1))
+    names = f"{layers[0]}–{layers[-1]}" if consecutive else ", ".join(map(str, layers))
+    values = [v for _, v in first.values()]
+    return (
+        f"layers {names}: {min(values):.0%}–{max(values):.0%} of {activation} outputs saturated "
+        f"(first at epoch {min(e for e, _ in first.values())})"
+    )

@@ -92,6 +92,15 @@ def test_deep_sigmoid_gradient_vanishes_and_relu_he_does_not():
     assert not any("gradient" in w for w in diagnostic_warnings([relu], "relu", saturating=False))
 
 
+def test_large_sigmoid_weights_saturate_instead_of_vanishing():
+    record = epoch_zero(*model_on_random_inputs([256] * 10, "sigmoid", {"name": "normal", "std": 1.0}))
+    assert 0.1 < record["layers"][0]["grad_ratio"] < 10
+    assert record["layers"][0]["saturated_fraction"] > 0.5
+    warnings = diagnostic_warnings([record], "sigmoid", saturating=True)
+    assert any(w.startswith("layers 1–") and "of sigmoid outputs saturated (first at epoch 0)" in w for w in warnings)
+    assert not any("gradient" in w for w in warnings)
+
+
 def test_tanh_saturates_on_inputs_of_magnitude_10():
     model, _, _ = model_on_random_inputs([16], "tanh", "xavier_normal", n_features=16)
     with torch.no_grad():
