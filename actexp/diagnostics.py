@@ -60,23 +60,24 @@ class Tracker:
         self.model, self.batch_size = model, batch_size
         self.weights = [linear.weight for linear in model.linears()]
         self.probe_x, self.probe_y = choose_probe(x_train, y_train, seed)
-        self.grad_sum = torch.zeros(len(self.weights), device=x_train.device)
+        self.grad_sums = [torch.zeros((), device=x_train.device) for _ in self.weights]
         self.steps = 0
         self.start = None
 
     def begin_epoch(self) -> None:
         self.start = [w.detach().clone() for w in self.weights]
-        self.grad_sum.zero_()
+        torch._foreach_zero_(self.grad_sums)
         self.steps = 0
 
     def after_backward(self) -> None:
-        """Called once per step, after backward: adds the weight-gradient norms, on the device."""
-        self.grad_sum += torch.stack(torch._foreach_norm([w.grad for w in self.weights]))
+        """Called once per step, after backward: adds the weight-gradient norms, on the device, in
+        two multi-tensor calls (the fewest kernel launches: this runs every step)."""
+        torch._foreach_add_(self.grad_sums, torch._foreach_norm([w.grad for w in self.weights]))
         self.steps += 1
 
     def end_epoch(self) -> list[dict]:
         update = torch.stack([torch.linalg.vector_norm(w.detach() - s) / s.norm() for w, s in zip(self.weights, self.start)])
-        return self._layers(self.grad_sum / max(self.steps, 1), update)
+        return self._layers(torch.stack(self.grad_sums) / max(self.steps, 1), update)
 
     def epoch_zero(self) -> list[dict]:
         """The model as initialized: gradients of the probe batch's loss, no update yet."""
