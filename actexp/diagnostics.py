@@ -88,16 +88,16 @@ class Tracker:
         return saturates_both_sides(first.activation, pieces_of(first), like=self.probe_x)
 
     def _layers(self, grad, update) -> list[dict]:
+        """One dict per hidden layer with every figure, then the output layer's weight-side figures
+        (it has no activation, and its gradient is the ratios' reference)."""
         nan = torch.full_like(grad, float("nan"))
         weight = torch.stack([w.detach().norm() for w in self.weights])
         weight_side = torch.stack([grad, weight, nan if update is None else update, grad / grad[-1]], 1)
         probe = probe_activations(self.model, self.probe_x)
-        probe = torch.cat([probe, probe.new_full((1, len(PROBE_METRICS)), float("nan"))])  # none for the output layer
-        table = torch.cat([weight_side, probe], 1).tolist()  # the one host read
-        layers = [{"layer": i + 1, **{m: _tidy(v) for m, v in zip(METRICS, row)}} for i, row in enumerate(table)]
-        output = layers.pop()
-        output = {k: v for k, v in output.items() if k in WEIGHT_METRICS[:3] and v is not None}
-        return layers + [{"layer": OUTPUT_LAYER, **output}]
+        probe = torch.cat([probe, probe.new_full((1, len(PROBE_METRICS)), float("nan"))])
+        *hidden, output = torch.cat([weight_side, probe], 1).tolist()  # the one host read
+        layers = [{"layer": i + 1, **_figures(METRICS, row)} for i, row in enumerate(hidden)]
+        return layers + [{"layer": OUTPUT_LAYER, **_figures(WEIGHT_METRICS[:3], output)}]
 
 
 def choose_probe(x, y, seed: int):
@@ -170,6 +170,10 @@ def pieces_of(layer) -> int:
     return getattr(layer.activation, "pieces", 1)
 
 
+def _figures(names, row) -> dict:
+    return {name: _tidy(value) for name, value in zip(names, row)}
+
+
 def _tidy(value: float) -> float | None:
     """Six significant digits for the JSON; a non-finite value (a zero output gradient) as null."""
     return float(f"{value:.6g}") if value == value and abs(value) != float("inf") else None
@@ -221,9 +225,12 @@ def diagnostic_warnings(records: list[dict], activation: str, saturating: bool) 
         if layer == OUTPUT_LAYER:
             continue
         dead = layer_values(records, layer, "dead_fraction")
-        since = None
+        since = None  # the start of the last stretch of epochs at or above the threshold
         for epoch, value in dead:
-            since = (since if since is not None else epoch) if value >= DEAD_WARNING else None
+            if value < DEAD_WARNING:
+                since = None
+            elif since is None:
+                since = epoch
         if since is not None:
             warnings.append(f"layer {layer}: {dead[-1][1]:.0%} of units dead from epoch {since}")
         first = next(((e, v) for e, v in layer_values(records, layer, "saturated_fraction") if v >= SATURATED_WARNING), None)
