@@ -200,8 +200,18 @@ def plot(
     output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="The PNG to write."),
     metric: str = typer.Option("val_acc", "--metric", "-m", help="val_acc, val_loss, train_acc, train_loss or lr."),
     group_by: List[str] = typer.Option([], "--group-by", "-g", help="One line per value of these keys (repeatable)."),
+    diag: Optional[str] = typer.Option(None, "--diag", help="Plot a per-layer diagnostic instead: grad_norm, grad_ratio, dead_fraction, saturated_fraction, act_std, ... (one panel per run)."),
 ):
-    """Learning curves overlaid: one line per config (mean across seeds, min–max band)."""
+    """Learning curves overlaid: one line per config (mean across seeds, min–max band); or, with
+    --diag, one line per layer over epochs, one panel per run."""
+    if diag:
+        from .diagplot import plot_diagnostics
+        from .runs import find_runs
+
+        runs = [run for path in paths for run in find_runs(path)]
+        plot_diagnostics(runs, diag, output)
+        out.print(f"wrote {output} ({len(runs)} panels of {diag})", markup=False, soft_wrap=True)
+        return
     from .report import plot as plot_runs
 
     path, series = plot_runs(paths, output, metric, group_by or None)
@@ -219,6 +229,15 @@ def list_runs(root: Path = typer.Argument(Path("runs"), help="Folder to search f
     if not rows:
         fail(f"no runs in {root}", 1)
     print_table(runs_table(rows))
+
+
+@app.command()
+@user_errors
+def show(run: Path = typer.Argument(..., help="A run folder, or a folder of runs (the latest is shown).")):
+    """Show a run: config essentials, epochs, and per-layer diagnostics at epoch 0 and the last epoch."""
+    from .show import show_run
+
+    show_run(out, run)
 
 
 @data_app.command("download")

@@ -84,7 +84,7 @@ class ModelConfig:
         registry="initializer",
         doc="a number (constant) or any initializer",
     )
-    dropout: float = spec(0.0, range=UNIT, doc="dropout after each hidden activation")
+    dropout: float | tuple[float, ...] = spec(0.0, range=UNIT, doc="dropout after each hidden activation; a list: one rate per hidden layer")
     batch_norm: bool = spec(False, doc="BatchNorm1d between each hidden Linear and its activation")
 
 
@@ -123,6 +123,7 @@ class TrainConfig:
     device: str = spec("auto", doc="auto, cpu, cuda, cuda:N")
     early_stopping: EarlyStoppingConfig | None = spec(None, doc="null/false: off; true or a mapping: on")
     checkpoint: Literal["none", "best", "last", "both"] = spec("last", doc="which checkpoints to keep")
+    diagnostics: bool = spec(True, doc="per-layer gradient, weight and activation figures each epoch (diagnostics.csv)")
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,8 @@ def _check_cross_fields(config: Config) -> None:
         c = getattr(config.model, key)
         if c.name == "uniform" and c.params["low"] > c.params["high"]:
             raise ConfigError(f"model.{key}.low: {c.params['low']:g} is above high ({c.params['high']:g}); uniform needs low <= high")
+    if isinstance(config.model.dropout, tuple) and len(config.model.dropout) != len(config.model.hidden):
+        raise ConfigError(f"model.dropout: {len(config.model.dropout)} rates for {len(config.model.hidden)} hidden layers; give one per layer, or one number for all")
     if config.model.bias_init.name in MATRIX_ONLY_INITIALIZERS:
         raise ConfigError(f"model.bias_init: {config.model.bias_init.name} needs a matrix; use a number, normal or uniform")
     if not NAME_PATTERN.match(config.name):
@@ -262,6 +265,9 @@ def _parse(tp, value, path: str, rng: Range | None = None, registry: str | None 
         inner = next(a for a in args if a is not type(None))
         if inner is not Component and dataclasses.is_dataclass(inner) and isinstance(value, bool):
             return inner() if value else None  # early_stopping: true
+        return _parse(inner, value, path, rng, registry)
+    if origin in (typing.Union, _UnionType):  # a number or a list of them (model.dropout): the value's shape picks
+        inner = next(a for a in args if (typing.get_origin(a) is tuple) == isinstance(value, (list, tuple)))
         return _parse(inner, value, path, rng, registry)
     if tp is Component:
         return parse_component(value, path, registry)

@@ -80,6 +80,8 @@ class TrainingDisplay:
                 f"(epoch {s['selected_epoch']} weights) → {info['dir']}",
                 soft_wrap=True,
             )
+        for warning in s.get("warnings", []):
+            self.console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
 
     def close(self):
         if self.bar is not None:

@@ -64,9 +64,11 @@ def build_model(model_config, n_features: int, n_classes: int) -> MLP:
     """Build and initialize the MLP; the global torch RNG must already be seeded."""
     activation = model_config.activation
     layers, n_in = [], n_features
-    for width in model_config.hidden:
+    dropout = model_config.dropout
+    rates = dropout if isinstance(dropout, tuple) else (dropout,) * len(model_config.hidden)
+    for width, rate in zip(model_config.hidden, rates):
         module = ACTIVATIONS[activation.name](**activation.params)
-        layers.append(HiddenLayer(n_in, width, module, model_config.batch_norm, model_config.dropout))
+        layers.append(HiddenLayer(n_in, width, module, model_config.batch_norm, rate))
         n_in = width
     model = MLP(layers, nn.Linear(n_in, n_classes))
     hidden_gain = activation_gain(activation.name, dict(activation.params))

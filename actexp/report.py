@@ -75,8 +75,9 @@ def _read_run(folder: Path) -> RunData:
 
 
 def best_epoch_value(history: list[dict], metric: str) -> tuple[float, int | None]:
-    """The best value of a per-epoch metric (lowest loss, highest accuracy) and its epoch."""
-    records = [r for r in history if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
+    """The best value of a per-epoch metric (lowest loss, highest accuracy) and its epoch, over
+    trained epochs (epoch 0, the untrained model, is a reference point, not a result)."""
+    records = [r for r in history if r["epoch"] >= 1 and isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
     if not records:
         return math.nan, None
     pick = min if metric.endswith("loss") else max

@@ -13,6 +13,7 @@ from pathlib import Path
 CHECKPOINTS = "checkpoints"
 # The flat per-epoch columns, in the order metrics.csv shows them.
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+DIAGNOSTIC_COLUMNS = ("epoch", "layer", "metric", "value")  # diagnostics.csv, in long form
 
 
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:
@@ -50,14 +51,25 @@ def save_torch_atomic(obj, path: Path) -> None:
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
-    """metrics.jsonl (every field of every epoch) and metrics.csv (the flat columns)."""
+    """metrics.jsonl (every field of every epoch, the epoch-0 record included), metrics.csv (the flat
+    columns of the trained epochs) and, when the records carry per-layer diagnostics, diagnostics.csv."""
     write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    trained = [r for r in history if r["epoch"] > 0]
+    columns = [c for c in EPOCH_COLUMNS if any(c in r for r in trained)] or list(EPOCH_COLUMNS)
+    write_text_atomic(run_dir / "metrics.csv", _csv(columns, trained))
+    if any("layers" in r for r in history):
+        from .diagnostics import long_rows
+
+        rows = [dict(zip(DIAGNOSTIC_COLUMNS, row)) for row in long_rows(history)]
+        write_text_atomic(run_dir / "diagnostics.csv", _csv(DIAGNOSTIC_COLUMNS, rows))
+
+
+def _csv(columns, rows: list[dict]) -> str:
     out = io.StringIO()
-    columns = [c for c in EPOCH_COLUMNS if any(c in r for r in history)] or list(EPOCH_COLUMNS)
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(history)
-    write_text_atomic(run_dir / "metrics.csv", out.getvalue())
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def read_history(run_dir: Path) -> list[dict]:

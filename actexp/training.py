@@ -21,6 +21,7 @@ from . import __version__
 from .components import OPTIMIZERS, SCHEDULES
 from .config import Config, as_config, config_hash, config_to_yaml
 from .data import Data, load_data
+from .diagnostics import Tracker, diagnostic_warnings
 from .errors import ActexpError, ConfigError
 from .model import MLP, build_model, count_parameters
 from .runs import CHECKPOINTS, new_run_dir, read_history, save_torch_atomic, write_json_atomic, write_metrics, write_text_atomic
@@ -145,6 +146,9 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
     best = _Best(monitor, minimize, stopping.min_delta if stopping else 0.0)
     batch_order = torch.Generator(device=device).manual_seed(tc.seed)
     history, best_weights, start_epoch = [], None, 1
+    # Diagnostics add an epoch-0 record (the model as initialized) and a `layers` list to each epoch.
+    tracker = Tracker(model, data.x_train, data.y_train, tc.seed, tc.batch_size) if tc.diagnostics else None
+    baseline = []
     started = time.time()
     summary = {
         "status": "running",
@@ -157,6 +161,8 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
         "data": {"dataset": config.data.dataset.name, "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
         "versions": _versions(),
     }
+    if tracker:
+        summary["diagnostics"] = {"probe_samples": len(tracker.probe_y), "saturates_both_sides": tracker.saturates_both_sides()}
     if resume:
         last = folder / CHECKPOINTS / "last.pt"
         if not last.is_file():
@@ -174,7 +180,9 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
             setattr(best, key, value)
         best_weights = state["best_model"] and {k: v.to(device) for k, v in state["best_model"].items()}
         start_epoch = state["epoch"] + 1
-        history = [r for r in read_history(folder) if r["epoch"] <= state["epoch"]]
+        records = read_history(folder)
+        baseline = [r for r in records if r["epoch"] == 0]
+        history = [r for r in records if 1 <= r["epoch"] <= state["epoch"]]
         summary["started"] = state.get("started", summary["started"])
         started -= state.get("wall_seconds", 0.0)
     else:
@@ -187,26 +195,40 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
     def finish(status: str, **extra) -> Run:
         summary.update(status=status, wall_seconds=round(time.time() - started, 3), epochs_completed=len(history), **extra)
         summary.update(_best_fields(history, best))
-        write_metrics(folder, history)  # also when no epoch finished: the files exist, with their header
+        write_metrics(folder, baseline + history)  # also when no epoch finished: the files exist, with their header
+        if tracker:
+            activation = config.model.activation.name
+            summary["warnings"] = diagnostic_warnings(baseline + history, activation, summary["diagnostics"]["saturates_both_sides"])
         write_json_atomic(folder / "summary.json", summary)
         if progress:
             progress("end", {"dir": folder, "summary": summary})
         return Run(folder, summary, history)
 
     try:
+        # The epoch-0 record: inside the try, so a failure or Ctrl-C here is recorded in summary.json
+        # like one in any epoch; after the "start" event, so the caller knows the run folder by then.
+        if tracker and not resume:
+            val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+            baseline = [{"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "layers": tracker.epoch_zero()}]
+            write_metrics(folder, baseline)
         for epoch in range(start_epoch, tc.epochs + 1):
             tick = time.time()
             lr = optimizer.param_groups[0]["lr"]
-            train_loss, train_acc = train_epoch(model, optimizer, data, config, batch_order, epoch, progress)
+            if tracker:
+                tracker.begin_epoch()
+            train_loss, train_acc = train_epoch(model, optimizer, data, config, batch_order, epoch, progress, tracker)
             if not math.isfinite(train_loss):
                 return finish("diverged", error=_diverged_message(config, epoch))
             val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+            layers = tracker.end_epoch() if tracker else None
             record = {
                 "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                 "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": round(time.time() - tick, 4),
             }
+            if layers is not None:
+                record["layers"] = layers
             history.append(record)
-            write_metrics(folder, history)
+            write_metrics(folder, baseline + history)
             if scheduler is not None:
                 scheduler.step()
             improved = best.update(record)
@@ -238,8 +260,9 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
     return finish("completed", selected_epoch=selected, test_loss=test_loss, test_acc=test_acc)
 
 
-def train_epoch(model: MLP, optimizer, data: Data, config: Config, batch_order, epoch: int, progress) -> tuple[float, float]:
-    """One pass over the training split; returns (mean cross-entropy, accuracy), or nan if the loss diverged."""
+def train_epoch(model: MLP, optimizer, data: Data, config: Config, batch_order, epoch: int, progress, tracker=None) -> tuple[float, float]:
+    """One pass over the training split; returns (mean cross-entropy, accuracy), or nan if the loss diverged.
+    A diagnostics `tracker` sees the gradients after each backward (before clipping)."""
     reg, batch_size = config.regularization, config.train.batch_size
     x, y = data.x_train, data.y_train
     n = len(y)
@@ -272,6 +295,8 @@ def train_epoch(model: MLP, optimizer, data: Data, config: Config, batch_order, 
                 total = total + reg.activity_l2 * sum(a.square().sum() for a in activations) / len(yb)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if tracker is not None:
+            tracker.after_backward()
         if config.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         optimizer.step()

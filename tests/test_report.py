@@ -159,3 +159,11 @@ def test_runs_lists_newest_first(runs):
     assert "diverged" in result.output
     empty = CliRunner().invoke(app, ["runs", str(runs / "nothing")])
     assert empty.exit_code == 1 and "no runs" in empty.output
+
+
+def test_best_epoch_value_ignores_the_untrained_epoch_zero():
+    from actexp.report import best_epoch_value
+
+    history = [{"epoch": 0, "val_acc": 0.9, "val_loss": 0.1}, {"epoch": 1, "val_acc": 0.5, "val_loss": 0.7}, {"epoch": 2, "val_acc": 0.6, "val_loss": 0.9}]
+    assert best_epoch_value(history, "val_acc") == (0.6, 2)
+    assert best_epoch_value(history, "val_loss") == (0.7, 1)

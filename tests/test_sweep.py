@@ -215,7 +215,7 @@ def test_resume_after_ctrl_c(tmp_path):
     assert [e["status"] for e in result.runs] == ["completed"] * 3
     assert snapshot(sweep_dir / entries[0]["folder"]) == finished  # not re-trained
     assert result.runs[1]["folder"] == entries[1]["folder"]  # resumed in place, not started over
-    assert [r["epoch"] for r in read_history(interrupted)] == list(range(1, 31))
+    assert [r["epoch"] for r in read_history(interrupted)] == list(range(0, 31))  # the epoch-0 record, kept once
 
 
 def test_resume_after_kill_9(tmp_path):
@@ -229,7 +229,7 @@ def test_resume_after_kill_9(tmp_path):
     assert [s.action for s in steps] == ["resume", "new"]
     result = run_sweep(path, runs_dir=runs, report=False)
     assert [e["status"] for e in result.runs] == ["completed", "completed"]
-    assert [r["epoch"] for r in read_history(sweep_dir / result.runs[0]["folder"])] == list(range(1, 31))
+    assert [r["epoch"] for r in read_history(sweep_dir / result.runs[0]["folder"])] == list(range(0, 31))  # the epoch-0 record, kept once
 
 
 def test_config_change_detection_and_force(tmp_path):

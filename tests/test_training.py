@@ -23,6 +23,16 @@ def _without_seconds(history):
     return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
 
 
+# With train.diagnostics on (the default), metrics.jsonl starts with an epoch-0 record: the model
+# before training, with no train_* keys. Run.history and metrics.csv hold the trained epochs only.
+EPOCH_ZERO_KEYS = ("epoch", "val_loss", "val_acc", "layers")
+
+
+def _records(folder):
+    """Every record of a run's metrics.jsonl, the epoch-0 record included."""
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
 def _evaluate_checkpoint(config, path, split="test"):
     """(loss, accuracy) of a checkpoint's weights on a split, rebuilt independently of the run."""
     data = load_data(config.data, "cpu")
@@ -68,21 +78,27 @@ def test_cli_run_writes_every_file(tmp_path, data_root):
     for key in ("val_size:", "bias_init:", "weight_decay:", "max_norm:", "early_stopping:", "betas:"):
         assert key in text
 
-    # metrics.jsonl: one object per epoch
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # metrics.jsonl: the epoch-0 record (before training), then one object per epoch
+    zero, *history = _records(run)
+    assert tuple(zero) == EPOCH_ZERO_KEYS and zero["epoch"] == 0
+    assert 0 <= zero["val_acc"] <= 1 and zero["val_loss"] > 0
+    assert [row["layer"] for row in zero["layers"]] == [1, "output"]
     assert [r["epoch"] for r in history] == [1, 2, 3]
     for record in history:
-        assert tuple(record) == EPOCH_COLUMNS
+        assert tuple(record) == EPOCH_COLUMNS + ("layers",)
+        assert [row["layer"] for row in record["layers"]] == [1, "output"]
         assert 0 <= record["train_acc"] <= 1 and 0 <= record["val_acc"] <= 1
         assert record["train_loss"] > 0 and record["val_loss"] > 0
         assert record["lr"] == 0.003 and record["seconds"] > 0
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[0]["val_loss"] < zero["val_loss"]  # epoch 0 is the untrained model
+    assert (run / "diagnostics.csv").is_file()
 
-    # metrics.csv: the same rows
+    # metrics.csv: the same rows, trained epochs only, flat columns only
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [tuple(r) for r in rows] == [EPOCH_COLUMNS] * 3
-    assert [{k: float(v) for k, v in r.items()} for r in rows] == [{k: float(v) for k, v in r.items()} for r in history]
+    assert [{k: float(v) for k, v in r.items()} for r in rows] == [{k: float(r[k]) for k in EPOCH_COLUMNS} for r in history]
 
     # summary.json
     summary = json.loads((run / "summary.json").read_text())
@@ -232,7 +248,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, data_root)
     s = run.summary
     assert s["status"] == "completed" and s["stopped_early"] is True
     assert s["epochs_completed"] == 3 and [r["epoch"] for r in run.history] == [1, 2, 3]
-    assert len((run.dir / "metrics.jsonl").read_text().splitlines()) == 3
+    assert [r["epoch"] for r in _records(run.dir)] == [0, 1, 2, 3]
     assert s["best_epoch"] == 1 and s["selected_epoch"] == 1
     assert s["best_val_loss"] == run.history[0]["val_loss"]
     resolved = load_config(run.dir / "config.yaml")
@@ -325,15 +341,16 @@ def test_later_divergence_keeps_finished_epochs(tmp_path, data_root, monkeypatch
 
     original = training.train_epoch
 
-    def poisoned(model, optimizer, data, config, batch_order, epoch, progress):
-        loss, acc = original(model, optimizer, data, config, batch_order, epoch, progress)
+    def poisoned(model, optimizer, data, config, batch_order, epoch, progress, tracker):
+        assert tracker is not None  # diagnostics are on by default
+        loss, acc = original(model, optimizer, data, config, batch_order, epoch, progress, tracker)
         return (math.inf, acc) if epoch == 3 else (loss, acc)
 
     monkeypatch.setattr(training, "train_epoch", poisoned)
     run = actexp.train(tiny_config(train={"epochs": 5}), runs_dir=tmp_path / "runs")
     assert run.status == "diverged" and "epoch 3" in run.summary["error"]
     assert [r["epoch"] for r in run.history] == [1, 2]
-    assert len((run.dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert [r["epoch"] for r in _records(run.dir)] == [0, 1, 2]
     assert run.summary["epochs_completed"] == 2 and run.summary["best_epoch"] in (1, 2)
 
 
@@ -367,14 +384,20 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(tmp_path, data_root, co
         actexp.train(config, run_dir=folder, progress=_stop_after(2))
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["epochs_completed"] == 2
-    kept = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert _without_seconds(kept) == _without_seconds(full.history[:2])
+    full_zero, *full_trained = _records(full.dir)
+    assert tuple(full_zero) == EPOCH_ZERO_KEYS and full_zero["epoch"] == 0
+    assert _without_seconds(full_trained) == _without_seconds(full.history)
+    kept = _records(folder)
+    assert kept[0] == full_zero
+    assert _without_seconds(kept[1:]) == _without_seconds(full.history[:2])
     assert torch.load(folder / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 2
 
     resumed = actexp.train(config, resume=folder)
     assert resumed.dir == folder and resumed.status == "completed"
     assert _without_seconds(resumed.history) == _without_seconds(full.history)
-    assert len((folder / "metrics.jsonl").read_text().splitlines()) == len(full.history)
+    records = _records(folder)  # the epoch-0 record kept once, then every epoch
+    assert records[0] == full_zero
+    assert _without_seconds(records[1:]) == _without_seconds(full.history)
     for key in ("test_loss", "test_acc", "best_epoch", "best_val_loss", "selected_epoch", "epochs_completed", "stopped_early"):
         assert resumed.summary[key] == full.summary[key], key
     assert resumed.summary["started"] == summary["started"]
@@ -411,7 +434,8 @@ def test_interrupt_and_resume_through_the_cli(tmp_path, data_root, monkeypatch):
     assert run_dirs(runs) == [run]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["test_loss"] == full.summary["test_loss"]
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    zero, *history = _records(run)
+    assert zero == _records(full.dir)[0] and tuple(zero) == EPOCH_ZERO_KEYS
     assert _without_seconds(history) == _without_seconds(full.history)
 
 
@@ -430,20 +454,23 @@ def test_resume_without_a_last_checkpoint_is_one_line(tmp_path, data_root):
     assert bare.exit_code == 2 and "CONFIG" in bare.output and "Traceback" not in bare.output
 
 
-def test_failure_inside_training_sets_status_failed(tmp_path, data_root, monkeypatch):
+@pytest.mark.parametrize("diagnostics", [True, False], ids=["in-epoch-0", "in-epoch-1"])
+def test_failure_inside_training_sets_status_failed(tmp_path, data_root, monkeypatch, diagnostics):
+    # With diagnostics on, the first evaluation is the epoch-0 record's; with them off, epoch 1's.
     import actexp.training as training
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(training, "evaluate", broken)
-    path = write_yaml(tmp_path / "c.yaml", tiny_config(train={"epochs": 2}))
+    path = write_yaml(tmp_path / "c.yaml", tiny_config(train={"epochs": 2, "diagnostics": diagnostics}))
     result = cli("train", path, "--runs-dir", tmp_path / "runs", "--quiet")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == ["error: RuntimeError: simulated failure (set ACTEXP_DEBUG=1 for the traceback)"]
     (run,) = run_dirs(tmp_path / "runs")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and "simulated failure" in summary["error"]
+    assert summary["epochs_completed"] == 0 and _records(run) == []
 
 
 def test_batch_norm_with_a_lone_last_sample(tmp_path, data_root):
