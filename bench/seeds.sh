@@ -11,7 +11,8 @@ train() { echo "== actexp train $*"; "$PYTHON" -m actexp train "$@" --runs-dir "
 
 for c in xor_linear xor_sigmoid xor_relu tf1_mnist_normal tf1_mnist_xavier wide_deep wide_deep_dropout \
          vanishing_sigmoid_xavier vanishing_relu_he vanishing_sigmoid_normal \
-         dead_relu dead_relu_leaky dead_relu_bias001 fashion_l2_activity; do
+         dead_relu dead_relu_leaky dead_relu_bias001 dead_relu_adam dead_relu_adam_leaky dead_relu_adam_bias001 \
+         fashion_l2_activity; do
   train "configs/seeds/$c.yaml"
 done
 for c in configs/activations/*.yaml; do
