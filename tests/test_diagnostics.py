@@ -206,3 +206,13 @@ def test_plot_draws_one_line_per_layer_and_one_panel_per_run(runs, tmp_path):
     assert plot_diagnostics([healthy.dir], "act_std").axes[0].get_yscale() == "linear"
     with pytest.raises(actexp.errors.ActexpError, match="choose one of"):
         diagnostic_series(healthy.dir, "gradnorm")
+
+
+def test_cli_plot_diag_draws_a_panel_per_run_found_under_the_paths(runs, tmp_path):
+    healthy, dead = runs
+    out = tmp_path / "dead.png"
+    result = CliRunner().invoke(app, ["plot", str(healthy.dir.parent.parent), "--diag", "dead_fraction", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 panels of dead_fraction" in result.output and out.stat().st_size > 0
+    bad = CliRunner().invoke(app, ["plot", str(healthy.dir), "--diag", "gradnorm", "-o", str(out)])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "choose one of" in bad.output
