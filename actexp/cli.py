@@ -71,6 +71,8 @@ def train(
     from .display import TrainingDisplay
 
     if resume:
+        if config is not None or set_:
+            fail("--resume continues a run with its own config.yaml; drop CONFIG and --set (start a new run to change the config)", 2)
         config = resume / "config.yaml"
     elif config is None:
         fail("give a CONFIG file, e.g. `actexp train configs/relu_xavier.yaml`, or --resume RUN_DIR", 2)
@@ -87,12 +89,15 @@ def train(
             fail("interrupted before the run folder was created", 130)
         if (folder / "checkpoints" / "last.pt").exists():
             fail(f"interrupted: {folder} keeps every finished epoch; continue with `actexp train --resume {folder}`", 130)
+        if cfg.train.checkpoint in ("last", "both"):
+            fail(f"interrupted before the first epoch finished ({folder}): nothing to resume, train the config again", 130)
         fail(f"interrupted: {folder} keeps every finished epoch (no checkpoints/last.pt to resume from: train.checkpoint is {cfg.train.checkpoint})", 130)
     if run.status == "diverged":
         fail(f"diverged: {run.summary['error']} (run folder {run.dir})", 1)
 
 
 @app.command()
+@user_errors
 def validate(
     configs: List[Path] = typer.Argument(..., help="Config files, sweep files or sweep folders to check."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
@@ -104,7 +109,8 @@ def validate(
     bad = 0
     for path in configs:
         try:
-            if path.is_dir() or "base" in (read_yaml(path) or {}):
+            document = None if path.is_dir() else read_yaml(path)
+            if path.is_dir() or (isinstance(document, dict) and "base" in document):
                 sweep = load_sweep(path, set_)
                 what = f"sweep {sweep.name}, {len(sweep.runs)} runs"
             else:
@@ -204,11 +210,15 @@ def plot(
 ):
     """Learning curves overlaid: one line per config (mean across seeds, min–max band); or, with
     --diag, one line per layer over epochs, one panel per run."""
+    if not output.suffix:
+        output = output.with_suffix(".png")  # what matplotlib would write anyway
     if diag:
         from .diagplot import plot_diagnostics
         from .runs import find_runs
 
         runs = [run for path in paths for run in find_runs(path)]
+        if not runs:
+            fail(f"no run folders (with a summary.json) in {', '.join(map(str, paths))}", 1)
         plot_diagnostics(runs, diag, output)
         out.print(f"wrote {output} ({len(runs)} panels of {diag})", markup=False, soft_wrap=True)
         return

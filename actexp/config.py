@@ -65,13 +65,16 @@ def spec(default, *, range: Range | None = None, registry: str | None = None, do
     return field(default=default, metadata={"range": range, "registry": registry, "doc": doc})
 
 
+SEED_RANGE = Range(0, 2**63 - 1)  # what torch's generators accept
+
+
 @dataclass(frozen=True)
 class DataConfig:
     dataset: Component = spec(Component("mnist"), registry="dataset", doc="mnist, fashion_mnist, cifar100, xor")
     root: str | None = spec(None, doc="data folder; null: $ACTEXP_DATA or ~/.cache/actexp/data")
     subset: int | None = spec(None, range=Range(1), doc="train on the first N training samples")
     val_size: int | None = spec(None, range=Range(1), doc="validation samples taken from the training set; null: min(5000, 20% of it)")
-    split_seed: int = spec(0, doc="seed of the train/validation split")
+    split_seed: int = spec(0, range=SEED_RANGE, doc="seed of the train/validation split")
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class EarlyStoppingConfig:
 class TrainConfig:
     epochs: int = spec(10, range=Range(1))
     batch_size: int = spec(100, range=Range(1))
-    seed: int = spec(0, doc="seeds weights, dropout and batch order")
+    seed: int = spec(0, range=SEED_RANGE, doc="seeds weights, dropout and batch order")
     device: str = spec("auto", doc="auto, cpu, cuda, cuda:N")
     early_stopping: EarlyStoppingConfig | None = spec(None, doc="null/false: off; true or a mapping: on")
     checkpoint: Literal["none", "best", "last", "both"] = spec("last", doc="which checkpoints to keep")
@@ -446,7 +449,8 @@ def as_config(config: Config | Mapping | str | Path) -> Config:
 
 
 def config_fields(cls=Config, prefix: str = ""):
-    """Yield (dotted key, type, default, range/registry, doc) for every field: the README's reference."""
+    """Yield (dotted key, type, default, range/registry, doc) for every field (a test checks that the
+    README documents each)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .diagnostics import METRICS, OUTPUT_LAYER, layer_names, layer_values
-from .errors import ActexpError
+from .config import _did_you_mean
+from .errors import ActexpError, ConfigError
 from .runs import read_history, read_summary
 
 # Gradient figures span orders of magnitude (a vanishing gradient is 1e-7 of the output layer's).
@@ -23,7 +24,7 @@ PANELS_PER_ROW = 3
 def diagnostic_series(run_dir: str | Path, metric: str) -> dict[str, tuple[list[int], list[float]]]:
     """{"layer 1": (epochs, values), ..., "output": ...} for one run; layers without the metric are left out."""
     if metric not in METRICS:
-        raise ActexpError(f"--diag: unknown diagnostic {metric!r}; choose one of {', '.join(METRICS)}")
+        raise ConfigError(f"--diag: unknown diagnostic {metric!r}{_did_you_mean(metric, METRICS)}; choose one of {', '.join(METRICS)}")
     records = read_history(run_dir)
     layers = layer_names(records)
     if not layers:
@@ -65,5 +66,6 @@ def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", 
     for ax in axes[len(run_dirs) :]:
         ax.set_visible(False)
     if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out, dpi=120)
     return figure

@@ -24,7 +24,7 @@ from .data import Data, load_data
 from .diagnostics import Tracker, diagnostic_warnings
 from .errors import ActexpError, ConfigError
 from .model import MLP, build_model, count_parameters
-from .runs import CHECKPOINTS, new_run_dir, read_history, save_torch_atomic, write_json_atomic, write_metrics, write_text_atomic
+from .runs import CHECKPOINTS, new_run_dir, read_history, read_summary, save_torch_atomic, write_json_atomic, write_metrics, write_text_atomic
 
 # progress(event, info): events "start", "step", "epoch", "end"; the CLI draws them with rich.
 Progress = Callable[[str, dict], None]
@@ -78,6 +78,8 @@ def train(
     last checkpoint; `run_dir` trains into a given (empty or new) folder instead of a fresh one.
     Raises ActexpError (bad config, missing data) before any folder is created."""
     config = as_config(config)
+    if resume:
+        _check_resumable(Path(resume), config)
     device = resolve_device(config.train.device)
     # The run seeds torch's global RNG (dropout draws from it); fork_rng gives the caller's back.
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -94,6 +96,16 @@ def train(
         else:
             folder = new_run_dir(runs_dir, config.name)
         return _fit(config, folder, device, data, model, optimizer, scheduler, progress, resume=bool(resume))
+
+
+def _check_resumable(folder: Path, config: Config) -> None:
+    previous = read_summary(folder)
+    if not previous:
+        raise ActexpError(f"{folder}: not a run folder (no summary.json)")
+    if previous.get("status") == "completed":
+        raise ActexpError(f"{folder}: this run already completed; train the config again for a new run")
+    if previous.get("config_hash") != config_hash(config):
+        raise ConfigError(f"{folder}: the config differs from the run's config.yaml; a resumed run keeps its config (start a new run to change it)")
 
 
 def build_optimizer(config: Config, model: MLP):
@@ -165,6 +177,8 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
         summary["diagnostics"] = {"probe_samples": len(tracker.probe_y), "saturates_both_sides": tracker.saturates_both_sides()}
     if resume:
         last = folder / CHECKPOINTS / "last.pt"
+        if not last.is_file() and tc.checkpoint in ("last", "both"):
+            raise ActexpError(f"{folder}: no epoch finished before the run stopped, so there is nothing to resume; train the config again")
         if not last.is_file():
             raise ActexpError(f"{folder}: no {CHECKPOINTS}/last.pt to resume from (the run kept train.checkpoint={tc.checkpoint}; resuming needs last or both)")
         state = torch.load(last, map_location="cpu", weights_only=False)

@@ -293,3 +293,18 @@ def test_set_depth_on_a_config_with_equal_hidden_widths_deepens_it(tmp_path):
     path.write_text("model:\n  hidden: [64, 32]\n")
     with pytest.raises(ConfigError, match="either hidden"):
         load_config(path, ["model.depth=5"])
+
+
+def test_readme_documents_every_config_key():
+    from actexp.config import config_fields
+
+    readme = (REPO / "README.md").read_text()
+    missing = [key for key, *_ in config_fields() if f"`{key}`" not in readme]
+    assert not missing, f"README's config reference lacks {missing}"
+
+
+def test_seeds_beyond_what_torch_accepts_are_config_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  seed: 99999999999999999999\n")
+    result = cli("validate", path)
+    assert result.exit_code == 2 and "train.seed" in result.output and "out of range" in result.output

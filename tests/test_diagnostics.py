@@ -215,4 +215,4 @@ def test_cli_plot_diag_draws_a_panel_per_run_found_under_the_paths(runs, tmp_pat
     assert result.exit_code == 0, result.output
     assert "2 panels of dead_fraction" in result.output and out.stat().st_size > 0
     bad = CliRunner().invoke(app, ["plot", str(healthy.dir), "--diag", "gradnorm", "-o", str(out)])
-    assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "choose one of" in bad.output
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "choose one of" in bad.output

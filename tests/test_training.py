@@ -12,6 +12,7 @@ import torch
 
 import actexp
 from actexp.config import config_from_dict, config_hash, load_config
+from actexp.errors import ConfigError
 from actexp.data import load_data
 from actexp.model import build_model, count_parameters
 from actexp.runs import EPOCH_COLUMNS
@@ -489,3 +490,28 @@ def test_batch_norm_with_a_lone_last_sample(tmp_path, data_root):
                          runs_dir=tmp_path / "runs", progress=lambda event, info: events.append((event, info)))
     assert plain.status == "completed" and events[-1][0] == "end"
     assert [info["steps"] for event, info in events if event == "start"][-1] == 5
+
+
+def test_resume_keeps_the_runs_own_config_and_refuses_finished_or_unstarted_runs(tmp_path, data_root):
+    path = write_yaml(tmp_path / "c.yaml", tiny_config())
+    folder = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        actexp.train(load_config(path), run_dir=folder, progress=_stop_after(1))
+    for extra in (["--set", "train.epochs=5"], [path]):
+        result = cli("train", *extra, "--resume", folder)
+        assert result.exit_code == 2 and "drop CONFIG and --set" in result.output, result.output
+    with pytest.raises(ConfigError, match="differs from the run's config.yaml"):
+        actexp.train(load_config(path, ["train.epochs=5"]), resume=folder)
+    assert cli("train", "--resume", folder).exit_code == 0
+    done = cli("train", "--resume", folder)
+    assert done.exit_code == 1 and "already completed" in done.output and len(done.output.strip().splitlines()) == 1
+
+    def stop_at_start(event, info):
+        if event == "start":
+            raise KeyboardInterrupt
+
+    unstarted = tmp_path / "unstarted"
+    with pytest.raises(KeyboardInterrupt):
+        actexp.train(load_config(path), run_dir=unstarted, progress=stop_at_start)
+    result = cli("train", "--resume", unstarted)
+    assert result.exit_code == 1 and "nothing to resume" in result.output
