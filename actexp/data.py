@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -117,10 +118,13 @@ def _missing_message(name: str, root: Path, cls, tried: bool) -> str:
     info = IMAGE_SETS[name]
     mirrors = getattr(cls, "mirrors", None) or [getattr(cls, "url", "")]
     attempt = f"could not be downloaded (tried {', '.join(mirrors)})" if tried else "is not downloaded"
+    if name == "cifar100":
+        where = f"put the original cifar-100-python.tar.gz in {root}, or its extracted files {', '.join(info.files)} in {root / info.folder}"
+    else:
+        where = f"put the files {', '.join(info.files)} (uncompressed, or the original .gz) in {root / info.folder}"
     return (
-        f"dataset {name} not found in {root / info.folder} and {attempt}: put the files "
-        f"{', '.join(info.files)} (uncompressed, or the original .gz) there, or copy in a folder of them "
-        f"with `actexp data import {name} DIR`"
+        f"dataset {name} not found in {root / info.folder} and {attempt}: {where}, "
+        f"or copy in a folder of them with `actexp data import {name} DIR`"
     )
 
 
@@ -275,4 +279,13 @@ def _read_cifar100(source_dir: Path) -> dict[str, bytes]:
             raise DatasetMissing(f"{split}: not CIFAR-100's layout (a dict with data (N, 3072) and fine_labels)")
         if len(labels) != data.shape[0] or min(labels) < 0 or max(labels) > 99:
             raise DatasetMissing(f"{split}: fine_labels must be N values in 0..99")
+    # torchvision checks these files' md5 on every load: a re-packed copy would import, then not load.
+    cls = tv_datasets.CIFAR100
+    expected = {**dict(cls.train_list), **dict(cls.test_list), "meta": cls.meta["md5"]}
+    for filename, content in raw.items():
+        if hashlib.md5(content).hexdigest() != expected[filename]:
+            raise DatasetMissing(
+                f"{filename}: CIFAR-100's layout, but not the original file (its md5 differs from the one "
+                f"torchvision checks on every load); import the original cifar-100-python.tar.gz or its extracted files"
+            )
     return raw

@@ -247,15 +247,23 @@ def test_import_cifar100(tmp_path, monkeypatch, form):
                 info.size = len(content)
                 tar.addfile(info, io.BytesIO(content))
     root = tmp_path / "root"
+    fixture.write(tmp_path / "originals")
+    accept_cifar_checksums(monkeypatch, tmp_path / "originals")  # these files play the originals
     line = _one_line(cli("data", "import", "cifar100", source, "--root", root), 0)
     target = root / "cifar-100-python"
     assert line == f"imported cifar100 into {target}"
     assert {p.name for p in target.iterdir()} == {"train", "test", "meta"}
-    accept_cifar_checksums(monkeypatch, target)
     monkeypatch.setenv("ACTEXP_DATA", str(root))
     data = _data("cifar100")
     assert data.n_features == 3072 and data.n_classes == 100
     assert torch.allclose(data.x_test, _normalized(fixture.x_test, "cifar100"), atol=1e-5)
+
+
+def test_import_cifar100_rejects_files_torchvision_would_refuse(tmp_path):
+    make_cifar_set(seed=9).write(tmp_path / "src")  # right layout, but not the published files' md5
+    line = _one_line(cli("data", "import", "cifar100", tmp_path / "src", "--root", tmp_path / "root"), 1)
+    assert "not the original file" in line and "md5" in line
+    assert not (tmp_path / "root").exists()
 
 
 def test_import_cifar100_rejects_bad_labels(tmp_path):
