@@ -169,6 +169,8 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
         "config_hash": config_hash(config),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "device": str(device),
+        # Matrix multiplies sum in a thread-count-dependent order: same seed + same threads = same metrics.
+        "threads": torch.get_num_threads(),
         "n_params": count_parameters(model),
         "data": {"dataset": config.data.dataset.name, "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
         "versions": _versions(),

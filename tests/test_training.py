@@ -113,7 +113,7 @@ def test_cli_run_writes_every_file(tmp_path, data_root):
     assert summary["epochs_completed"] == 3 and summary["selected_epoch"] == 3 and summary["stopped_early"] is False
     assert summary["test_acc"] >= 0.9 and 0 < summary["test_loss"] < 1
     assert summary["n_params"] == (784 * 32 + 32) + (32 * 10 + 10)
-    assert summary["device"] == "cpu"
+    assert summary["device"] == "cpu" and summary["threads"] == torch.get_num_threads()
     assert 0 < summary["wall_seconds"] < 60
     assert summary["data"] == {"dataset": "mnist", "n_train": 480, "n_val": 120, "n_test": 200}
     versions = summary["versions"]
