@@ -53,19 +53,25 @@ class RunData:
 
 def collect_runs(paths) -> list[RunData]:
     """The runs at each path: a sweep folder gives the runs its ledger lists (not failed attempts
-    or runs dropped from the sweep), any other folder every run folder below it."""
-    folders = []
+    or runs dropped from the sweep), any other folder every run folder below it. A ledger's run with
+    no run folder (it failed before it had one, or has not started) is a status-only RunData: its
+    config and status from the ledger, no history, counted but not averaged."""
+    folders, status_only = [], []
     for path in map(Path, paths):
         if not path.exists():
             raise ActexpError(f"{path}: no such folder")
         ledger = read_ledger(path) if path.is_dir() else {}
         if ledger:
-            folders += [path / e["folder"] for e in ledger["runs"] if e.get("folder") and (path / e["folder"] / "summary.json").exists()]
+            for e in ledger["runs"]:
+                if e.get("folder") and (path / e["folder"] / "summary.json").exists():
+                    folders.append(path / e["folder"])
+                elif e.get("config"):  # ledgers from before configs were kept in them: nothing to group it by
+                    status_only.append(RunData(path / e["name"], e["config"], {"status": e["status"], "name": e["name"], "error": e.get("error")}, []))
         else:
             folders += find_runs(path)
-    if not folders:
+    if not folders and not status_only:
         raise ActexpError(f"no runs found in {', '.join(map(str, paths))} (a run folder holds summary.json)")
-    return [_read_run(folder) for folder in dict.fromkeys(folders)]
+    return [_read_run(folder) for folder in dict.fromkeys(folders)] + status_only
 
 
 def _read_run(folder: Path) -> RunData:
@@ -277,7 +283,8 @@ def curve_series(runs: list[RunData], metric: str = "val_acc", group_by: list[st
     series = []
     for values, members in groups:
         by_epoch: dict[int, list[float]] = {}
-        curves = [[r for r in run.history if metric in r] for run in members if run.status not in FAILURES]
+        # Epoch 0 (the untrained model, recorded for diagnostics) is a reference point, not part of the curve.
+        curves = [[r for r in run.history if r["epoch"] >= 1 and metric in r] for run in members if run.status not in FAILURES]
         for curve in curves:
             for record in curve:
                 by_epoch.setdefault(record["epoch"], []).append(record[metric])

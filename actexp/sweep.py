@@ -26,10 +26,11 @@ from typing import Callable, Mapping
 from .config import NAME_PATTERN, Config, _did_you_mean, apply_overrides, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
 from .errors import ConfigError
 from .runs import CHECKPOINTS, read_summary, write_json_atomic
-from .varying import SEED_KEY, describe, key_labels, run_name, varying_keys
+from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
 
 LEDGER = "sweep.json"
 SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
+MAX_NAME_LENGTH = 200  # a run name is a folder name; file systems stop at 255 bytes
 RESULTS = ("completed", "diverged")  # a diverged run is a result too: that config diverges
 FAILURES = ("failed", "diverged")
 WORKER_STOP_SECONDS = 60  # after Ctrl-C, how long workers get to save their run as interrupted
@@ -42,7 +43,7 @@ Progress = Callable[[str, dict], None]
 
 @dataclass(frozen=True)
 class SweepRun:
-    name: str  # from the keys that vary: activation=tanh,init=he_normal,seed=1
+    name: str  # a grid run's from the keys that vary (activation=tanh,init=he_normal,seed=1); a folder run's from its file
     config: Config  # resolved; config.name is the run name
     labels: Mapping[str, str]  # varying dotted key -> value label
     hash: str  # config_hash of the resolved config without its name
@@ -59,6 +60,7 @@ class Sweep:
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     """Expand a folder of configs (every *.yaml directly inside, sorted) or a sweep file
     (base, grid, seeds, name) into its runs; `overrides` (--set) apply to every run.
+    A folder's runs are named after their files (tanh.yaml: tanh), a grid's after the keys that vary.
     Every run's config is validated here, before anything trains. Raises ConfigError."""
     path = Path(path)
     if path.is_dir():
@@ -66,13 +68,20 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
         if not files:
             raise ConfigError(f"{path}: no *.yaml configs in this folder")
         name, configs, origins = path.resolve().name, [load_config(f, overrides) for f in files], [f.name for f in files]
+        run_names = [safe_name(f.stem) for f in files]
+        for file, run_label in zip(files, run_names):
+            if not run_label:
+                raise ConfigError(f"{file}: a folder sweep names each run after its file; rename it with letters, digits and _ . , = + -")
     elif path.is_file():
         name, configs, origins = _expand_sweep_file(path, overrides)
+        run_names = None
     else:
         raise ConfigError(f"{path}: no such file or folder")
     if not NAME_PATTERN.match(name):
         raise ConfigError(f"{path}: name: {name!r} is not a usable folder name; use letters, digits and _ . , = + -")
-    return _name_runs(name, path, configs, origins)
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{path}: name: the sweep's name is {len(name)} characters long; a folder name must be at most {MAX_NAME_LENGTH}")
+    return _name_runs(name, path, configs, origins, run_names)
 
 
 def _expand_sweep_file(path: Path, overrides: list[str]) -> tuple[str, list[Config], list[str]]:
@@ -82,6 +91,8 @@ def _expand_sweep_file(path: Path, overrides: list[str]) -> tuple[str, list[Conf
     for key in raw:
         if key not in SWEEP_FILE_KEYS:
             raise ConfigError(f"{path}: {key}: unknown key{_did_you_mean(key, SWEEP_FILE_KEYS)}; allowed: {', '.join(SWEEP_FILE_KEYS)}")
+    if raw.get("name") is not None and not isinstance(raw["name"], str):
+        raise ConfigError(f"{path}: name: expected a string (the sweep's folder name), got {raw['name']!r}; quote it: name: \"{raw['name']}\"")
     base = raw["base"]
     if isinstance(base, str):
         base_path = path.parent / base  # relative to the sweep file, like an include
@@ -116,19 +127,27 @@ def _expand_sweep_file(path: Path, overrides: list[str]) -> tuple[str, list[Conf
     return raw.get("name") or path.stem, configs, origins
 
 
-def _name_runs(name: str, source: Path, configs: list[Config], origins: list[str]) -> Sweep:
+def _name_runs(name: str, source: Path, configs: list[Config], origins: list[str], run_names: list[str] | None = None) -> Sweep:
+    """Name the runs: `run_names` where given (a folder sweep: its files' names), else from the keys
+    that vary (a grid). Each run's labels are its values of the varying keys, either way."""
     plain = [config_to_dict(c) for c in configs]
     keys = varying_keys(plain)
     labels = key_labels(keys)
     described = describe(plain, keys)
-    runs, seen = [], {}
-    for config, origin, values in zip(configs, origins, described):
-        run_label = run_name(values, labels) if keys else config.name
+    if run_names is None:
+        run_names = [run_name(values, labels) if keys else config.name for config, values in zip(configs, described)]
+    runs, seen, named = [], {}, {}
+    for config, origin, values, run_label in zip(configs, origins, described, run_names):
+        if len(run_label) > MAX_NAME_LENGTH:
+            raise ConfigError(f"{source}: run {origin}: its name is {len(run_label)} characters long ({run_label[:60]}...); "
+                              f"a run's folder name must be at most {MAX_NAME_LENGTH}: sweep fewer keys in one grid, or use a folder of configs (runs named after their files)")
         config = dataclasses.replace(config, name=run_label)
         run = SweepRun(run_label, config, values, run_hash(config))
-        if run.hash in seen or run.name in {r.name for r in runs}:
-            raise ConfigError(f"{source}: {origin} and {seen.get(run.hash, 'another run')} are the same experiment ({run.name})")
-        seen[run.hash] = origin
+        if run.hash in seen:
+            raise ConfigError(f"{source}: {origin} and {seen[run.hash]} are the same experiment ({run.name})")
+        if run.name in named:
+            raise ConfigError(f"{source}: {origin} and {named[run.name]} would both be named {run.name}")
+        seen[run.hash], named[run.name] = origin, origin
         runs.append(run)
     return Sweep(name, source, tuple(keys), tuple(runs))
 
@@ -169,7 +188,8 @@ def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list
     for run in sweep.runs:
         old_entry = known.pop(run.hash, {})
         entry = {"name": run.name, "config_hash": run.hash, "status": old_entry.get("status", "pending"),
-                 "folder": old_entry.get("folder"), "params": dict(run.labels), "error": old_entry.get("error")}
+                 "folder": old_entry.get("folder"), "params": dict(run.labels), "error": old_entry.get("error"),
+                 "config": config_to_dict(run.config)}  # so that `compare` can count a run that failed before its folder existed
         entry["status"] = _status(entry, sweep_dir)
         steps.append(Step(run, _action(entry, sweep_dir, force), entry))
         entries.append(entry)
@@ -266,7 +286,7 @@ class SweepResult:
 
     name: str
     dir: Path
-    runs: tuple[dict, ...]  # name, config_hash, status, folder, params, error
+    runs: tuple[dict, ...]  # name, config_hash, status, folder, params, error, config
     removed: tuple[dict, ...]
     comparison: object = None  # report.Comparison
     curves: Path | None = None

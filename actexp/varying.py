@@ -69,7 +69,11 @@ def describe(configs: list[Mapping], keys: list[str]) -> list[dict[str, str]]:
 
 def run_name(labels: Mapping[str, str], key_label: Mapping[str, str]) -> str:
     """`activation=tanh,init=he_normal,seed=1`, made safe for a folder name."""
-    text = ",".join(f"{key_label[k]}={v}" for k, v in labels.items())
+    return safe_name(",".join(f"{key_label[k]}={v}" for k, v in labels.items()))
+
+
+def safe_name(text: str) -> str:
+    """`text` with the characters a folder name may not hold replaced by `-`."""
     return UNSAFE_NAME_CHARS.sub("-", text).strip("-")
 
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from actexp.cli import app
 from actexp.errors import ConfigError
-from actexp.report import collect_runs, compare, curve_series, draw_curves, list_runs, mean_std, plot
+from actexp.report import collect_runs, compare, comparison_markdown, curve_series, draw_curves, list_runs, mean_std, plot
 
 # activation -> per seed: (val_acc per epoch, status, test acc)
 RUNS = {
@@ -35,6 +35,9 @@ def make_run(root: Path, activation: str, seed: int, val_accs, status, test_acc,
         summary |= {"test_acc": test_acc, "test_loss": 1 - test_acc, "selected_epoch": len(val_accs)}
     (folder / "summary.json").write_text(json.dumps(summary))
     history = [{"epoch": e, "train_loss": 1.5 - a, "val_acc": a, "val_loss": 1 - a} for e, a in enumerate(val_accs, 1)]
+    # The epoch-0 record (the untrained model, as diagnostics writes it), with values that would win
+    # every ranking and show in every curve if it were counted as a trained epoch.
+    history.insert(0, {"epoch": 0, "train_loss": 0.0, "val_acc": 0.999, "val_loss": 0.0, "train_acc": 0.999})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     return folder
 
@@ -116,6 +119,27 @@ def test_a_sweep_folder_means_the_runs_its_ledger_lists(runs):
     assert {r.config["model"]["activation"] for r in collect_runs([runs])} == {"relu"}
 
 
+def test_a_sweep_folder_counts_runs_that_never_had_a_folder(runs):
+    """A run that failed before its folder existed (or has not started) is in the ledger only:
+    compare counts it, from the config the ledger keeps, without averaging it."""
+    listed = sorted(p.parent.relative_to(runs).as_posix() for p in runs.glob("activation=*/*/summary.json"))
+    entries = [{"name": f.split("/")[0], "folder": f, "status": "completed"} for f in listed]
+    config = {"name": "activation=relu,seed=3", "model": {"hidden": [8], "activation": "relu", "init": "xavier_normal"}, "train": {"epochs": 3, "seed": 3}}
+    entries.append({"name": config["name"], "folder": None, "status": "failed", "error": "ValueError: val_size", "config": config})
+    entries.append({"name": "activation=elu,seed=0", "folder": None, "status": "pending", "error": None,
+                    "config": {**config, "name": "activation=elu,seed=0", "model": {**config["model"], "activation": "elu"}, "train": {"epochs": 3, "seed": 0}}})
+    entries.append({"name": "old", "folder": None, "status": "failed"})  # a ledger entry from before configs were kept: skipped
+    (runs / "sweep.json").write_text(json.dumps({"runs": entries}))
+    comparison = compare([runs], out_dir=runs)
+    rows = {row.values[0]: row for row in comparison.rows}
+    assert rows["relu"].statuses == {"completed": 3, "failed": 1} and rows["relu"].metric.n == 3
+    assert rows["relu"].metric.mean == pytest.approx(0.92)
+    assert rows["elu"].statuses == {"pending": 1} and rows["elu"].metric.n == 0 and comparison.rows[-1] is rows["elu"]
+    assert "1 failed" in "".join(comparison_markdown(comparison)) and "completed=3;failed=1" in (runs / "summary.csv").read_text()
+    labels, series = curve_series(collect_runs([runs]), "val_acc")
+    assert {s.label: s.n for s in series} == {"relu": 3, "tanh": 2, "sigmoid": 1}  # nothing to draw for them
+
+
 def test_curve_series_match_the_runs_and_reach_matplotlib(runs, tmp_path):
     labels, series = curve_series(collect_runs([runs]), "val_acc")
     assert labels == ["activation"]
@@ -126,6 +150,7 @@ def test_curve_series_match_the_runs_and_reach_matplotlib(runs, tmp_path):
     assert relu.low == pytest.approx([0.80, 0.89, 0.88]) and relu.high == pytest.approx([0.91, 0.92, 0.95])
     assert lines["tanh"].n == 2 and lines["tanh"].mean[0] == pytest.approx(0.76)  # the diverged seed is left out
     assert lines["sigmoid"].mean == pytest.approx([0.95, 0.96, 0.97])
+    assert all(s.epochs[0] == 1 for s in curve_series(collect_runs([runs]), "val_loss")[1])  # epoch 0 is not drawn
 
     out = tmp_path / "curves.png"
     figure = draw_curves(series, "val_acc", out, legend_title="activation")

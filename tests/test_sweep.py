@@ -3,6 +3,7 @@ parallel workers, and the live display. Runs train on tiny XOR problems (no file
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -110,11 +111,44 @@ def test_grid_of_component_parameters_and_bad_sweeps(tmp_path):
     same = write_sweep(tmp_path, {"model.activation": ["relu", "relu"]}, filename="same.yaml")
     with pytest.raises(ConfigError, match="same experiment"):
         load_sweep(same)
+    numbered = write_sweep(tmp_path, {"model.activation": ["relu"]}, name=5, filename="numbered.yaml")
+    with pytest.raises(ConfigError, match=r"numbered.yaml: name: expected a string .* got 5"):
+        load_sweep(numbered)
+
+
+def test_run_names_longer_than_200_characters_are_refused(tmp_path):
+    path = write_sweep(tmp_path, {"model.hidden": [[8] * 100, [9] * 100]})  # hidden=8x8x...x8: 206 characters
+    with pytest.raises(ConfigError, match=r"sweep.yaml: run model.hidden=.*: its name is 206 characters long .*at most 200"):
+        load_sweep(path)
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "at most 200" in result.output
+
+
+def test_folder_sweep_runs_are_named_after_their_files(tmp_path):
+    folder = tmp_path / "family"
+    folder.mkdir()
+    write_config(folder / "small net.yaml", model={"hidden": [4], "activation": "tanh"}, optim={"lr": 0.05})
+    with open(folder / "small net.yaml", "a") as f:
+        f.write("name: small\n")  # the file's own name: is not the run's name in a sweep
+    write_config(folder / "big_net.yaml", model={"hidden": [16, 16], "init": "he_normal"}, train={"epochs": 4})
+    sweep = load_sweep(folder)
+    assert [r.name for r in sweep.runs] == ["big_net", "small-net"]  # sorted by file; made safe for a folder name
+    assert all(r.config.name == r.name for r in sweep.runs)
+    assert sweep.keys == ("model.hidden", "model.activation", "model.init", "optim.lr", "train.epochs")  # still the columns
+    assert sweep.runs[1].labels["model.activation"] == "tanh"
+
+
+def test_the_classic_experiments_folder_is_a_sweep_with_short_names():
+    seeds = load_sweep(REPO / "configs/seeds")
+    files = sorted((REPO / "configs/seeds").glob("*.yaml"))
+    assert [r.name for r in seeds.runs] == [f.stem for f in files]
+    assert all(len(r.name) <= 60 for r in seeds.runs)
 
 
 def test_directory_sweeps_and_shipped_sweeps():
     xor = load_sweep(REPO / "configs/xor")
-    assert xor.name == "xor" and [r.name for r in xor.runs] == ["activation=linear", "activation=relu", "activation=sigmoid"]
+    assert xor.name == "xor" and [r.name for r in xor.runs] == ["linear", "relu", "sigmoid"]
+    assert xor.keys == ("model.activation",) and [r.labels["model.activation"] for r in xor.runs] == ["linear", "relu", "sigmoid"]
     activations = load_sweep(REPO / "configs/activations/")
     assert len(activations.runs) == len(list((REPO / "configs/activations").glob("*.yaml")))
     assert activations.keys == ("model.activation",)
@@ -158,6 +192,10 @@ def test_failure_isolation_exit_code_and_ledger(tmp_path):
     assert "non-finite" in by_status["diverged"]["error"] and "val_size" in by_status["failed"]["error"]
     assert read_summary(runs / "family" / by_status["diverged"]["folder"])["status"] == "diverged"
     assert (runs / "family" / "summary.csv").exists()  # the finished sweep is still compared
+    assert by_status["failed"]["name"] == "c" and by_status["failed"]["folder"] is None  # it failed before it had a folder
+    with open(runs / "family" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and [r["statuses"] for r in rows if r["data.val_size"] == "5000"] == ["failed=1"]  # counted all the same
 
     # Again: diverged is a result (skipped); failed is re-run.
     steps, _ = plan_sweep(load_sweep(folder), runs / "family")
