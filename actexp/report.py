@@ -222,7 +222,7 @@ def comparison_cells(c: Comparison) -> tuple[list[str], list[list[str]]]:
     rows = []
     for rank, row in enumerate(c.rows, 1):
         cells = [str(rank), *row.values, str(row.metric.n), format_stat(row.metric),
-                 _mean(row.best_epoch, 1), format_stat(row.test_acc), _mean(row.wall_seconds, 1)]
+                 _mean(row.best_epoch, 0 if row.best_epoch.n == 1 else 1), format_stat(row.test_acc), _mean(row.wall_seconds, 1)]
         if show_status:
             cells.append(", ".join(f"{n} {status}" for status, n in row.statuses.items()))
         rows.append(cells)
