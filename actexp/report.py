@@ -16,10 +16,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from .errors import ActexpError, ConfigError
-from .runs import find_runs, read_history, read_summary, write_text_atomic
+from .runs import find_runs, read_config, read_history, read_summary, write_text_atomic
 from .sweep import FAILURES, read_ledger
 from .varying import SEED_KEY, describe, flatten, key_labels, varying_keys
 
@@ -75,9 +74,7 @@ def collect_runs(paths) -> list[RunData]:
 
 
 def _read_run(folder: Path) -> RunData:
-    config_file = folder / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
-    return RunData(folder, config or {}, read_summary(folder), read_history(folder))
+    return RunData(folder, read_config(folder), read_summary(folder), read_history(folder))
 
 
 def best_epoch_value(history: list[dict], metric: str) -> tuple[float, int | None]:

@@ -79,9 +79,22 @@ def read_history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def read_summary(run_dir: Path) -> dict:
-    path = Path(run_dir) / "summary.json"
+def read_json(path: Path) -> dict:
+    """A JSON file's object, or {} when the file does not exist (yet)."""
+    path = Path(path)
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def read_summary(run_dir: Path) -> dict:
+    return read_json(Path(run_dir) / "summary.json")
+
+
+def read_config(run_dir: Path) -> dict:
+    """A run's resolved config as plain data ({} for a folder without config.yaml)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
 def find_runs(path: str | Path) -> list[Path]:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from .diagnostics import METRICS, OUTPUT_LAYER, is_problem
 from .errors import ActexpError
-from .runs import find_runs, read_history, read_summary
+from .runs import find_runs, read_config, read_history, read_summary
 
 PROBLEM = "bold red"
 DIAGNOSTIC_HEADERS = {
@@ -36,7 +35,7 @@ def resolve_run(path: str | Path) -> Path:
 def show_run(console: Console, path: str | Path) -> Path:
     run = resolve_run(path)
     summary, records = read_summary(run), read_history(run)
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+    config = read_config(run)
     for line in essentials(run, summary, config):
         console.print(line, markup=False, soft_wrap=True)
     if records:

@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 
 from .config import NAME_PATTERN, Config, _did_you_mean, apply_overrides, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
 from .errors import ConfigError
-from .runs import CHECKPOINTS, read_summary, write_json_atomic
+from .runs import CHECKPOINTS, read_json, read_summary, write_json_atomic
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
 
 LEDGER = "sweep.json"
@@ -161,8 +161,7 @@ def run_hash(config: Config) -> str:
 
 
 def read_ledger(sweep_dir: Path) -> dict:
-    path = Path(sweep_dir) / LEDGER
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(Path(sweep_dir) / LEDGER)
 
 
 def write_ledger(sweep_dir: Path, ledger: dict) -> None:
