@@ -204,6 +204,9 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
     else:
         write_text_atomic(folder / "config.yaml", config_to_yaml(config))
     write_json_atomic(folder / "summary.json", summary)
+    # The metrics files exist from the start (with their header), and a resumed run's drop the
+    # epochs after its checkpoint; from here on each finished epoch rewrites them.
+    write_metrics(folder, baseline + history)
     steps_per_epoch = _steps(len(data.y_train), tc.batch_size, config.model.batch_norm)
     if progress:
         progress("start", {"dir": folder, "config": config, "summary": summary, "epochs": tc.epochs, "steps": steps_per_epoch, "first_epoch": start_epoch})
@@ -211,7 +214,6 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
     def finish(status: str, **extra) -> Run:
         summary.update(status=status, wall_seconds=round(time.time() - started, 3), epochs_completed=len(history), **extra)
         summary.update(_best_fields(history, best))
-        write_metrics(folder, baseline + history)  # also when no epoch finished: the files exist, with their header
         if tracker:
             activation = config.model.activation.name
             summary["warnings"] = diagnostic_warnings(baseline + history, activation, summary["diagnostics"]["saturates_both_sides"])
