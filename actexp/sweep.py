@@ -352,7 +352,7 @@ def run_sweep(
 
 def _task(step: Step, sweep_dir: Path) -> Task:
     folder = sweep_dir / step.entry["folder"] if step.action in ("resume", "restart") else None
-    return Task(step.run.name, config_to_dict(step.run.config), sweep_dir, folder, step.action == "resume")
+    return Task(step.run.name, step.entry["config"], sweep_dir, folder, step.action == "resume")
 
 
 def _run_in_process(tasks, record, fail_fast: bool) -> None:
