@@ -139,7 +139,8 @@ class Config:
     train: TrainConfig = spec(TrainConfig())
 
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.,=+-]+$")
+NAME_CHARS = "A-Za-z0-9_.,=+-"  # what a config name (and so a run folder name) may hold
+NAME_PATTERN = re.compile(f"^[{NAME_CHARS}]+$")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 # YAML 1.1 (PyYAML) reads 1e-3 as a string: numbers as people write them are parsed here.
 FLOAT_PATTERN = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")

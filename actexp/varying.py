@@ -11,9 +11,10 @@ import json
 import re
 from typing import Any, Mapping
 
+from .config import NAME_CHARS
+
 SEED_KEY = "train.seed"
-# Characters a config name (and so a run folder) may hold; see config.NAME_PATTERN.
-UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.,=+-]+")
+UNSAFE_NAME_CHARS = re.compile(f"[^{NAME_CHARS}]+")
 
 
 def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
