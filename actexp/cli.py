@@ -87,7 +87,9 @@ def train(
         folder = display.run_dir
         if folder is None:
             fail("interrupted before the run folder was created", 130)
-        if (folder / "checkpoints" / "last.pt").exists():
+        from .runs import CHECKPOINTS
+
+        if (folder / CHECKPOINTS / "last.pt").exists():
             fail(f"interrupted: {folder} keeps every finished epoch; continue with `actexp train --resume {folder}`", 130)
         if cfg.train.checkpoint in ("last", "both"):
             fail(f"interrupted before the first epoch finished ({folder}): nothing to resume, train the config again", 130)
