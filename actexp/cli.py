@@ -6,13 +6,15 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
 
-from .errors import ActexpError
+from .errors import ActexpError, Terminated
+from .runs import RunFolderWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiments on activations, initialization and regularization of MLPs.")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch or import datasets into the data root.")
@@ -38,13 +40,23 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, RunFolderWarning):
+        err.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
+    else:
+        err.print(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), markup=False, soft_wrap=True)
+
+
 def user_errors(command):
     """Turn the library's user-facing errors into one line on stderr and their exit code."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():  # restores the warning machinery afterwards
+                warnings.simplefilter("always", RunFolderWarning)
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
         except ActexpError as e:
             fail(str(e), e.exit_code)
         except typer.Exit:  # the command's own fail(): already printed (typer.Exit is an Exception)
@@ -82,18 +94,19 @@ def train(
     display = TrainingDisplay(out, quiet)
     try:
         run = train_config(cfg, runs_dir=runs_dir, progress=display, resume=resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         display.close()
+        stop, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
         folder = display.run_dir
         if folder is None:
-            fail("interrupted before the run folder was created", 130)
+            fail(f"{stop} before the run folder was created", code)
         from .runs import CHECKPOINTS
 
         if (folder / CHECKPOINTS / "last.pt").exists():
-            fail(f"interrupted: {folder} keeps every finished epoch; continue with `actexp train --resume {folder}`", 130)
+            fail(f"{stop}: {folder} keeps every finished epoch; continue with `actexp train --resume {folder}`", code)
         if cfg.train.checkpoint in ("last", "both"):
-            fail(f"interrupted before the first epoch finished ({folder}): nothing to resume, train the config again", 130)
-        fail(f"interrupted: {folder} keeps every finished epoch (no checkpoints/last.pt to resume from: train.checkpoint is {cfg.train.checkpoint})", 130)
+            fail(f"{stop} before the first epoch finished ({folder}): nothing to resume, train the config again", code)
+        fail(f"{stop}: {folder} keeps every finished epoch (no checkpoints/last.pt to resume from: train.checkpoint is {cfg.train.checkpoint})", code)
     if run.status == "diverged":
         fail(f"diverged: {run.summary['error']} (run folder {run.dir})", 1)
 
@@ -137,6 +150,7 @@ def sweep(
     force: bool = typer.Option(False, "--force", help="Re-run every run, finished or not (new folders; old ones are kept)."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first run that fails or diverges."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table; the final table only."),
+    wait: bool = typer.Option(False, "--wait", help="If another process is running this sweep, wait for it to finish instead of exiting."),
 ):
     """Run a family of experiments; run the same command again to resume it."""
     from .display import SweepDisplay, comparison_table
@@ -149,10 +163,11 @@ def sweep(
         return
     display = SweepDisplay(out, quiet)
     try:
-        result = run_sweep(path, set_, runs_dir=runs_dir, jobs=jobs, force=force, fail_fast=fail_fast, progress=display)
-    except KeyboardInterrupt:
+        result = run_sweep(path, set_, runs_dir=runs_dir, jobs=jobs, force=force, fail_fast=fail_fast, progress=display, wait=wait)
+    except KeyboardInterrupt as e:
         display.close()
-        fail("interrupted: finished runs are kept and the ledger is saved; run the same command again to resume", 130)
+        stop, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        fail(f"{stop}: finished runs are kept and the ledger is saved; run the same command again to resume", code)
     finally:
         display.close()
     if result.comparison is not None:

@@ -39,6 +39,8 @@ class TrainingDisplay:
             f"{summary['data']['n_val']} val / {summary['data']['n_test']} test, {summary['n_params']:,} parameters, {summary['device']})",
             soft_wrap=True,
         )
+        for note in summary.get("notes", []):
+            self.console.print(f"note: {note}", style="yellow", markup=False, soft_wrap=True)
         if not self.console.is_terminal:
             return  # logs get the per-epoch lines, not bar redraws
         self.bar = Progress(

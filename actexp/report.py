@@ -12,14 +12,14 @@ import csv
 import io
 import math
 import statistics
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 
 from .errors import ActexpError, ConfigError
-from .runs import find_runs, read_config, read_history, read_summary, write_text_atomic
-from .sweep import FAILURES, read_ledger
+from .runs import FAILURES, DamagedFile, RunFolderWarning, find_runs, read_config, read_history, read_ledger, read_summary, run_status, skip_damaged, write_text_atomic
 from .varying import SEED_KEY, describe, flatten, key_labels, varying_keys
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
@@ -59,22 +59,35 @@ def collect_runs(paths) -> list[RunData]:
     for path in map(Path, paths):
         if not path.exists():
             raise ActexpError(f"{path}: no such folder")
-        ledger = read_ledger(path) if path.is_dir() else {}
+        ledger = _ledger_or_nothing(path) if path.is_dir() else {}
         if ledger:
             for e in ledger["runs"]:
                 if e.get("folder") and (path / e["folder"] / "summary.json").exists():
                     folders.append(path / e["folder"])
-                elif e.get("config"):  # ledgers from before configs were kept in them: nothing to group it by
+                elif isinstance(e.get("config"), dict):  # ledgers from before configs were kept in them: nothing to group it by
                     status_only.append(RunData(path / e["name"], e["config"], {"status": e["status"], "name": e["name"], "error": e.get("error")}, []))
         else:
             folders += find_runs(path)
-    if not folders and not status_only:
+    runs = skip_damaged(read_run, dict.fromkeys(folders)) + status_only
+    if not runs:
         raise ActexpError(f"no runs found in {', '.join(map(str, paths))} (a run folder holds summary.json)")
-    return [_read_run(folder) for folder in dict.fromkeys(folders)] + status_only
+    return runs
 
 
-def _read_run(folder: Path) -> RunData:
-    return RunData(folder, read_config(folder), read_summary(folder), read_history(folder))
+def _ledger_or_nothing(path: Path) -> dict:
+    """A sweep folder's ledger; a damaged one is skipped with a warning, and the runs below the
+    folder are read without it."""
+    try:
+        return read_ledger(path)
+    except DamagedFile as e:
+        warnings.warn(f"{e}; reading every run folder below {path} instead", RunFolderWarning, stacklevel=3)
+        return {}
+
+
+def read_run(folder: Path) -> RunData:
+    """One run folder; DamagedFile if one of its files is."""
+    summary = read_summary(folder)
+    return RunData(folder, read_config(folder), {**summary, "status": run_status(folder, summary)}, read_history(folder))
 
 
 def best_epoch_value(history: list[dict], metric: str) -> tuple[float, int | None]:
@@ -370,16 +383,17 @@ def write_report(sweep_dir: Path) -> tuple[Comparison, Path | None]:
 def list_runs(root: str | Path = "runs") -> list[dict]:
     """Every run folder below `root`, newest first: name, status, best val acc, test acc, start."""
     root = Path(root)
-    rows = []
-    for folder in find_runs(root):
+
+    def row(folder: Path) -> dict:
         summary = read_summary(folder)
-        rows.append({
+        return {
             "name": summary.get("name", folder.parent.name),
-            "status": summary.get("status", "unknown"),
+            "status": run_status(folder, summary),
             "best_val_acc": best_epoch_value(read_history(folder), "val_acc")[0],
             "test_acc": summary.get("test_acc", math.nan),
-            "started": summary.get("started", ""),
+            "started": str(summary.get("started", "")),
             "dir": folder,
             "folder": folder.relative_to(root).as_posix() if folder != Path(root) else ".",
-        })
-    return sorted(rows, key=lambda r: r["started"], reverse=True)
+        }
+
+    return sorted(skip_damaged(row, find_runs(root)), key=lambda r: r["started"], reverse=True)

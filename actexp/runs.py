@@ -1,19 +1,62 @@
 """Run folders: `runs/<name>/<run id>/` with config.yaml, metrics.jsonl/.csv, summary.json and
-checkpoints. Files another process may read mid-run are written atomically (temp file + rename)."""
+checkpoints; sweep ledgers; the locks that keep two processes out of one folder.
+
+Every file another process may read mid-run is written atomically (a uniquely named temp file, then
+a rename), so a reader sees the old file or the new one, never half of one. Every reader treats the
+folder as possibly hostile: sizes are bounded, shapes are checked, and a damaged file is one
+`DamagedFile` line naming it. Checkpoints load with `weights_only=True`: nothing read runs code.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import socket
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
+from .errors import ActexpError
+
 CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
+LEDGER = "sweep.json"
+RESULTS = ("completed", "diverged")  # a diverged run is a result too: that config diverges
+FAILURES = ("failed", "diverged")
+CHECKPOINT_FORMAT = 1  # bumped when a checkpoint's keys change
 # The flat per-epoch columns, in the order metrics.csv shows them.
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 DIAGNOSTIC_COLUMNS = ("epoch", "layer", "metric", "value")  # diagnostics.csv, in long form
+# A run's own files stay far below these (a 1,000-epoch run with diagnostics: ~3 MB of metrics);
+# past them a file is not read, so a hand-made one cannot make a command spin or eat memory.
+MAX_JSON_BYTES = 16 << 20
+MAX_METRICS_BYTES = 256 << 20
+MAX_LOCK_BYTES = 4096
+
+
+class DamagedFile(ActexpError):
+    """A file in a run folder or sweep that cannot be read as what it should be."""
+
+
+class WriteFailed(ActexpError):
+    """A file could not be written (a full disk, a read-only folder)."""
+
+
+class Busy(ActexpError):
+    """Another process holds the folder's lock."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class RunFolderWarning(UserWarning):
+    """A damaged run folder was skipped; the CLI prints these as `warning:` lines."""
+
+
+# ----------------------------------------------------------------------------- writing
 
 
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:
@@ -31,29 +74,48 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
     raise RuntimeError(f"could not create a run folder under {parent}")
 
 
+def write_atomic(path: Path, write) -> None:
+    """Call `write(file)` on a uniquely named temp file beside `path`, then rename it over `path`.
+    Unique, so that two processes never write one temp file; removed on failure, so that a full disk
+    is not left with a partial copy taking the last space. Raises WriteFailed naming `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteFailed(f"could not write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise WriteFailed(f"could not write {path}: {e.strerror or e}") from None
+        raise
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, lambda file: file.write(text.encode()))
 
 
 def write_json_atomic(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
-def save_torch_atomic(obj, path: Path) -> None:
+def save_checkpoint(state: dict, path: Path) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda file: torch.save({"format": CHECKPOINT_FORMAT, **state}, file))
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     """metrics.jsonl (every field of every epoch, the epoch-0 record included), metrics.csv (the flat
-    columns of the trained epochs) and, when the records carry per-layer diagnostics, diagnostics.csv."""
-    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    columns of the trained epochs) and, when the records carry per-layer diagnostics, diagnostics.csv.
+    metrics.jsonl is the record and is written last: the CSV files, derived from the same records,
+    never hold fewer epochs than it (only a kill -9 between the renames leaves them one epoch ahead,
+    and a resumed run rewrites all three)."""
     trained = [r for r in history if r["epoch"] > 0]
     columns = [c for c in EPOCH_COLUMNS if any(c in r for r in trained)] or list(EPOCH_COLUMNS)
     write_text_atomic(run_dir / "metrics.csv", _csv(columns, trained))
@@ -62,6 +124,7 @@ def write_metrics(run_dir: Path, history: list[dict]) -> None:
 
         rows = [dict(zip(DIAGNOSTIC_COLUMNS, row)) for row in long_rows(history)]
         write_text_atomic(run_dir / "diagnostics.csv", _csv(DIAGNOSTIC_COLUMNS, rows))
+    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
 
 def _csv(columns, rows: list[dict]) -> str:
@@ -72,29 +135,175 @@ def _csv(columns, rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def read_history(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+# ----------------------------------------------------------------------------- reading
+
+
+def read_bounded(path: Path, limit: int) -> bytes | None:
+    """A regular file's bytes (None when it does not exist); DamagedFile for anything else (a FIFO,
+    a device, a folder) or a file over `limit` bytes, checked before reading."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: opening a FIFO must not hang
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise DamagedFile(f"{path}: cannot be read ({e.strerror or e})") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not _is_regular(info.st_mode):
+            raise DamagedFile(f"{path}: not a regular file")
+        if info.st_size > limit:
+            raise DamagedFile(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold; not read")
+        return file.read(limit + 1)
+
+
+def _is_regular(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)
 
 
 def read_json(path: Path) -> dict:
-    """A JSON file's object, or {} when the file does not exist (yet)."""
-    path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else {}
+    """A JSON file's object, or {} when the file does not exist (yet). DamagedFile otherwise."""
+    content = read_bounded(path, MAX_JSON_BYTES)
+    if content is None:
+        return {}
+    try:
+        obj = json.loads(content)
+    except (ValueError, RecursionError) as e:
+        raise DamagedFile(f"{path}: not valid JSON ({str(e).splitlines()[0][:100]})") from None
+    if not isinstance(obj, dict):
+        raise DamagedFile(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+SUMMARY_NUMBERS = ("test_acc", "test_loss", "best_val_acc", "best_val_loss", "wall_seconds")
+SUMMARY_INTEGERS = ("selected_epoch", "best_epoch", "epochs_completed", "n_params", "threads")
 
 
 def read_summary(run_dir: Path) -> dict:
-    return read_json(Path(run_dir) / "summary.json")
+    """A run's summary.json ({} when there is none yet); DamagedFile when its figures are not numbers."""
+    path = Path(run_dir) / "summary.json"
+    summary = read_json(path)
+    if not summary:
+        return summary
+    if not isinstance(summary.get("status"), str):
+        raise DamagedFile(f"{path}: no status")
+    for key in SUMMARY_NUMBERS + SUMMARY_INTEGERS:
+        if not _is_number(summary.get(key), integer=key in SUMMARY_INTEGERS):
+            raise DamagedFile(f"{path}: {key} is not a number ({summary[key]!r:.40})")
+    for key in ("name", "started", "error", "device"):
+        if summary.get(key) is not None and not isinstance(summary[key], str):
+            raise DamagedFile(f"{path}: {key} is not a string")
+    return summary
+
+
+def _is_number(value, integer: bool = False) -> bool:
+    """None (absent) or a JSON number (an integer where one is expected); not a boolean."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if integer else isinstance(value, (int, float))
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """The per-epoch records of metrics.jsonl ([] when there is none); DamagedFile for a line that
+    is not a record with an integer epoch."""
+    path = Path(run_dir) / "metrics.jsonl"
+    content = read_bounded(path, MAX_METRICS_BYTES)
+    if content is None:
+        return []
+    records = []
+    for number, line in enumerate(content.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        if not _is_record(record):
+            raise DamagedFile(f"{path}: line {number} is not an epoch record")
+        records.append(record)
+    return records
+
+
+def _is_record(record) -> bool:
+    if not isinstance(record, dict) or type(record.get("epoch")) is not int:
+        return False
+    if not all(_is_number(record.get(key)) for key in EPOCH_COLUMNS):
+        return False
+    layers = record.get("layers", [])
+    return isinstance(layers, list) and all(isinstance(row, dict) and "layer" in row for row in layers)
 
 
 def read_config(run_dir: Path) -> dict:
     """A run's resolved config as plain data ({} for a folder without config.yaml)."""
-    import yaml
+    from .config import read_yaml
 
     path = Path(run_dir) / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        config = read_yaml(path)
+    except ActexpError as e:
+        raise DamagedFile(str(e)) from None
+    if config is not None and not isinstance(config, dict):
+        raise DamagedFile(f"{path}: not a config mapping")
+    return config or {}
+
+
+def load_checkpoint(path: Path, max_bytes: int) -> dict:
+    """A checkpoint saved by `save_checkpoint`, loaded with weights_only=True (tensors and plain
+    data only: a checkpoint from elsewhere cannot run code). DamagedFile for anything else."""
+    import pickle
+    import torch
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DamagedFile(f"{path}: {size:,} bytes, far more than this run's checkpoint can be ({max_bytes:,}); not loaded")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise DamagedFile(f"{path}: not a checkpoint actexp can load safely ({reason}); only tensors and plain data are accepted") from None
+    missing = [k for k in ("epoch", "model", "optimizer", "rng", "best") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DamagedFile(f"{path}: not an actexp checkpoint (missing {', '.join(missing)})")
+    if state.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise DamagedFile(f"{path}: checkpoint format {state['format']!r}, this actexp reads format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def read_ledger(sweep_dir: Path) -> dict:
+    """A sweep's ledger ({} when there is none yet). Its run folders must lie inside the sweep
+    folder: a hand-edited ledger cannot point a resume at, or a report into, any other place."""
+    path = Path(sweep_dir) / LEDGER
+    ledger = read_json(path)
+    if not ledger:
+        return {}
+    for key in ("runs", "removed"):
+        entries = ledger.setdefault(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise DamagedFile(f"{path}: {key} is not a list of run entries; move the file away to start the ledger afresh (run folders are kept)")
+        for number, entry in enumerate(entries, 1):
+            folder, name = entry.get("folder"), entry.get("name")
+            if not isinstance(name, str) or not isinstance(entry.get("status"), str) or not isinstance(entry.get("config_hash", ""), str):
+                raise DamagedFile(f"{path}: {key} entry {number} lacks a name or a status")
+            if folder is not None and not _inside(folder):
+                raise DamagedFile(f"{path}: {key} entry {number} ({name}) points outside the sweep folder ({folder!r})")
+    return ledger
+
+
+def _inside(folder) -> bool:
+    parts = Path(folder).parts if isinstance(folder, str) else ()
+    return bool(parts) and not Path(folder).is_absolute() and ".." not in parts and "\0" not in folder
+
+
+def write_ledger(sweep_dir: Path, ledger: dict) -> None:
+    ledger["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_json_atomic(Path(sweep_dir) / LEDGER, ledger)
 
 
 def find_runs(path: str | Path) -> list[Path]:
@@ -102,4 +311,93 @@ def find_runs(path: str | Path) -> list[Path]:
     path = Path(path)
     if (path / "summary.json").exists():
         return [path]
-    return sorted((p.parent for p in path.rglob("summary.json")), key=lambda p: (p.stat().st_mtime, str(p)))
+    found = []
+    for summary in path.rglob("summary.json"):
+        with contextlib.suppress(OSError):  # vanished meanwhile, or unreadable: not a run to list
+            found.append((summary.stat().st_mtime, str(summary.parent), summary.parent))
+    return [folder for _, _, folder in sorted(found)]
+
+
+def skip_damaged(read, folders):
+    """`read(folder)` for each folder, leaving out (with one RunFolderWarning each) the folders
+    whose files are damaged, so that one bad run does not hide all the others."""
+    results = []
+    for folder in folders:
+        try:
+            results.append(read(folder))
+        except DamagedFile as e:
+            warnings.warn(f"skipped {folder}: {e}", RunFolderWarning, stacklevel=2)
+    return results
+
+
+# ----------------------------------------------------------------------------- locks
+
+
+@contextlib.contextmanager
+def locked(folder: Path, what: str, wait: bool = False):
+    """Hold an exclusive lock on `folder` (its .lock file) while the block runs. Another holder
+    makes this raise Busy naming its process, or, with `wait`, block until it lets go. The kernel
+    drops the lock when its process ends, however it ends, so a killed run never leaves it stale."""
+    import fcntl
+
+    folder = Path(folder)
+    path = folder / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise WriteFailed(f"could not create the lock {path}: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise Busy(f"{folder} is in use by {lock_holder(folder)}; wait for it to finish"
+                       + ("" if what == "training" else " (or pass --wait)")) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"), "what": what}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_holder(folder: Path) -> str:
+    """Who holds (or last held) a folder's lock, in words."""
+    with contextlib.suppress(ActexpError, ValueError):
+        holder = json.loads(read_bounded(Path(folder) / LOCK, MAX_LOCK_BYTES) or b"{}")
+        if isinstance(holder, dict) and "pid" in holder:
+            return f"process {holder.get('pid')} on {holder.get('host')} ({holder.get('what')}, since {holder.get('since')})"
+    return "another process"
+
+
+def is_locked(folder: Path) -> bool:
+    """Whether a live process holds the folder's lock (False for a folder that has none)."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def run_status(run_dir: Path, summary: dict) -> str:
+    """A run's status as its summary says, except that a `running` run whose lock no process holds
+    on this machine was killed (kill -9, power loss) before it could say so: it is `interrupted`."""
+    status = summary.get("status", "unknown")
+    if status == "running" and (Path(run_dir) / LOCK).exists() and not is_locked(run_dir) and _locked_here(run_dir):
+        return "interrupted"
+    return status
+
+
+def _locked_here(run_dir: Path) -> bool:
+    # A lock taken on another node of a shared file system may not be visible from here.
+    with contextlib.suppress(ActexpError, ValueError):
+        holder = json.loads(read_bounded(Path(run_dir) / LOCK, MAX_LOCK_BYTES) or b"{}")
+        return isinstance(holder, dict) and holder.get("host") == socket.gethostname()
+    return False

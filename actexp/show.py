@@ -11,9 +11,11 @@ from rich.table import Table
 
 from .diagnostics import METRICS, OUTPUT_LAYER, is_problem
 from .errors import ActexpError
-from .runs import find_runs, read_config, read_history, read_summary
+from .runs import find_runs, read_config, read_history, read_summary, run_status
 
 PROBLEM = "bold red"
+# The epoch table shows the first and the last epochs of a long run, so a run of any length prints a screenful.
+HEAD_EPOCHS, TAIL_EPOCHS = 5, 30
 DIAGNOSTIC_HEADERS = {
     "grad_norm": "grad", "weight_norm": "weight", "update_ratio": "update", "grad_ratio": "g/g_out",
     "act_mean": "mean", "act_std": "std", "saturated_fraction": "sat", "dead_fraction": "dead",
@@ -35,6 +37,7 @@ def resolve_run(path: str | Path) -> Path:
 def show_run(console: Console, path: str | Path) -> Path:
     run = resolve_run(path)
     summary, records = read_summary(run), read_history(run)
+    summary = {**summary, "status": run_status(run, summary)}
     config = read_config(run)
     for line in essentials(run, summary, config):
         console.print(line, markup=False, soft_wrap=True)
@@ -54,16 +57,18 @@ def show_run(console: Console, path: str | Path) -> Path:
 
 
 def essentials(run: Path, summary: dict, config: dict) -> list[str]:
-    data, model, optim, train = (config.get(k, {}) for k in ("data", "model", "optim", "train"))
-    sizes = summary.get("data", {})
-    hidden = "-".join(str(w) for w in model.get("hidden", []))
+    # A hand-edited config.yaml may have any shape: a section that is not a mapping shows as "?".
+    data, model, optim, train, regularization = (_mapping(config.get(k)) for k in ("data", "model", "optim", "train", "regularization"))
+    sizes = _mapping(summary.get("data"))
+    n_params = summary.get("n_params")
+    hidden = "-".join(str(w) for w in model.get("hidden", [])) if isinstance(model.get("hidden"), list) else "?"
     extras = ([f"dropout {model['dropout']}"] if model.get("dropout") else []) + (["batch norm"] if model.get("batch_norm") else [])
-    reg = {k: v for k, v in config.get("regularization", {}).items() if v}
+    reg = {k: v for k, v in regularization.items() if v}
     lines = [
         f"{summary.get('name', run.parent.name)} · {run} · {summary.get('status', 'unknown')}",
         f"data   {_component(data.get('dataset', '?'))}: {sizes.get('n_train', '?')} train / {sizes.get('n_val', '?')} val / {sizes.get('n_test', '?')} test",
         f"model  hidden {hidden}, {_component(model.get('activation', '?'))}, init {_component(model.get('init', '?'))}, "
-        f"bias {_component(model.get('bias_init', '?'))}" + "".join(", " + e for e in extras) + f" ({summary.get('n_params', '?'):,} parameters)",
+        f"bias {_component(model.get('bias_init', '?'))}" + "".join(", " + e for e in extras) + f" ({'?' if n_params is None else format(n_params, ',')} parameters)",
         f"optim  {_component(optim.get('optimizer', '?'), names_only=True)} lr {optim.get('lr', '?')}, batch {train.get('batch_size', '?')}, "
         f"{train.get('epochs', '?')} epochs, seed {train.get('seed', '?')}" + (f", regularization {reg}" if reg else ""),
     ]
@@ -78,11 +83,19 @@ def essentials(run: Path, summary: dict, config: dict) -> list[str]:
     return lines
 
 
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def epoch_table(records: list[dict]) -> Table:
     table = Table(title="epochs (epoch 0: before training)", title_justify="left")
     for header in ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds", "g1/g_out"):
         table.add_column(header, justify="right")
-    for r in records:
+    shown = records if len(records) <= HEAD_EPOCHS + TAIL_EPOCHS + 1 else records[:HEAD_EPOCHS] + [None] + records[-TAIL_EPOCHS:]
+    for r in shown:
+        if r is None:
+            table.add_row(f"… {len(records) - HEAD_EPOCHS - TAIL_EPOCHS} more", *[""] * 7)
+            continue
         first = next((row for row in r.get("layers", ()) if row["layer"] == 1), {})
         ratio = first.get("grad_ratio")
         cells = [str(r["epoch"])] + [_number(r.get(k), 4) for k in ("train_loss", "train_acc", "val_loss", "val_acc")]

@@ -24,15 +24,12 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from .config import NAME_PATTERN, Config, _did_you_mean, apply_overrides, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
-from .errors import ConfigError
-from .runs import CHECKPOINTS, read_json, read_summary, write_json_atomic
+from .errors import ConfigError, Terminated, sigterm_as_interrupt
+from .runs import CHECKPOINTS, FAILURES, RESULTS, locked, read_ledger, read_summary, write_json_atomic, write_ledger
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
 
-LEDGER = "sweep.json"
 SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
 MAX_NAME_LENGTH = 200  # a run name is a folder name; file systems stop at 255 bytes
-RESULTS = ("completed", "diverged")  # a diverged run is a result too: that config diverges
-FAILURES = ("failed", "diverged")
 WORKER_STOP_SECONDS = 60  # after Ctrl-C, how long workers get to save their run as interrupted
 
 Progress = Callable[[str, dict], None]
@@ -157,16 +154,7 @@ def run_hash(config: Config) -> str:
     return config_hash(dataclasses.replace(config, name=""))
 
 
-# ----------------------------------------------------------------------------- the ledger
-
-
-def read_ledger(sweep_dir: Path) -> dict:
-    return read_json(Path(sweep_dir) / LEDGER)
-
-
-def write_ledger(sweep_dir: Path, ledger: dict) -> None:
-    ledger["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_json_atomic(Path(sweep_dir) / LEDGER, ledger)
+# ----------------------------------------------------------------------------- the plan
 
 
 @dataclass(frozen=True)
@@ -182,7 +170,7 @@ def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list
     """Match the sweep's runs against the ledger in `sweep_dir`; return the steps and the new ledger.
     Ledger entries whose config is no longer in the sweep move to `removed`, folders untouched."""
     old = read_ledger(sweep_dir)
-    known = {e["config_hash"]: e for e in old.get("removed", []) + old.get("runs", [])}
+    known = {e.get("config_hash"): e for e in old.get("removed", []) + old.get("runs", [])}
     steps, entries = [], []
     for run in sweep.runs:
         old_entry = known.pop(run.hash, {})
@@ -309,15 +297,23 @@ def run_sweep(
     fail_fast: bool = False,
     progress: Progress | None = None,
     report: bool = True,
+    wait: bool = False,
 ) -> SweepResult:
     """Run a sweep into `runs_dir/<sweep name>/`: skip finished runs, re-run failed ones, resume
     interrupted ones. A failing run does not stop the others (unless `fail_fast`). `jobs` worker
     processes train in parallel (None: one per GPU on a multi-GPU machine, else 1). On Ctrl-C the
-    ledger is saved and KeyboardInterrupt re-raised. With `report`, a finished sweep writes
-    summary.csv, summary.md and curves.png next to the ledger."""
+    ledger is saved and KeyboardInterrupt re-raised (SIGTERM too, as errors.Terminated). With
+    `report`, a finished sweep writes summary.csv, summary.md and curves.png next to the ledger.
+    The sweep folder is locked while it runs: a second copy raises runs.Busy, or with `wait`
+    waits for the first to finish (and then finds its runs done)."""
     sweep = load_sweep(path, overrides)
     sweep_dir = Path(runs_dir) / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    with locked(sweep_dir, f"sweep {sweep.name}", wait), sigterm_as_interrupt():
+        return _run_locked(sweep, sweep_dir, jobs, force, fail_fast, progress, report)
+
+
+def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, force: bool, fail_fast: bool, progress, report: bool) -> SweepResult:
     steps, ledger = plan_sweep(sweep, sweep_dir, force)
     write_ledger(sweep_dir, ledger)
     todo = [s for s in steps if s.action != "skip"]
@@ -520,4 +516,4 @@ def _next_task(tasks, parent_pid: int):
 
 def _interrupt(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the run save itself
-    raise KeyboardInterrupt
+    raise Terminated("stopped by the sweep")

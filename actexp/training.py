@@ -7,6 +7,7 @@ per epoch (and every few steps only when someone watches the progress bar).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -22,9 +23,21 @@ from .components import OPTIMIZERS, SCHEDULES
 from .config import Config, as_config, config_hash, config_to_yaml
 from .data import Data, load_data
 from .diagnostics import Tracker, diagnostic_warnings
-from .errors import ActexpError, ConfigError
+from .errors import ActexpError, ConfigError, sigterm_as_interrupt
 from .model import MLP, build_model, count_parameters
-from .runs import CHECKPOINTS, new_run_dir, read_history, read_summary, save_torch_atomic, write_json_atomic, write_metrics, write_text_atomic
+from .runs import (
+    CHECKPOINTS,
+    DamagedFile,
+    load_checkpoint,
+    locked,
+    new_run_dir,
+    read_history,
+    read_summary,
+    save_checkpoint,
+    write_json_atomic,
+    write_metrics,
+    write_text_atomic,
+)
 
 # progress(event, info): events "start", "step", "epoch", "end"; the CLI draws them with rich.
 Progress = Callable[[str, dict], None]
@@ -78,23 +91,24 @@ def train(
     last checkpoint; `run_dir` trains into a given (empty or new) folder instead of a fresh one.
     Raises ActexpError (bad config, missing data) before any folder is created."""
     config = as_config(config)
-    if resume:
-        _check_resumable(Path(resume), config)
     device = resolve_device(config.train.device)
     # The run seeds torch's global RNG (dropout draws from it); fork_rng gives the caller's back.
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with contextlib.ExitStack() as held, sigterm_as_interrupt(), torch.random.fork_rng(devices=devices):
+        if resume:
+            folder = Path(resume)
+            if not (folder / "summary.json").is_file():
+                raise ActexpError(f"{folder}: not a run folder (no summary.json)")
+            held.enter_context(locked(folder, "training"))  # before any check: a run still training is refused
+            _check_resumable(folder, config)
         torch.manual_seed(config.train.seed)
         data = load_data(config.data, device)
         model = build_model(config.model, data.n_features, data.n_classes).to(device)
         optimizer, scheduler = build_optimizer(config, model)
-        if resume:
-            folder = Path(resume)
-        elif run_dir:
-            folder = Path(run_dir)
+        if not resume:
+            folder = Path(run_dir) if run_dir else new_run_dir(runs_dir, config.name)
             folder.mkdir(parents=True, exist_ok=True)
-        else:
-            folder = new_run_dir(runs_dir, config.name)
+            held.enter_context(locked(folder, "training"))
         return _fit(config, folder, device, data, model, optimizer, scheduler, progress, resume=bool(resume))
 
 
@@ -178,57 +192,75 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
     if tracker:
         summary["diagnostics"] = {"probe_samples": len(tracker.probe_y), "saturates_both_sides": tracker.saturates_both_sides()}
     if resume:
-        last = folder / CHECKPOINTS / "last.pt"
-        if not last.is_file() and tc.checkpoint in ("last", "both"):
-            raise ActexpError(f"{folder}: no epoch finished before the run stopped, so there is nothing to resume; train the config again")
-        if not last.is_file():
-            raise ActexpError(f"{folder}: no {CHECKPOINTS}/last.pt to resume from (the run kept train.checkpoint={tc.checkpoint}; resuming needs last or both)")
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        batch_order.set_state(state["rng"]["batch_order"])
-        for key, value in state["best"].items():
-            setattr(best, key, value)
-        best_weights = state["best_model"] and {k: v.to(device) for k, v in state["best_model"].items()}
-        start_epoch = state["epoch"] + 1
+        # Read before anything is written: a checkpoint that cannot be loaded leaves the folder as it was.
+        state = _resume_state(folder, tc, count_parameters(model))
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            batch_order.set_state(state["rng"]["batch_order"])
+            for key in ("value", "epoch", "waited"):
+                setattr(best, key, state["best"][key])
+            best_weights = state["best_model"] and {k: v.to(device) for k, v in state["best_model"].items()}
+            start_epoch = int(state["epoch"]) + 1
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DamagedFile(f"{folder / CHECKPOINTS / 'last.pt'}: does not fit this run's model and optimizer ({str(e).splitlines()[0][:120]})") from None
         records = read_history(folder)
         baseline = [r for r in records if r["epoch"] == 0]
         history = [r for r in records if 1 <= r["epoch"] <= state["epoch"]]
+        previous = read_summary(folder)
         summary["started"] = state.get("started", summary["started"])
         started -= state.get("wall_seconds", 0.0)
-    else:
-        write_text_atomic(folder / "config.yaml", config_to_yaml(config))
-    write_json_atomic(folder / "summary.json", summary)
-    # The metrics files exist from the start (with their header), and a resumed run's drop the
-    # epochs after its checkpoint; from here on each finished epoch rewrites them.
-    write_metrics(folder, baseline + history)
-    steps_per_epoch = _steps(len(data.y_train), tc.batch_size, config.model.batch_norm)
-    if progress:
-        progress("start", {"dir": folder, "config": config, "summary": summary, "epochs": tc.epochs, "steps": steps_per_epoch, "first_epoch": start_epoch})
+        summary["notes"] = [n for n in previous.get("notes", []) if isinstance(n, str)] if isinstance(previous.get("notes"), list) else []
+        if previous.get("threads") not in (None, summary["threads"]):
+            summary["notes"].append(
+                f"resumed at epoch {start_epoch} with {summary['threads']} torch threads where the run had {previous['threads']}: "
+                f"from here on its metrics can differ in the last digits from an uninterrupted run (bit-identity needs equal thread counts)"
+            )
+    metrics_pending = False  # a metrics write that did not finish: finish() writes the files again
+
+    def record_metrics() -> None:
+        nonlocal metrics_pending
+        metrics_pending = True
+        write_metrics(folder, baseline + history)
+        metrics_pending = False
+
+    ended = None
 
     def finish(status: str, **extra) -> Run:
+        nonlocal ended
         summary.update(status=status, wall_seconds=round(time.time() - started, 3), epochs_completed=len(history), **extra)
         summary.update(_best_fields(history, best))
         if tracker:
             activation = config.model.activation.name
             summary["warnings"] = diagnostic_warnings(baseline + history, activation, summary["diagnostics"]["saturates_both_sides"])
+        if metrics_pending:
+            record_metrics()
         write_json_atomic(folder / "summary.json", summary)
+        ended = status
         if progress:
             progress("end", {"dir": folder, "summary": summary})
         return Run(folder, summary, history)
 
     try:
-        # The epoch-0 record: inside the try, so a failure or Ctrl-C here is recorded in summary.json
-        # like one in any epoch; after the "start" event, so the caller knows the run folder by then.
+        if not resume:
+            write_text_atomic(folder / "config.yaml", config_to_yaml(config))
+        write_json_atomic(folder / "summary.json", summary)
+        # The metrics files exist from the start (with their header), and a resumed run's drop the
+        # epochs after its checkpoint; from here on each finished epoch rewrites them.
+        record_metrics()
+        steps_per_epoch = _steps(len(data.y_train), tc.batch_size, config.model.batch_norm)
+        if progress:
+            progress("start", {"dir": folder, "config": config, "summary": summary, "epochs": tc.epochs, "steps": steps_per_epoch, "first_epoch": start_epoch})
+        # The epoch-0 record: after the "start" event, so the caller knows the run folder by then.
         if tracker and not resume:
             val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
             baseline = [{"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "layers": tracker.epoch_zero()}]
-            write_metrics(folder, baseline)
+            record_metrics()
         for epoch in range(start_epoch, tc.epochs + 1):
             tick = time.time()
             lr = optimizer.param_groups[0]["lr"]
@@ -246,7 +278,7 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
             if layers is not None:
                 record["layers"] = layers
             history.append(record)
-            write_metrics(folder, baseline + history)
+            record_metrics()
             if scheduler is not None:
                 scheduler.step()
             improved = best.update(record)
@@ -254,28 +286,48 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
                 best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             checkpoint = _checkpoint(model, optimizer, scheduler, batch_order, best, best_weights, epoch, summary, started)
             if tc.checkpoint in ("last", "both"):
-                save_torch_atomic(checkpoint, folder / CHECKPOINTS / "last.pt")
+                save_checkpoint(checkpoint, folder / CHECKPOINTS / "last.pt")
             if improved and tc.checkpoint in ("best", "both"):
-                save_torch_atomic(checkpoint, folder / CHECKPOINTS / "best.pt")
+                save_checkpoint(checkpoint, folder / CHECKPOINTS / "best.pt")
             if progress:
                 progress("epoch", {"record": record, "improved": improved, "epochs": tc.epochs})
             if stopping and not improved and best.waited >= stopping.patience:
                 summary["stopped_early"] = True
                 break
-    except KeyboardInterrupt:
-        finish("interrupted")
+        selected = len(history)
+        if stopping and stopping.restore_best and best_weights is not None:
+            model.load_state_dict(best_weights)
+            selected = best.epoch
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+        summary.setdefault("stopped_early", False)
+        return finish("completed", selected_epoch=selected, test_loss=test_loss, test_acc=test_acc)
+    except KeyboardInterrupt as e:
+        if ended is None:
+            _finish_anyway(finish, "interrupted", error=str(e) or "interrupted (Ctrl-C)")
         raise
     except Exception as e:
-        finish("failed", error=f"{type(e).__name__}: {e}")
+        if ended is None:
+            _finish_anyway(finish, "failed", error=str(e) if isinstance(e, ActexpError) else f"{type(e).__name__}: {e}")
         raise
 
-    selected = len(history)
-    if stopping and stopping.restore_best and best_weights is not None:
-        model.load_state_dict(best_weights)
-        selected = best.epoch
-    test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
-    summary.setdefault("stopped_early", False)
-    return finish("completed", selected_epoch=selected, test_loss=test_loss, test_acc=test_acc)
+
+def _finish_anyway(finish, status: str, error: str) -> None:
+    """Record how a run ended while an exception is on its way out; if even that cannot be written
+    (the disk is full), the original exception is the one to report."""
+    try:
+        finish(status, error=error)
+    except Exception:
+        pass
+
+
+def _resume_state(folder: Path, tc, n_params: int) -> dict:
+    last = folder / CHECKPOINTS / "last.pt"
+    if not last.is_file() and tc.checkpoint in ("last", "both"):
+        raise ActexpError(f"{folder}: no epoch finished before the run stopped, so there is nothing to resume; train the config again")
+    if not last.is_file():
+        raise ActexpError(f"{folder}: no {CHECKPOINTS}/last.pt to resume from (the run kept train.checkpoint={tc.checkpoint}; resuming needs last or both)")
+    # The model, up to three optimizer states and the best weights, in float32, plus RNG states.
+    return load_checkpoint(last, max_bytes=4 * 6 * n_params + (64 << 20))
 
 
 def train_epoch(model: MLP, optimizer, data: Data, config: Config, batch_order, epoch: int, progress, tracker=None) -> tuple[float, float]:

@@ -70,7 +70,7 @@ def test_cli_run_writes_every_file(tmp_path, data_root):
     (run,) = run_dirs(runs)
     assert run.parent == runs / "tiny"
     config = load_config(path)
-    assert not [p.name for p in run.rglob(".*")]  # no temp files left behind
+    assert [p.name for p in run.rglob(".*")] == [".lock"]  # no temp files left behind; the lock file stays
 
     # config.yaml: the resolved config, every key, reloadable to the same Config
     saved = load_config(run / "config.yaml")
