@@ -264,8 +264,12 @@ def load_checkpoint(path: Path, max_bytes: int) -> dict:
     if size > max_bytes:
         raise DamagedFile(f"{path}: {size:,} bytes, far more than this run's checkpoint can be ({max_bytes:,}); not loaded")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
+        with warnings.catch_warnings():  # torch's remarks on a foreign file's pickle protocol
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DamagedFile(f"{path}: refused: it holds Python objects other than tensors and plain data, which could run code when loaded") from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise DamagedFile(f"{path}: not a checkpoint actexp can load safely ({reason}); only tensors and plain data are accepted") from None
     missing = [k for k in ("epoch", "model", "optimizer", "rng", "best") if not isinstance(state, dict) or k not in state]
@@ -355,9 +359,20 @@ def locked(folder: Path, what: str, wait: bool = False):
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"), "what": what}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
+        _remove_stale_temps(folder)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Temp files that a killed writer left behind (kill -9 between write and rename): with the
+    lock held, no other process of ours is writing them, and they only take space."""
+    for directory in (folder, folder / CHECKPOINTS):
+        for tmp in directory.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink()
 
 
 def lock_holder(folder: Path) -> str:

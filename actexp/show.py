@@ -94,7 +94,8 @@ def epoch_table(records: list[dict]) -> Table:
     shown = records if len(records) <= HEAD_EPOCHS + TAIL_EPOCHS + 1 else records[:HEAD_EPOCHS] + [None] + records[-TAIL_EPOCHS:]
     for r in shown:
         if r is None:
-            table.add_row(f"… {len(records) - HEAD_EPOCHS - TAIL_EPOCHS} more", *[""] * 7)
+            table.add_row("…", *[""] * 7)
+            table.caption = f"{len(records) - HEAD_EPOCHS - TAIL_EPOCHS:,} epochs between the first {HEAD_EPOCHS} and the last {TAIL_EPOCHS} not shown (metrics.jsonl has them all)"
             continue
         first = next((row for row in r.get("layers", ()) if row["layer"] == 1), {})
         ratio = first.get("grad_ratio")
