@@ -182,8 +182,8 @@ def _download(name: str, root: Path, download: bool, missing: list[str]):
     archive = root / CIFAR_ARCHIVE
     if name == "cifar100" and archive.is_file() and not tv_utils.check_integrity(str(archive), cls.tgz_md5):
         # torchvision would download over it; a file put there by hand deserves a word instead
-        raise DatasetMissing(f"{archive}: not the original archive (its md5 differs from the one torchvision checks); "
-                             f"put the original there, or delete it to download it again")
+        raise DatasetMissing(f"{archive}: not the original archive (its md5 differs from the one torchvision checks); put the "
+                             f"original there, or copy in its files with `actexp data import {name} DIR`, or delete it to download it again")
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             if name == "cifar100":
@@ -466,16 +466,16 @@ def _read_idx_set(name: str, paths: dict[str, Path]) -> dict[str, bytes]:
 
 
 def _check_idx_split(name: str, split: str, images, labels, images_where: Path, labels_where: Path) -> None:
-    _check_labels(labels_where, split, labels, len(images), IMAGE_SETS[name].n_classes)
+    _check_labels(labels_where, split, labels, len(images), IMAGE_SETS[name].n_classes, images_where)
     if tuple(images.shape[1:]) != (28, 28):
         raise DatasetMissing(f"{images_where}: items are {tuple(images.shape[1:])}, expected (28, 28)")
     _check_looks_like(name, images_where, images)
 
 
-def _check_labels(where: Path, split: str, labels, n_images: int, n_classes: int) -> None:
+def _check_labels(where, split: str, labels, n_images: int, n_classes: int, images_where=None) -> None:
     """Every dataset: some images, one label each, each a class index."""
     if n_images == 0:
-        raise DatasetMissing(f"{where}: {split} holds no images")
+        raise DatasetMissing(f"{images_where or where}: {split} holds no images")
     if len(labels) != n_images:
         raise DatasetMissing(f"{where}: {split} has {n_images} images but {len(labels)} labels")
     low, high = int(labels.min()), int(labels.max())
