@@ -1,23 +1,31 @@
 """`actexp data import` beyond the corpus: the folder layouts it accepts, writes that fail part-way
-(a full disk, Ctrl-C), the files' permissions, `data download` of a damaged set, and the real MNIST
-subset when this machine has it."""
+(a full disk, Ctrl-C), the files' permissions, `data download` of a damaged set, torchvision's own
+download from a local mirror (and the checks on what it fetched), and the real MNIST subset when
+this machine has it."""
 
 from __future__ import annotations
 
 import errno
+import functools
 import gzip
+import hashlib
+import http.server
+import io
 import os
 import shutil
+import tarfile
+import threading
 from pathlib import Path
 
 import pytest
+import torchvision
 
 import actexp.data as data
 from actexp.config import config_from_dict
 from actexp.data import IMAGE_SETS, import_dataset, load_data
 from actexp.errors import DatasetMissing
 from conftest import accept_cifar_checksums, cli
-from data_files import TRAIN_LABELS, put, snapshot
+from data_files import TEST_LABELS, TRAIN_LABELS, put, snapshot
 
 REAL_MNIST = Path("/work/shared/data/mnist-10k")  # 8,500 + 1,500 real digits, gzipped IDX
 
@@ -107,3 +115,76 @@ def test_real_mnist_subset(tmp_path):
     with pytest.raises(DatasetMissing, match="outside 0..9 \\(found 10\\)"):
         load_data(config, "cpu", download=False)
     shutil.rmtree(root)
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A local HTTP server over a folder: torchvision's own downloader runs for real, offline."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def serve_mnist(monkeypatch, folder: Path, url: str, files: dict[str, bytes]) -> None:
+    resources = []
+    for filename, content in files.items():
+        (folder / f"{filename}.gz").write_bytes(gzip.compress(content))
+        resources.append((f"{filename}.gz", hashlib.md5((folder / f"{filename}.gz").read_bytes()).hexdigest()))
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [url])
+    monkeypatch.setattr(torchvision.datasets.MNIST, "resources", resources)
+
+
+def test_download_through_torchvision_then_the_same_checks(tmp_path, monkeypatch, mirror, mnist_set, cifar_set):
+    folder, url = mirror
+    serve_mnist(monkeypatch, folder, url, mnist_set.files())
+    archive = folder / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for filename, content in cifar_set.files().items():
+            info = tarfile.TarInfo(f"cifar-100-python/{filename}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    cifar_set.write(tmp_path / "originals")
+    accept_cifar_checksums(monkeypatch, tmp_path / "originals")
+    monkeypatch.setattr(torchvision.datasets.CIFAR100, "url", url + archive.name)
+    monkeypatch.setattr(torchvision.datasets.CIFAR100, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    root = tmp_path / "root"
+    for name in ("mnist", "cifar100"):
+        result = cli("data", "download", name, "--root", root)
+        assert result.exit_code == 0, result.output
+        config = config_from_dict({"data": {"dataset": name, "root": str(root)}}).data
+        assert len(load_data(config, "cpu", download=False).y_test) == len(cifar_set.y_test if name == "cifar100" else mnist_set.y_test)
+
+
+def test_a_downloaded_file_that_fails_the_checks_is_named(tmp_path, monkeypatch, mirror, mnist_set):
+    """The mirror's md5 matches (torchvision is satisfied), but a label is 10: caught after the download."""
+    folder, url = mirror
+    files = mnist_set.files()
+    files[TEST_LABELS] = files[TEST_LABELS][:-1] + bytes([10])
+    serve_mnist(monkeypatch, folder, url, files)
+    root = tmp_path / "root"
+    line = one_error_line(cli("data", "download", "mnist", "--root", root))
+    assert f"{root / 'MNIST/raw' / TEST_LABELS}: holds labels outside 0..9 (found 10)" in line
+
+
+def test_an_old_processed_folder_is_checked_too(tmp_path, mnist_set):
+    """torchvision still reads MNIST/processed/{training,test}.pt (written by its old versions) when
+    there are no raw files; what it returns goes through the same checks."""
+    import torch
+
+    processed = tmp_path / "root/MNIST/processed"
+    processed.mkdir(parents=True)
+    for filename, x, y in (("training.pt", mnist_set.x_train, mnist_set.y_train), ("test.pt", mnist_set.x_test, mnist_set.y_test)):
+        torch.save((torch.from_numpy(x), torch.from_numpy(y.astype("int64"))), processed / filename)
+    config = config_from_dict({"data": {"dataset": "mnist", "root": str(tmp_path / "root")}}).data
+    assert len(load_data(config, "cpu").y_test) == len(mnist_set.y_test)
+    y = torch.from_numpy(mnist_set.y_test.astype("int64"))
+    y[0] = 10
+    torch.save((torch.from_numpy(mnist_set.x_test), y), processed / "test.pt")
+    with pytest.raises(DatasetMissing, match=f"{processed}: holds labels outside 0..9 \\(found 10\\)"):
+        load_data(config, "cpu")
