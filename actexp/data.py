@@ -1,8 +1,12 @@
 """Datasets -> normalized, flattened float tensors on the training device, loaded once.
 
-Image sets go through torchvision's dataset classes (its mirrors, checksums and on-disk layout),
-so an existing torchvision data folder works as it is. The registry maps a dataset name to a
-loader returning host tensors; `load_data` splits, subsets, normalizes and moves them once.
+The on-disk layout is torchvision's, so an existing torchvision data folder works as it is, and a
+missing dataset is downloaded by torchvision's own code (its mirrors and checksums). Every file is
+read as if hostile, on every load as on `data import`: the IDX sets are read here and checked
+(magic, declared vs actual sizes, counts, label ranges, that they are the dataset asked for), gzip
+is inflated only as far as the header promises, and CIFAR-100's pickles are md5-checked and read
+by an unpickler that can build nothing but arrays. The registry maps a dataset name to a loader
+returning host tensors; `load_data` splits, subsets, normalizes and moves them once.
 """
 
 from __future__ import annotations
@@ -14,16 +18,30 @@ import io
 import os
 import pickle
 import tarfile
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .components import LazyModule
-from .errors import ConfigError, DatasetMissing
+from .errors import ActexpError, ConfigError, DatasetMissing
 
 torch = LazyModule("torch")
+np = LazyModule("numpy")
 tv_datasets = LazyModule("torchvision.datasets")
+tv_utils = LazyModule("torchvision.datasets.utils")
 
 DEFAULT_VAL_SIZE = 5000
+
+# No header may make a read allocate more than this: MNIST's largest file is 47 MB.
+IDX_MAX_BYTES = 256 * 2**20
+# About 4x the original files (train 155 MB, test 31 MB, meta 2 kB): a pickle's size bounds what
+# unpickling it can allocate, so a larger file is refused before it is read.
+CIFAR_MAX_BYTES = {"train": 640 * 2**20, "test": 128 * 2**20, "meta": 2**20}
+CIFAR_ARCHIVE = "cifar-100-python.tar.gz"
+# How far the mean pixel value (0..1) of a set's images may be from the dataset's: MNIST's (0.1307)
+# and Fashion-MNIST's (0.2860) windows are far apart, and both sets' splits land within 0.005.
+MEAN_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -63,24 +81,26 @@ class ImageSet:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     n_classes: int
+    title: str  # as the dataset's authors spell it, for messages
 
 
 IMAGE_SETS = {
     "mnist": ImageSet(
         "MNIST", "MNIST/raw",
         ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-        (0.1307,), (0.3081,), 10,
+        (0.1307,), (0.3081,), 10, "MNIST",
     ),
     "fashion_mnist": ImageSet(
         "FashionMNIST", "FashionMNIST/raw",
         ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-        (0.2860,), (0.3530,), 10,
+        (0.2860,), (0.3530,), 10, "Fashion-MNIST",
     ),
     "cifar100": ImageSet(
         "CIFAR100", "cifar-100-python", ("train", "test", "meta"),
-        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 100,
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 100, "CIFAR-100",
     ),
 }
+CIFAR_SPLITS = ("train", "test")  # what training reads; meta only names the classes
 
 
 def data_root(root: str | None = None) -> Path:
@@ -88,44 +108,113 @@ def data_root(root: str | None = None) -> Path:
 
 
 def _load_image_set(name: str, root: Path, download: bool) -> Source:
+    return (_load_cifar100 if name == "cifar100" else _load_idx_set)(name, root, download)
+
+
+def _load_idx_set(name: str, root: Path, download: bool) -> Source:
     info = IMAGE_SETS[name]
-    cls = getattr(tv_datasets, info.torchvision_class)
-    try:
-        train, test = cls(str(root), train=True), cls(str(root), train=False)
-    except RuntimeError:
-        if not download:
-            raise DatasetMissing(_missing_message(name, root, cls, tried=False)) from None
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                train = cls(str(root), train=True, download=True)
-                test = cls(str(root), train=False, download=True)
-        except Exception:
-            raise DatasetMissing(_missing_message(name, root, cls, tried=True)) from None
-    return Source(_images(train.data), _labels(train.targets), _images(test.data), _labels(test.targets),
+    paths = _present(root / info.folder, info.files)
+    if len(paths) < len(info.files):
+        with _advice(_load_advice(name)):
+            for filename, path in paths.items():  # a damaged file is reported, never replaced by a download
+                _read_idx(path, filename)
+        train, test = _download(name, root, download, [f for f in info.files if f not in paths] if paths else [])
+        paths = _present(root / info.folder, info.files)
+        if len(paths) < len(info.files):  # torchvision read an old processed/ folder: no raw files
+            where = root / info.torchvision_class / "processed"
+            arrays = {"train": (train.data.numpy(), train.targets.numpy()), "t10k": (test.data.numpy(), test.targets.numpy())}
+            with _advice(_load_advice(name)):
+                for split, (images, labels) in arrays.items():
+                    _check_idx_split(name, split, images, labels, where, where)
+            return _idx_source(info, arrays)
+    with _advice(_load_advice(name)):
+        contents = _read_idx_set(name, paths)
+    return _idx_source(info, {split: _idx_split(contents, split) for split in ("train", "t10k")})
+
+
+def _idx_source(info: ImageSet, arrays: dict) -> Source:
+    (x_train, y_train), (x_test, y_test) = arrays["train"], arrays["t10k"]
+
+    def images(x):
+        return torch.from_numpy(np.array(x, dtype=np.uint8).reshape(-1, 1, 28, 28))  # a copy torch may own
+
+    def labels(y):
+        return torch.from_numpy(np.array(y, dtype=np.int64))
+
+    return Source(images(x_train), labels(y_train), images(x_test), labels(y_test), info.n_classes, info.mean, info.std)
+
+
+def _load_cifar100(name: str, root: Path, download: bool) -> Source:
+    info = IMAGE_SETS[name]
+    paths = {split: root / info.folder / split for split in CIFAR_SPLITS}
+    present = [path for path in paths.values() if path.is_file()]
+    with _advice(_load_advice(name)):
+        for path in present:  # a damaged file is reported, never replaced by a download
+            _check_cifar_file(path)
+    if len(present) < len(paths):
+        _download(name, root, download, [path.name for path in paths.values() if path not in present] if present else [])
+        if not all(path.is_file() for path in paths.values()):
+            raise DatasetMissing(_missing_message(name, root, tried=True))
+        with _advice(_load_advice(name)):
+            for path in paths.values():
+                _check_cifar_file(path)
+    with _advice(_load_advice(name)):
+        arrays = {}
+        for split, path in paths.items():
+            with _reading(path) as f:
+                arrays[split] = _cifar_arrays(f, path, split)
+    (x_train, y_train), (x_test, y_test) = arrays["train"], arrays["test"]
+
+    def images(x):  # rows are the R, G and B planes of a 32x32 image: (N, 3072) -> (N, 3, 32, 32)
+        return torch.from_numpy((x if x.flags.writeable else x.copy()).reshape(-1, 3, 32, 32))
+
+    return Source(images(x_train), torch.from_numpy(y_train), images(x_test), torch.from_numpy(y_test),
                   info.n_classes, info.mean, info.std)
 
 
-def _images(data):
-    x = torch.as_tensor(data)
-    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, H, W[, C]) -> (N, C, H, W)
-
-
-def _labels(targets):
-    return torch.as_tensor(targets, dtype=torch.int64)
-
-
-def _missing_message(name: str, root: Path, cls, tried: bool) -> str:
+def _download(name: str, root: Path, download: bool, missing: list[str]):
+    """torchvision's own download (mirrors, checksums) of a dataset whose files are missing (`missing`
+    names them when some others are there)."""
     info = IMAGE_SETS[name]
+    cls = getattr(tv_datasets, info.torchvision_class)
+    if not download:
+        raise DatasetMissing(_missing_message(name, root, tried=False, missing=missing))
+    archive = root / CIFAR_ARCHIVE
+    if name == "cifar100" and archive.is_file() and not tv_utils.check_integrity(str(archive), cls.tgz_md5):
+        # torchvision would download over it; a file put there by hand deserves a word instead
+        raise DatasetMissing(f"{archive}: not the original archive (its md5 differs from the one torchvision checks); put the "
+                             f"original there, or copy in its files with `actexp data import {name} DIR`, or delete it to download it again")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            if name == "cifar100":
+                # What CIFAR100(download=True) does, without its constructor, which unpickles the files
+                # with plain pickle; they are read below, by an unpickler that can only build arrays.
+                tv_utils.download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+                return None
+            return cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
+    except Exception:
+        raise DatasetMissing(_missing_message(name, root, tried=True, missing=missing)) from None
+
+
+def _missing_message(name: str, root: Path, tried: bool, missing: list[str] = ()) -> str:
+    info = IMAGE_SETS[name]
+    cls = getattr(tv_datasets, info.torchvision_class)
     mirrors = getattr(cls, "mirrors", None) or [getattr(cls, "url", "")]
     attempt = f"could not be downloaded (tried {', '.join(mirrors)})" if tried else "is not downloaded"
     if name == "cifar100":
-        where = f"put the original cifar-100-python.tar.gz in {root}, or its extracted files {', '.join(info.files)} in {root / info.folder}"
+        where = f"put the original {CIFAR_ARCHIVE} in {root}, or its extracted files {', '.join(info.files)} in {root / info.folder}"
     else:
         where = f"put the files {', '.join(info.files)} (uncompressed, or the original .gz) in {root / info.folder}"
+    lacking = f" ({', '.join(missing)} missing)" if missing else ""
     return (
-        f"dataset {name} not found in {root / info.folder} and {attempt}: {where}, "
+        f"dataset {name} not found in {root / info.folder}{lacking} and {attempt}: {where}, "
         f"or copy in a folder of them with `actexp data import {name} DIR`"
     )
+
+
+def _load_advice(name: str) -> str:
+    return (f"replace it with {IMAGE_SETS[name].title}'s original file (copy them in with "
+            f"`actexp data import {name} DIR`, or delete it to download it again)")
 
 
 def _xor(root: Path, download: bool, seed: int, n_train: int = 2000, n_test: int = 1000, noise: float = 0.25) -> Source:
@@ -207,85 +296,358 @@ def download_dataset(name: str, root: str | None = None) -> Path:
 
 def import_dataset(name: str, source_dir: str | Path, root: str | None = None) -> Path:
     """Copy a folder of a dataset's original files (gzipped or not) into the data root, after
-    checking their content; for air-gapped machines and re-packed copies such as Debian's."""
+    checking their content; for air-gapped machines and re-packed copies such as Debian's.
+    The folder may hold the files, or be a data root (or its dataset folder) in torchvision's layout."""
     source_dir = Path(source_dir).expanduser()
     if name not in IMAGE_SETS:
         raise DatasetMissing(f"dataset {name} is generated from the seed; there is nothing to import")
     if not source_dir.is_dir():
         raise DatasetMissing(f"{source_dir} is not a folder")
-    target = data_root(root) / IMAGE_SETS[name].folder
-    contents = _read_cifar100(source_dir) if name == "cifar100" else _read_idx_set(source_dir)
-    target.mkdir(parents=True, exist_ok=True)
-    for filename, content in contents.items():
-        tmp = target / f".{filename}.tmp"
-        tmp.write_bytes(content)
-        tmp.replace(target / filename)
+    info = IMAGE_SETS[name]
+    folder = _source_folder(name, source_dir)
+    if name == "cifar100":
+        contents = _import_cifar100(folder)
+    else:
+        paths = {filename: _find(folder, filename) for filename in info.files}
+        with _advice(f"use {info.title}'s original files"):
+            contents = _read_idx_set(name, paths)
+    target = data_root(root) / info.folder
+    _write_files(target, contents)
     return target
 
 
-def _find(source_dir: Path, filename: str) -> bytes:
-    for candidate in (filename, filename + ".gz"):
-        path = source_dir / candidate
-        if path.is_file():
-            data = path.read_bytes()
-            return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-    raise DatasetMissing(f"{source_dir}: {filename} (or {filename}.gz) is missing")
+def _source_folder(name: str, source_dir: Path) -> Path:
+    """The first of DIR, DIR/raw and DIR/<torchvision's folder> that holds any of the dataset's files."""
+    info = IMAGE_SETS[name]
+    for folder in (source_dir, source_dir / "raw", source_dir / info.folder):
+        if _present(folder, info.files) or (name == "cifar100" and (folder / CIFAR_ARCHIVE).is_file()):
+            return folder
+    return source_dir
 
 
-def _read_idx_set(source_dir: Path) -> dict[str, bytes]:
-    files = {}
+def _present(folder: Path, filenames) -> dict[str, Path]:
+    """Each file that is there, uncompressed or as the original .gz (torchvision keeps both)."""
+    paths = {}
+    for filename in filenames:
+        for candidate in (folder / filename, folder / f"{filename}.gz"):
+            if candidate.is_file():
+                paths[filename] = candidate
+                break
+    return paths
+
+
+def _find(folder: Path, filename: str) -> Path:
+    path = _present(folder, [filename]).get(filename)
+    if path is None:
+        raise DatasetMissing(f"{folder}: {filename} (or {filename}.gz) is missing")
+    return path
+
+
+def _write_files(target: Path, contents: dict[str, bytes]) -> None:
+    """Every file goes to a temporary name first and is renamed over the old one only once all
+    are written: a failure (a full disk) leaves the previous files as they were, and no temporary."""
+    path = target
+    temps = []
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        for filename, content in contents.items():
+            path = target / filename
+            fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{filename}.", suffix=".tmp")
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the data root is often shared
+        for filename, tmp in zip(contents, temps):
+            path = target / filename
+            os.replace(tmp, path)
+    except BaseException as e:  # Ctrl-C too: no temporary is left behind
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise ActexpError(f"{path}: could not be written ({e.strerror or e}); free space or fix the folder's permissions, then import again") from None
+        raise
+
+
+@contextlib.contextmanager
+def _advice(advice: str):
+    """The checks say which file is wrong and how; the caller knows what the user can do about it."""
+    try:
+        yield
+    except DatasetMissing as e:
+        raise DatasetMissing(f"{e}; {advice}") from None
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+    """The file's content as a stream, inflated as it is read when it is gzip (a .gz must be);
+    damaged gzip and read failures become one line naming the file."""
+    gz = False
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            if path.suffix == ".gz" and not gz:
+                raise DatasetMissing(f"{path}: named .gz but not gzip-compressed")
+            with gzip.GzipFile(fileobj=f) if gz else contextlib.nullcontext(f) as stream:
+                yield stream
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        if not gz:
+            raise
+        raise DatasetMissing(f"{path}: damaged gzip file ({_one_line(e)})") from None
+    except OSError as e:
+        raise DatasetMissing(f"{path}: could not be read ({e.strerror or _one_line(e)})") from None
+
+
+# ----------------------------------------------------------------------------- MNIST, Fashion-MNIST
+
+
+def _idx_kind(filename: str) -> tuple[int, tuple[int, ...]]:
+    """An IDX file's magic number (0x0000 08 <ndim>: unsigned bytes) and item shape."""
+    return (2051, (28, 28)) if "-images-" in filename else (2049, ())
+
+
+def _read_idx(path: Path, filename: str) -> bytes:
+    """The file's content, checked against its header: reads no more than the header promises."""
+    magic, item_shape = _idx_kind(filename)
+    header_size = 4 * (2 + len(item_shape))
+    with _reading(path) as f:
+        header = f.read(header_size)
+        if not header:
+            raise DatasetMissing(f"{path}: empty file")
+        found = int.from_bytes(header[:4], "big")
+        if len(header) < 4 or found != magic:
+            raise DatasetMissing(f"{path}: not an IDX file of this kind (magic number {magic} expected, found {found})")
+        if len(header) < header_size:
+            raise DatasetMissing(f"{path}: {len(header)} bytes, shorter than the {header_size}-byte header")
+        dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(1 + len(item_shape))]
+        if tuple(dims[1:]) != item_shape:
+            raise DatasetMissing(f"{path}: items are {tuple(dims[1:])}, expected {item_shape}")
+        size = header_size + dims[0] * _product(item_shape)
+        if size > IDX_MAX_BYTES:
+            raise DatasetMissing(f"{path}: its header declares {dims[0]} items ({size} bytes), more than any "
+                                 f"file of this dataset holds (at most {IDX_MAX_BYTES}); refusing to read it")
+        body = f.read(size - header_size + 1)  # one byte more: does the file go on past its items?
+    if len(header) + len(body) < size:
+        raise DatasetMissing(f"{path}: {len(header) + len(body)} bytes, expected {size} for the {dims[0]} items its header declares (truncated?)")
+    if len(header) + len(body) > size:
+        raise DatasetMissing(f"{path}: goes on past the {size} bytes of the {dims[0]} items its header declares")
+    return header + body
+
+
+def _product(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _idx_split(contents: dict[str, bytes], split: str):
+    """(images (N, 28, 28), labels (N,)) of a split: uint8 views of checked IDX contents."""
+    images, labels = contents[f"{split}-images-idx3-ubyte"], contents[f"{split}-labels-idx1-ubyte"]
+    return np.frombuffer(images, np.uint8, offset=16).reshape(-1, 28, 28), np.frombuffer(labels, np.uint8, offset=8)
+
+
+def _read_idx_set(name: str, paths: dict[str, Path]) -> dict[str, bytes]:
+    """Every file of an IDX set, checked one by one and together, by `data import` and every load."""
+    contents = {filename: _read_idx(path, filename) for filename, path in paths.items()}
     for split in ("train", "t10k"):
-        images = _find(source_dir, f"{split}-images-idx3-ubyte")
-        labels = _find(source_dir, f"{split}-labels-idx1-ubyte")
-        n_images = _check_idx(images, f"{split}-images-idx3-ubyte", 2051, (28, 28))
-        n_labels = _check_idx(labels, f"{split}-labels-idx1-ubyte", 2049, ())
-        if n_images != n_labels:
-            raise DatasetMissing(f"{source_dir}: {split} has {n_images} images but {n_labels} labels")
-        if max(labels[8:]) > 9:
-            raise DatasetMissing(f"{source_dir}: {split}-labels-idx1-ubyte holds labels outside 0..9")
-        files[f"{split}-images-idx3-ubyte"] = images
-        files[f"{split}-labels-idx1-ubyte"] = labels
-    return files
+        images, labels = _idx_split(contents, split)
+        _check_idx_split(name, split, images, labels, paths[f"{split}-images-idx3-ubyte"], paths[f"{split}-labels-idx1-ubyte"])
+    return contents
 
 
-def _check_idx(data: bytes, filename: str, magic: int, item_shape: tuple[int, ...]) -> int:
-    header = 4 * (2 + len(item_shape))
-    if len(data) < header or int.from_bytes(data[:4], "big") != magic:
-        raise DatasetMissing(f"{filename}: not an IDX file of this kind (magic number {magic} expected)")
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(1 + len(item_shape))]
-    if tuple(dims[1:]) != item_shape:
-        raise DatasetMissing(f"{filename}: items are {tuple(dims[1:])}, expected {item_shape}")
-    size = 1
-    for d in item_shape:
-        size *= d
-    if len(data) != header + dims[0] * size:
-        raise DatasetMissing(f"{filename}: {len(data)} bytes, expected {header + dims[0] * size} for {dims[0]} items")
-    return dims[0]
+def _check_idx_split(name: str, split: str, images, labels, images_where: Path, labels_where: Path) -> None:
+    _check_labels(labels_where, split, labels, len(images), IMAGE_SETS[name].n_classes, images_where)
+    if tuple(images.shape[1:]) != (28, 28):
+        raise DatasetMissing(f"{images_where}: items are {tuple(images.shape[1:])}, expected (28, 28)")
+    _check_looks_like(name, images_where, images)
 
 
-def _read_cifar100(source_dir: Path) -> dict[str, bytes]:
-    archive = source_dir / "cifar-100-python.tar.gz"
+def _check_labels(where, split: str, labels, n_images: int, n_classes: int, images_where=None) -> None:
+    """Every dataset: some images, one label each, each a class index."""
+    if n_images == 0:
+        raise DatasetMissing(f"{images_where or where}: {split} holds no images")
+    if len(labels) != n_images:
+        raise DatasetMissing(f"{where}: {split} has {n_images} images but {len(labels)} labels")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= n_classes:
+        raise DatasetMissing(f"{where}: holds labels outside 0..{n_classes - 1} (found {low if low < 0 else high})")
+
+
+def _check_looks_like(name: str, where: Path, images) -> None:
+    """MNIST and Fashion-MNIST share a format (and re-gzipped copies defeat the .gz checksums):
+    their mean pixel values tell them apart."""
+    mean = float(images.mean()) / 255
+    if abs(mean - IMAGE_SETS[name].mean[0]) <= MEAN_TOLERANCE:
+        return
+    grey = {info.title: info.mean[0] for info in IMAGE_SETS.values() if len(info.mean) == 1}
+    like = [title for title, m in grey.items() if abs(mean - m) <= MEAN_TOLERANCE]
+    title = IMAGE_SETS[name].title
+    means = ", ".join(f"{t}'s {m:.4f}" for t, m in grey.items())
+    looks = f"look like {like[0]}'s, not {title}'s" if like else f"are not {title}'s"
+    raise DatasetMissing(f"{where}: these images {looks} (mean pixel value {mean:.4f}; {means})")
+
+
+# ----------------------------------------------------------------------------- CIFAR-100
+
+
+def _import_cifar100(folder: Path) -> dict[str, bytes]:
+    info = IMAGE_SETS["cifar100"]
+    archive = folder / CIFAR_ARCHIVE
     if archive.is_file():
-        with tarfile.open(archive) as tar:
-            raw = {f: tar.extractfile(f"cifar-100-python/{f}").read() for f in ("train", "test", "meta")}
+        where = {filename: f"{archive} (cifar-100-python/{filename})" for filename in info.files}
     else:
-        folder = source_dir / "cifar-100-python" if (source_dir / "cifar-100-python").is_dir() else source_dir
-        raw = {f: _find(folder, f) for f in ("train", "test", "meta")}
-    for split in ("train", "test"):
-        # The official files are Python pickles, read by torchvision the same way.
-        entry = pickle.loads(raw[split], encoding="latin1")
-        data, labels = entry.get("data"), entry.get("fine_labels")
-        if data is None or labels is None or getattr(data, "shape", (0, 0))[1:] != (3072,):
-            raise DatasetMissing(f"{split}: not CIFAR-100's layout (a dict with data (N, 3072) and fine_labels)")
-        if len(labels) != data.shape[0] or min(labels) < 0 or max(labels) > 99:
-            raise DatasetMissing(f"{split}: fine_labels must be N values in 0..99")
-    # torchvision checks these files' md5 on every load: a re-packed copy would import, then not load.
-    cls = tv_datasets.CIFAR100
-    expected = {**dict(cls.train_list), **dict(cls.test_list), "meta": cls.meta["md5"]}
-    for filename, content in raw.items():
-        if hashlib.md5(content).hexdigest() != expected[filename]:
-            raise DatasetMissing(
-                f"{filename}: CIFAR-100's layout, but not the original file (its md5 differs from the one "
-                f"torchvision checks on every load); import the original cifar-100-python.tar.gz or its extracted files"
-            )
+        where = {filename: _find(folder, filename) for filename in info.files}
+    with _advice(f"import the original {CIFAR_ARCHIVE} or its extracted files"):
+        if archive.is_file():
+            raw = _read_cifar_archive(archive)
+        else:
+            raw = {filename: _read_capped(path, CIFAR_MAX_BYTES[filename]) for filename, path in where.items()}
+        for filename, content in raw.items():  # first: a file that is not the original is never unpickled
+            _check_cifar_md5(where[filename], hashlib.md5(content).hexdigest() == _cifar_md5(filename))
+        for split in CIFAR_SPLITS:
+            _cifar_arrays(io.BytesIO(raw[split]), where[split], split)
     return raw
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    if path.stat().st_size > cap:
+        raise DatasetMissing(_too_large(path, cap))
+    with _reading(path) as f:
+        content = f.read(cap + 1)  # a .gz is inflated only this far
+    if len(content) > cap:
+        raise DatasetMissing(_too_large(path, cap))
+    return content
+
+
+def _too_large(where, cap: int) -> str:
+    return f"{where}: larger than {cap} bytes, far more than CIFAR-100's original file holds; refusing to read it"
+
+
+def _read_cifar_archive(archive: Path) -> dict[str, bytes]:
+    """train, test and meta from the original archive, without extracting anything to disk."""
+    wanted = {f"cifar-100-python/{f}": f for f in IMAGE_SETS["cifar100"].files}
+    raw = {}
+    try:
+        with tarfile.open(archive) as tar:
+            for _ in range(64):  # the original holds five members
+                member = None if len(raw) == len(wanted) else tar.next()
+                if member is None:
+                    break
+                filename = wanted.get(member.name)
+                cap = CIFAR_MAX_BYTES.get(filename, max(CIFAR_MAX_BYTES.values()))
+                if member.size > cap:  # skipping it would mean inflating it
+                    raise DatasetMissing(_too_large(f"{archive} ({member.name})", cap))
+                if filename is not None and member.isfile():
+                    raw[filename] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise DatasetMissing(f"{archive}: not a readable tar.gz archive ({_one_line(e)})") from None
+    for name, filename in wanted.items():
+        if filename not in raw:
+            raise DatasetMissing(f"{archive}: {name} is missing from the archive (or is not a regular file)")
+    return raw
+
+
+def _cifar_md5(filename: str) -> str:
+    """The md5 torchvision expects of a file (its table: CIFAR100(download=True) checks it on every load)."""
+    cls = tv_datasets.CIFAR100
+    return {**dict(cls.train_list), **dict(cls.test_list), "meta": cls.meta["md5"]}[filename]
+
+
+def _check_cifar_md5(where, matches: bool) -> None:
+    if not matches:
+        raise DatasetMissing(f"{where}: CIFAR-100's name, but not the original file (its md5 differs from the one torchvision checks)")
+
+
+def _check_cifar_file(path: Path) -> None:
+    """Before a training load reads a file: its size, then its md5, with torchvision's own check."""
+    if path.stat().st_size > CIFAR_MAX_BYTES[path.name]:
+        raise DatasetMissing(_too_large(path, CIFAR_MAX_BYTES[path.name]))
+    _check_cifar_md5(path, tv_utils.check_integrity(str(path), _cifar_md5(path.name)))
+
+
+def _cifar_arrays(file, where, split: str):
+    """(data (N, 3072) uint8, fine labels (N,) int64) from one of CIFAR-100's pickles, which only
+    the restricted unpickler reads (even when its md5 matched)."""
+    try:
+        entry = _CifarUnpickler(file, where).load()
+    except DatasetMissing:
+        raise
+    except Exception as e:  # a damaged pickle fails in any of a dozen ways
+        raise DatasetMissing(f"{where}: not a readable pickle ({type(e).__name__}: {_one_line(e)})") from None
+    if not isinstance(entry, dict):
+        raise DatasetMissing(f"{where}: holds a {type(entry).__name__}, not CIFAR-100's dict of data (N, 3072) and fine_labels")
+    data, labels = (entry.get(key, entry.get(key.encode())) for key in ("data", "fine_labels"))
+    if data is None or labels is None:
+        raise DatasetMissing(f"{where}: not CIFAR-100's layout (a dict with data (N, 3072) and fine_labels)")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        what = f"{tuple(data.shape)} {data.dtype}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+        raise DatasetMissing(f"{where}: data is {what}, expected (N, 3072) uint8")
+    try:
+        labels = np.asarray(labels)
+    except Exception:
+        labels = np.asarray(None)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DatasetMissing(f"{where}: fine_labels is not a list of integers")
+    _check_labels(where, split, labels, len(data), IMAGE_SETS["cifar100"].n_classes)
+    return data, labels.astype(np.int64)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR-100's files hold: dicts, lists, strings, numbers, numpy arrays.
+    A pickle runs code only through the globals it names; every name not listed here is refused."""
+
+    def __init__(self, file, where):
+        super().__init__(file, encoding="latin1")  # the files were pickled by Python 2
+        self.where = where
+
+    def find_class(self, module, name):
+        allowed = _PICKLE_GLOBALS.get((module, name))
+        if allowed is None:
+            raise DatasetMissing(f"{self.where}: holds a pickled object of type {module}.{name} "
+                                 f"that CIFAR-100's files never contain; refusing to load it")
+        return allowed
+
+
+_NDARRAY = object()  # stands for numpy.ndarray in a pickle: nothing can call or instantiate it
+
+
+def _reconstruct(cls, shape, dtype):
+    # An array is pickled as an empty one that the next step fills from the file's bytes; any
+    # other use (a huge shape) would allocate memory the file never held.
+    if cls is not _NDARRAY or tuple(shape) != (0,):
+        raise pickle.UnpicklingError("an array reconstruction CIFAR-100's files never use")
+    numpy_reconstruct = np.ndarray(0).__reduce__()[0]  # numpy's own, wherever this version keeps it
+    return numpy_reconstruct(np.ndarray, (0,), dtype)
+
+
+def _dtype(*args):
+    dtype = np.dtype(*args)
+    if dtype.hasobject:  # object arrays unpickle arbitrary objects
+        raise pickle.UnpicklingError("an object dtype")
+    return dtype
+
+
+def _latin1(text, encoding):
+    # Python 3 pickles bytes in protocol 2 as _codecs.encode(text, "latin1"); nothing else is allowed.
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"a {encoding!r} encoding")
+    return text.encode("latin1")
+
+
+_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1 (and Python 2's original files)
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _dtype,
+    ("_codecs", "encode"): _latin1,
+}

@@ -148,7 +148,7 @@ def _one_line(result, code):
 
 @pytest.mark.parametrize("name,gz", [("mnist", True), ("fashion_mnist", False)])
 def test_import_idx_sets(tmp_path, monkeypatch, name, gz):
-    fixture = make_idx_set(seed=5)
+    fixture = make_idx_set(seed=5, noise=120 if name == "fashion_mnist" else 35)  # import checks which set it is
     source = fixture.write(tmp_path / "download", gz=gz)
     root = tmp_path / "root"
     line = _one_line(cli("data", "import", name, source, "--root", root), 0)
@@ -266,15 +266,18 @@ def test_import_cifar100_rejects_files_torchvision_would_refuse(tmp_path):
     assert not (tmp_path / "root").exists()
 
 
-def test_import_cifar100_rejects_bad_labels(tmp_path):
+def test_import_cifar100_rejects_bad_labels(tmp_path, monkeypatch):
+    # The md5 is checked first: these files play the originals, so that the layout checks run.
     fixture = make_cifar_set(seed=10)
     fixture.y_train = [100] + fixture.y_train[1:]
     fixture.write(tmp_path / "src")
+    accept_cifar_checksums(monkeypatch, tmp_path / "src")
     line = _one_line(cli("data", "import", "cifar100", tmp_path / "src", "--root", tmp_path / "root"), 1)
     assert "train" in line and "0..99" in line
     fixture = make_cifar_set(seed=10)
     fixture.x_train = fixture.x_train[:, :3000]
     fixture.write(tmp_path / "src2")
+    accept_cifar_checksums(monkeypatch, tmp_path / "src2")
     line = _one_line(cli("data", "import", "cifar100", tmp_path / "src2", "--root", tmp_path / "root"), 1)
     assert "3072" in line
     assert not (tmp_path / "root").exists()
