@@ -76,12 +76,7 @@ class TrainingDisplay:
         self.close()
         s = info["summary"]
         if s["status"] == "completed":
-            self.console.print(
-                f"[green]completed[/] in {s['wall_seconds']:.1f}s: best epoch {s.get('best_epoch')} "
-                f"(val acc {s.get('best_val_acc', float('nan')):.4f}), test acc {s['test_acc']:.4f} "
-                f"(epoch {s['selected_epoch']} weights) → {info['dir']}",
-                soft_wrap=True,
-            )
+            self.console.print(f"[green]completed[/] in {s['wall_seconds']:.1f}s: {result_words(s)} → {info['dir']}", soft_wrap=True)
         for warning in s.get("warnings", []):
             self.console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
 
@@ -89,6 +84,21 @@ class TrainingDisplay:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def result_words(summary: dict) -> str:
+    """A completed run's result in one phrase: its selected epoch and that epoch's figures."""
+    epoch, stopped = summary.get("selected_epoch"), summary.get("stopped_early")
+    why = f"best {summary.get('monitor', 'val_loss')}" if epoch != summary.get("epochs_completed") or stopped else "last epoch"
+    words = (f"epoch {epoch} ({why}): val acc {_figure(summary.get('val_acc'))}, val loss {_figure(summary.get('val_loss'))}, "
+             f"test acc {_figure(summary.get('test_acc'))}")
+    if stopped:
+        words += f"; early stopping ended the run after epoch {summary.get('epochs_completed')}"
+    return words
+
+
+def _figure(x) -> str:
+    return "?" if not isinstance(x, (int, float)) else f"{x:.4f}"
 
 
 # ----------------------------------------------------------------------------- sweeps

@@ -177,7 +177,7 @@ def read_json(path: Path) -> dict:
     return obj
 
 
-SUMMARY_NUMBERS = ("test_acc", "test_loss", "best_val_acc", "best_val_loss", "wall_seconds")
+SUMMARY_NUMBERS = ("test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss", "best_val_acc", "best_val_loss", "wall_seconds")
 SUMMARY_INTEGERS = ("selected_epoch", "best_epoch", "epochs_completed", "n_params", "threads")
 
 

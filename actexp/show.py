@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .diagnostics import METRICS, OUTPUT_LAYER, is_problem
+from .display import result_words
 from .errors import ActexpError
 from .runs import find_runs, read_config, read_history, read_summary, run_status
 
@@ -72,12 +73,8 @@ def essentials(run: Path, summary: dict, config: dict) -> list[str]:
         f"optim  {_component(optim.get('optimizer', '?'), names_only=True)} lr {optim.get('lr', '?')}, batch {train.get('batch_size', '?')}, "
         f"{train.get('epochs', '?')} epochs, seed {train.get('seed', '?')}" + (f", regularization {reg}" if reg else ""),
     ]
-    if "test_acc" in summary:
-        lines.append(
-            f"result test acc {summary['test_acc']:.4f} (epoch {summary.get('selected_epoch')} weights), "
-            f"best epoch {summary.get('best_epoch')} (val acc {summary.get('best_val_acc', float('nan')):.4f}), "
-            f"{summary.get('wall_seconds', 0):.1f}s on {summary.get('device', '?')}"
-        )
+    if summary.get("status") == "completed":
+        lines.append(f"result {result_words(summary)}, {summary.get('wall_seconds') or 0:.1f}s on {summary.get('device', '?')}")
     elif summary.get("error"):
         lines.append(f"error  {summary['error']}")
     return lines

@@ -170,6 +170,11 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
     monitor = stopping.monitor if stopping else "val_loss"
     minimize = monitor.endswith("loss") if not stopping or stopping.mode == "auto" else stopping.mode == "min"
     best = _Best(monitor, minimize, stopping.min_delta if stopping else 0.0)
+    # A run's result is one epoch, its selected epoch: the best by the monitor (val_loss unless early
+    # stopping names another), or the last with early_stopping.restore_best false. Its weights are the
+    # ones tested, and every command reports that epoch's figures, so a ranked validation figure and
+    # the test figure beside it always come from the same weights.
+    selects_best = not stopping or stopping.restore_best
     batch_order = torch.Generator(device=device).manual_seed(tc.seed)
     history, best_weights, start_epoch = [], None, 1
     # Diagnostics add an epoch-0 record (the model as initialized) and a `layers` list to each epoch.
@@ -282,7 +287,7 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
             if scheduler is not None:
                 scheduler.step()
             improved = best.update(record)
-            if improved and stopping and stopping.restore_best:
+            if improved and selects_best:
                 best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             checkpoint = _checkpoint(model, optimizer, scheduler, batch_order, best, best_weights, epoch, summary, started)
             if tc.checkpoint in ("last", "both"):
@@ -295,12 +300,14 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
                 summary["stopped_early"] = True
                 break
         selected = len(history)
-        if stopping and stopping.restore_best and best_weights is not None:
+        if selects_best and best.epoch != selected and best_weights is not None:  # (None: a checkpoint from before this rule)
             model.load_state_dict(best_weights)
             selected = best.epoch
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
         summary.setdefault("stopped_early", False)
-        return finish("completed", selected_epoch=selected, test_loss=test_loss, test_acc=test_acc)
+        chosen = next(r for r in history if r["epoch"] == selected)
+        result = {key: chosen[key] for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
+        return finish("completed", selected_epoch=selected, **result, test_loss=test_loss, test_acc=test_acc)
     except KeyboardInterrupt as e:
         if ended is None:
             _finish_anyway(finish, "interrupted", error=str(e) or "interrupted (Ctrl-C)")

@@ -266,6 +266,35 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, data_root)
     assert keep_last.summary["test_loss"] == pytest.approx(last[0], rel=1e-6)
 
 
+def test_without_early_stopping_the_best_val_loss_epoch_is_the_result(tmp_path, data_root, monkeypatch):
+    """The selection rule: the best epoch by val_loss is the run's result; the test set is evaluated
+    with its weights, and summary.json and the end-of-run line carry that epoch's figures."""
+    import actexp.training as training
+
+    real, calls = training.evaluate, {"val": 0}
+    planted = [0.9, 0.2, 0.6, 0.7]  # validation losses of epochs 1..4: epoch 2 is the best
+
+    def evaluate(model, x, y):
+        loss, acc = real(model, x, y)
+        if len(y) == 120:  # the fixture's validation split (test has 200)
+            calls["val"] += 1
+            return planted[calls["val"] - 1], acc
+        return loss, acc
+
+    monkeypatch.setattr(training, "evaluate", evaluate)
+    path = write_yaml(tmp_path / "c.yaml", tiny_config(train={"epochs": 4, "checkpoint": "both", "diagnostics": False}))
+    result = cli("train", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(tmp_path / "runs")
+    s = json.loads((run / "summary.json").read_text())
+    history = _records(run)
+    assert s["selected_epoch"] == s["best_epoch"] == 2 and s["epochs_completed"] == 4
+    assert {k: s[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")} == {k: history[1][k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
+    resolved = load_config(run / "config.yaml")
+    assert (s["test_loss"], s["test_acc"]) == pytest.approx(_evaluate_checkpoint(resolved, run / "checkpoints" / "best.pt"), rel=1e-6)
+    assert f"epoch 2 (best val_loss): val acc {history[1]['val_acc']:.4f}, val loss 0.2000, test acc {s['test_acc']:.4f}" in result.output
+
+
 def test_early_stopping_on_accuracy(tmp_path, data_root):
     # Validation accuracy reaches 1.0 in the first epochs of this easy set and cannot improve on it.
     run = actexp.train(tiny_config(train={"epochs": 20, "early_stopping": {"monitor": "val_acc", "patience": 1}}), runs_dir=tmp_path / "runs")
