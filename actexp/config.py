@@ -13,7 +13,9 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import re
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +151,10 @@ FLOAT_PATTERN = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 # ----------------------------------------------------------------------------- loading
 
 
+# Every config file is possibly hostile: no small input may make reading it allocate or spin without bound.
+MAX_CONFIG_BYTES = 1_000_000  # a config is 1-2 KB and a sweep file not much more
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read a YAML config, apply `key=value` overrides, validate. Raises ConfigError."""
     path = Path(path)
@@ -165,18 +171,52 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
 
 def read_yaml(path: Path):
-    """The YAML document in `path` (None when empty). Raises ConfigError for a missing file or bad YAML."""
+    """The YAML document in `path` (None when empty). Raises ConfigError for a missing file, anything but
+    a regular file of at most MAX_CONFIG_BYTES, text that is not UTF-8, and bad YAML."""
+    where = str(path)
     try:
-        return yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read as a text file ({getattr(e, 'strerror', None) or e})") from None
+        return yaml.safe_load(_read_text(Path(path), where))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+        raise ConfigError(f"{where}: YAML syntax error{at}: {problem}") from None
+
+
+def _read_text(path: Path, where: str) -> str:
+    """The file's text. Only a regular file is opened (a FIFO would block, /dev/zero never ends), and
+    at most MAX_CONFIG_BYTES + 1 bytes are read (files in /proc claim size 0)."""
+    try:
+        kind = _file_kind(os.stat(path).st_mode)
+        if kind:
+            raise ConfigError(f"{where}: is {kind}, not a regular file; give a YAML config file")
+        # Should the path be swapped for a FIFO after the check, O_NONBLOCK keeps the open from hanging
+        # and fstat refuses it.
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+        with open(os.open(path, flags), "rb") as file:
+            kind = _file_kind(os.fstat(file.fileno()).st_mode)
+            if kind:
+                raise ConfigError(f"{where}: is {kind}, not a regular file; give a YAML config file")
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot be read ({e.strerror or e})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: the file is larger than {MAX_CONFIG_BYTES // 1_000_000} MB; a config is a few KB (is this the right file?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: cannot be read as a text file (not UTF-8: byte {data[e.start]:#04x} at offset {e.start})") from None
+
+
+def _file_kind(mode: int) -> str | None:
+    """None for a regular file, else what it is."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
