@@ -1,7 +1,7 @@
-"""Hostile config files: every file read is possibly hostile. Each case exits 2 with exactly one
-line, `error: ...`, naming the file, without a traceback, well under 2 s, before any data is
-touched or any run folder made; the ones that used to hang or read without end (/dev/zero, a FIFO)
-also run in a child process whose own peak memory is measured."""
+"""Hostile configs and --set overrides: every file read is possibly hostile. Each case exits 2 with
+exactly one line, `error: ...`, naming the file and the key, without a traceback, well under 2 s,
+before any data is touched or any run folder made; the ones that used to take gigabytes or hang
+(alias bombs, /dev/zero, a FIFO) also run in a child process whose own peak memory is measured."""
 
 from __future__ import annotations
 
@@ -13,11 +13,69 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import REPO, cli
+from conftest import REPO, cli, tiny_config, write_yaml
 
 SECONDS = 2.0  # per CLI call; the refusals take milliseconds
+
+
+def _bomb(levels: int = 9, fan: int = 10) -> str:
+    """Billion laughs: anchor i is a list of `fan` aliases to anchor i-1, 10^9 strings in ~1 KB."""
+    lines = ["a0: &a0 [" + ", ".join(['"lol"'] * fan) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fan) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _flow_bomb(levels: int = 7) -> str:
+    """The same in one flow value (what fits in --set model.hidden=...)."""
+    parts = ["&l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+def _merge_bomb(n: int = 3000) -> str:
+    """Merge keys: each mapping merges the previous one, so the last holds n keys and all hold n²/2."""
+    return "\n".join(["m0: &m0 {k0: 1}"] + [f"m{i}: &m{i} {{<<: *m{i - 1}, k{i}: 1}}" for i in range(1, n)]) + "\n"
+
+
+def _block_nest(depth: int) -> str:
+    return "".join(f"{'  ' * i}a:\n" for i in range(depth)) + "  " * depth + "b: 1\n"
+
+
+DEEP_LIST = "model:\n  hidden: " + "[" * 20_000 + "]" * 20_000 + "\n"
+DEEP_MAP = "model: " + "{a: " * 20_000 + "1" + "}" * 20_000 + "\n"
 PWNED = "pwned"  # the file a python/object tag would create if it ran
+
+# (id, YAML text, fragments the one line must hold besides the file's path)
+BAD_FILES = [
+    # aliases, nesting, size of the document
+    ("alias bomb", _bomb(), ["more than 100,000 values", "nested aliases"]),
+    ("alias bomb under model.hidden", f"model:\n  hidden: {_flow_bomb()}\n", ["more than 100,000 values"]),
+    ("alias bomb of mappings", "\n".join(["b0: &b0 {x: 1, y: 2, z: 3}"] + [f"b{i}: &b{i} {{x: *b{i-1}, y: *b{i-1}, z: *b{i-1}, w: *b{i-1}}}" for i in range(1, 12)]) + "\n", ["more than 100,000 values"]),
+    ("merge-key bomb", _merge_bomb(), ["more than 100,000 values"]),
+    ("recursive alias in a list", "model:\n  hidden: &a [1, *a]\n", ["alias *a", "holds it"]),
+    ("recursive alias in a mapping", "model: &m\n  hidden: [8]\n  extra: *m\n", ["alias *m", "holds it"]),
+    ("deep flow sequence", DEEP_LIST, ["nests deeper than 100 levels"]),
+    ("deep flow mapping", DEEP_MAP, ["nests deeper than 100 levels"]),
+    ("deep block mapping", _block_nest(150), ["nests deeper than 100 levels"]),
+    ("a list of 150,000 values", "model:\n  hidden: [" + "1," * 150_000 + "1]\n", ["more than 100,000 values"]),
+    ("undefined alias", "model:\n  hidden: *nowhere\n", ["YAML syntax error", "alias"]),
+    ("two documents", "name: a\n---\nname: b\n", ["YAML syntax error"]),
+    ("NUL in the text", "name: a\x00b\n", ["YAML syntax error"]),
+    # tags that would construct Python objects (a safe loader has no constructor for them)
+    ("python/object/apply", f'name: !!python/object/apply:os.system ["touch {PWNED}"]\n', ["YAML syntax error", "python/object/apply"]),
+    ("python/object/apply at the top", f'!!python/object/apply:os.system ["touch {PWNED}"]\n', ["YAML syntax error"]),
+    ("python/object/new", f'name: !!python/object/new:subprocess.Popen [["touch", "{PWNED}"]]\n', ["YAML syntax error", "python/object/new"]),
+    ("python/name", "name: !!python/name:os.system\n", ["YAML syntax error", "python/name"]),
+    ("python/module", "name: !!python/module:os\n", ["YAML syntax error"]),
+    ("local tag", "name: !shell touch pwned\n", ["YAML syntax error"]),
+    # values the YAML constructors build (or fail to)
+    ("impossible date", "name: 2024-13-45\n", ["a YAML value cannot be read", "month"]),
+    ("5000-digit integer", "train:\n  epochs: " + "9" * 5000 + "\n", ["a YAML value cannot be read", "4300 digits"]),
+    ("binary for a string", "name: !!binary aGVsbG8=\n", ["name", "expected a string", "bytes"]),
+    ("set for a section", "model: !!set {a, b}\n", ["model", "expected a mapping", "set"]),
+    ("omap for a list", "model:\n  hidden: !!omap [a: 1]\n", ["model.hidden[0]", "expected an integer"]),
+]
 
 
 def _fifo(tmp_path: Path) -> Path:
@@ -65,6 +123,25 @@ BAD_PATHS = [
 if os.path.exists("/proc/self/pagemap"):  # a regular file that claims size 0 and reads for terabytes
     BAD_PATHS.append(("/proc/self/pagemap", lambda tmp_path: Path("/proc/self/pagemap"), []))
 
+# (id, --set overrides on a good config, fragments besides the path)
+BAD_OVERRIDES = [
+    ("no equals sign", ["optim.lr"], ["--set 'optim.lr'", "KEY=VALUE"]),
+    ("empty key", ["=5"], ["--set '=5'", "KEY=VALUE"]),
+    ("blank key", ["  =5"], ["KEY=VALUE"]),
+    ("a..b", ["optim..lr=1"], ["'optim..lr'", "empty part"]),
+    (".a", [".lr=1"], ["empty part"]),
+    ("a.", ["optim.=1"], ["empty part"]),
+    ("a key through a list", ["model.hidden.0=5"], ["model.hidden", "expected a list"]),
+    ("a key through a number", ["optim.lr.x=1"], ["optim.lr", "expected a number"]),
+    ("a key through a name", ["name.x=1"], ["name", "expected a string"]),
+    ("unknown section", ["trian.epochs=3"], ["trian", "unknown key"]),
+    ("alias bomb value", [f"model.hidden={_flow_bomb()}"], ["--set 'model.hidden=", "more than 100,000 values"]),
+    ("alias bomb of a whole section", ["model=" + _bomb()], ["more than 100,000 values"]),
+    ("deep nesting value", ["model.hidden=" + "[" * 20_000 + "]" * 20_000], ["nests deeper than 100 levels"]),
+    ("recursive alias value", ["model.hidden=&a [1, *a]"], ["alias *a", "holds it"]),
+    ("python tag value", [f'name=!!python/object/apply:os.system ["touch {PWNED}"]'], ["name", "not a usable folder name"]),
+]
+
 
 # ----------------------------------------------------------------------------- checks
 
@@ -110,9 +187,50 @@ def _check(tmp_path: Path, path: Path, fragments, overrides=()) -> None:
     assert not (tmp_path / PWNED).exists()
 
 
+@pytest.mark.parametrize("text,fragments", [c[1:] for c in BAD_FILES], ids=[c[0] for c in BAD_FILES])
+def test_bad_file(tmp_path, deadline, text, fragments):
+    path = write_yaml(tmp_path / "bad.yaml", text)
+    _check(tmp_path, path, fragments)
+
+
 @pytest.mark.parametrize("make,fragments", [c[1:] for c in BAD_PATHS], ids=[c[0] for c in BAD_PATHS])
 def test_bad_path(tmp_path, deadline, make, fragments):
     _check(tmp_path, make(tmp_path), fragments)
+
+
+@pytest.mark.parametrize("overrides,fragments", [c[1:] for c in BAD_OVERRIDES], ids=[c[0] for c in BAD_OVERRIDES])
+def test_bad_override(tmp_path, deadline, overrides, fragments):
+    path = write_yaml(tmp_path / "ok.yaml", tiny_config())
+    _check(tmp_path, path, fragments, overrides)
+
+
+def test_sweep_files_are_read_the_same_way(tmp_path, deadline):
+    # A sweep file and the base config it names go through read_yaml too.
+    bomb = write_yaml(tmp_path / "bomb.yaml", _bomb())
+    sweep = write_yaml(tmp_path / "sweep.yaml", {"base": "bomb.yaml", "grid": {"optim.lr": [0.1, 0.01]}})
+    line = _refused(["validate", sweep], bomb, ["more than 100,000 values"])
+    assert line
+    _refused(["sweep", sweep, "--runs-dir", tmp_path / "runs"], bomb, ["more than 100,000 values"])
+    fifo = _fifo(tmp_path)
+    _refused(["sweep", fifo, "--runs-dir", tmp_path / "runs"], fifo, [])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_good_files_still_load(tmp_path):
+    from actexp.config import load_config
+
+    # Aliases within the bound load, and each use is a copy of its own: an override changes one place.
+    shared = write_yaml(tmp_path / "shared.yaml", "model:\n  hidden: [8]\n  init: &i {name: normal, std: 0.1}\n  bias_init: *i\n")
+    config = load_config(shared, ["model.init.std=0.5"])
+    assert config.model.init.params["std"] == 0.5 and config.model.bias_init.params["std"] == 0.1
+    # 100 levels are read (and then refused as an unknown key), 101 are not read.
+    assert "x: unknown key" in cli("validate", write_yaml(tmp_path / "n100.yaml", _block_nest(99).replace("a:", "x:", 1))).output
+    assert "nests deeper than 100" in cli("validate", write_yaml(tmp_path / "n101.yaml", _block_nest(100))).output
+    assert cli("validate", write_yaml(tmp_path / "utf8.yaml", "# café, naïve\nmodel:\n  hidden: [8]\n")).exit_code == 0
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbfmodel:\n  hidden: [8]\n")
+    assert cli("validate", bom).exit_code == 0
+    assert load_config(write_yaml(tmp_path / "wide.yaml", "model:\n  depth: 1000\n  width: 1000000\n")).model.hidden[-1] == 1_000_000
 
 
 # ----------------------------------------------------------------------------- memory, in a child process
@@ -156,6 +274,9 @@ CHILD_SECONDS = 5.0
 
 # (id, a function making the path in tmp_path): the cases that used to hang or take gigabytes
 CHILD_CASES = [
+    ("alias bomb", lambda tmp_path: write_yaml(tmp_path / "bomb.yaml", _bomb())),
+    ("merge-key bomb", lambda tmp_path: write_yaml(tmp_path / "merge_bomb.yaml", _merge_bomb())),
+    ("deep nesting", lambda tmp_path: write_yaml(tmp_path / "deep.yaml", DEEP_LIST)),
     ("/dev/zero", lambda tmp_path: Path("/dev/zero")),
     ("FIFO", _fifo),
     ("100 GB sparse file", _sparse),
@@ -174,3 +295,18 @@ def test_bounded_in_a_child_process(tmp_path, make):
     assert not (tmp_path / "runs").exists()
 
 
+def test_alias_bomb_override_in_a_child_process(tmp_path):
+    path = write_yaml(tmp_path / "ok.yaml", tiny_config())
+    code, output, seconds, peak = _run_child(["validate", path, "--set", f"model.hidden={_flow_bomb(9)}"], tmp_path)
+    assert code == 2 and "more than 100,000 values" in output and len(output.strip().splitlines()) == 1, output[:2000]
+    assert seconds < CHILD_SECONDS and peak < PEAK_LIMIT, (seconds, peak)
+
+
+def test_the_bomb_is_a_bomb():
+    # The corpus's bomb expands as claimed: 10^9 strings in about a kilobyte, and the loader's own
+    # composer (nodes, not values) takes it in milliseconds: only expanding it costs.
+    text = _bomb()
+    assert len(text) < 1000
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    a9 = node.value[-1][1]
+    assert len(a9.value) == 10 and a9.value[0] is node.value[-2][1]
