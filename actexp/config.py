@@ -8,6 +8,7 @@ or a mapping `{name: ..., **params}`; their parameters come from the registry fa
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import hashlib
 import inspect
@@ -165,23 +166,23 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     path = Path(path)
     raw = read_yaml(path)
     if raw is None:
-        raise ConfigError(f"{path}: the file is empty; see configs/relu_xavier.yaml for a complete example")
+        raise ConfigError(f"{_shown_path(path)}: the file is empty; see configs/relu_xavier.yaml for a complete example")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (data, model, optim, ...), got {_kind(raw)}")
+        raise ConfigError(f"{_shown_path(path)}: expected a mapping of sections (data, model, optim, ...), got {_kind(raw)}")
     raw.setdefault("name", path.stem)
     try:
         return config_from_dict(apply_overrides(raw, overrides))
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{_shown_path(path)}: {e}") from None
     except RecursionError:  # read_yaml bounds the nesting; this is the last resort
-        raise ConfigError(f"{path}: the config nests too deeply") from None
+        raise ConfigError(f"{_shown_path(path)}: the config nests too deeply") from None
 
 
 def read_yaml(path: Path):
     """The YAML document in `path` (None when empty). Raises ConfigError for a missing file, anything but
     a regular file of at most MAX_CONFIG_BYTES, text that is not UTF-8, bad YAML, and YAML that nests
     deeper than MAX_YAML_DEPTH or expands (through aliases) to more than MAX_YAML_VALUES values."""
-    where = str(path)
+    where = _shown_path(path)
     try:
         return _load_yaml(_read_text(Path(path), where), where)
     except yaml.YAMLError as e:
@@ -383,7 +384,7 @@ def _parse(tp, value, path: str, rng: Range | None = None, registry: str | None 
         return _parse_dataclass(tp, value, path)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {', '.join(map(str, args))}{_did_you_mean(value, args)}")
+            raise ConfigError(f"{path}: {_shown(value)} is not allowed; choose one of {', '.join(map(str, args))}{_did_you_mean(value, args)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or isinstance(value, str):
@@ -422,7 +423,7 @@ def _parse_scalar(tp, value, path, rng):
     else:
         raise TypeError(f"unsupported config type {tp!r} at {path}")
     if rng is not None and value not in rng:
-        raise ConfigError(f"{path}: {value:g} is out of range; allowed {rng}")
+        raise ConfigError(f"{path}: {_number(value)} is out of range; allowed {rng}")
     return value
 
 
@@ -435,7 +436,7 @@ def _parse_dataclass(cls, value, path):
     hints = typing.get_type_hints(cls)
     for key in value:
         if key not in fields:
-            where = f"{path}.{key}" if path else str(key)
+            where = f"{path}.{_shown_key(key)}" if path else _shown_key(key)
             raise ConfigError(f"{where}: unknown key{_did_you_mean(key, fields)}; allowed: {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():
@@ -462,12 +463,12 @@ def parse_component(value, path, registry):
         raise ConfigError(f"{path}.name: expected {_a(registry)} name, got {_kind(name)}")
     name = ALIASES.get(name, name)
     if name not in table:
-        raise ConfigError(f"{path}: unknown {registry} {name!r}{_did_you_mean(name, list(table) + list(ALIASES))}; choose one of {', '.join(table)}")
+        raise ConfigError(f"{path}: unknown {registry} {_shown(name)}{_did_you_mean(name, list(table) + list(ALIASES))}; choose one of {', '.join(table)}")
     defaults = component_defaults(table[name])
     for key in given:
         if key not in defaults:
             allowed = ", ".join(defaults) or "none"
-            raise ConfigError(f"{path}.{key}: {name} has no parameter {key!r}{_did_you_mean(key, defaults)}; parameters: {allowed}")
+            raise ConfigError(f"{path}.{_shown_key(key)}: {name} has no parameter {_shown(key)}{_did_you_mean(key, defaults)}; parameters: {allowed}")
     params = {}
     for key, default in defaults.items():
         value = given.get(key, default)
@@ -494,7 +495,9 @@ def _parse_param(key, value, default, path):
 
 
 def _did_you_mean(word, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    if not isinstance(word, str) or len(word) > 100:
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -511,13 +514,34 @@ def _kind(value) -> str:
         return "a list"
     if isinstance(value, Mapping):
         return "a mapping"
-    return f"{type(value).__name__.replace('str', 'string').replace('float', 'number')} {value!r}"
+    if isinstance(value, datetime.date):
+        return f"a date ({value.isoformat()}; quote it for a string)"
+    if isinstance(value, int):
+        return f"int {_number(value)}"
+    return f"{type(value).__name__.replace('str', 'string').replace('float', 'number')} {_shown(value)}"
 
 
 def _shown(value, limit: int = 60) -> str:
     """repr(value) for a message: one line, at most about `limit` characters."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown_key(key) -> str:
+    """A mapping key in a dotted path: as it is when plain, else quoted and escaped."""
+    return key if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 60 else _shown(key)
+
+
+def _shown_path(path) -> str:
+    text = str(path)
+    return text if text.isprintable() else _shown(text, 200)
+
+
+def _number(x) -> str:
+    """A number for a message: integers in full, or by their size when huge (%g would overflow)."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x) if abs(x) < 10**20 else f"about {'-' if x < 0 else ''}10^{int(x.bit_length() * math.log10(2))}"
+    return f"{x:g}"
 
 
 def _first_line(error: Exception) -> str:

@@ -70,11 +70,51 @@ BAD_FILES = [
     ("python/module", "name: !!python/module:os\n", ["YAML syntax error"]),
     ("local tag", "name: !shell touch pwned\n", ["YAML syntax error"]),
     # values the YAML constructors build (or fail to)
+    ("date for a string", "name: 2024-01-01\n", ["name", "a date (2024-01-01"]),
     ("impossible date", "name: 2024-13-45\n", ["a YAML value cannot be read", "month"]),
     ("5000-digit integer", "train:\n  epochs: " + "9" * 5000 + "\n", ["a YAML value cannot be read", "4300 digits"]),
     ("binary for a string", "name: !!binary aGVsbG8=\n", ["name", "expected a string", "bytes"]),
     ("set for a section", "model: !!set {a, b}\n", ["model", "expected a mapping", "set"]),
     ("omap for a list", "model:\n  hidden: !!omap [a: 1]\n", ["model.hidden[0]", "expected an integer"]),
+    # wrong types in every section
+    ("data a number", "data: 5\n", ["data", "expected a mapping"]),
+    ("model a string", "model: x\n", ["model", "expected a mapping"]),
+    ("optim a list", "optim: [1]\n", ["optim", "expected a mapping"]),
+    ("regularization a boolean", "regularization: true\n", ["regularization", "expected a mapping"]),
+    ("train a number", "train: 3.5\n", ["train", "expected a mapping"]),
+    ("early_stopping a number", "train:\n  early_stopping: 5\n", ["train.early_stopping", "expected a mapping"]),
+    ("dataset a number", "data:\n  dataset: 5\n", ["data.dataset", "expected a dataset name"]),
+    ("root a list", "data:\n  root: [a]\n", ["data.root", "expected a string"]),
+    ("dropout a string", "model:\n  dropout: lots\n", ["model.dropout", "expected a number"]),
+    ("the whole file a string", "just words\n", ["expected a mapping of sections"]),
+    # unknown keys
+    ("unknown section", "foo: 1\n", ["foo", "unknown key"]),
+    ("unknown data key", "data:\n  foo: 1\n", ["data.foo", "unknown key"]),
+    ("unknown regularization key", "regularization:\n  l3: 1\n", ["regularization.l3", "unknown key"]),
+    ("unknown optimizer parameter", "optim:\n  optimizer: {name: adam, foo: 1}\n", ["optim.optimizer.foo", "adam has no parameter"]),
+    ("unknown key with a newline", 'model:\n  "a\\nb": 1\n', ["model.'a\\nb'", "unknown key"]),
+    ("unknown key of 10,000 characters", f"model:\n  ? {'k' * 10_000}\n  : 1\n", ["model.'kkk", "unknown key"]),
+    ("unknown integer key", "model:\n  1: 2\n", ["model.1", "unknown key"]),
+    ("unknown null key", "model:\n  ~: 2\n", ["model.None", "unknown key"]),
+    # sizes that would allocate gigabytes to terabytes, and other out-of-range values
+    ("xor n_train 1e11 written 1e11", "data:\n  dataset: {name: xor, n_train: 1e11}\n", ["data.dataset.n_train", "expected an integer"]),
+    ("seed -10^400", "train:\n  seed: -1" + "0" * 400 + "\n", ["train.seed", "out of range"]),
+    ("epochs 1e400", "train:\n  epochs: 1e400\n", ["train.epochs", "expected an integer"]),
+    ("negative width", "model:\n  hidden: [-5]\n", ["model.hidden[0]", "out of range"]),
+    ("batch_size 0", "train:\n  batch_size: 0\n", ["train.batch_size", "out of range"]),
+    ("batch_size -1", "train:\n  batch_size: -1\n", ["train.batch_size", "out of range"]),
+    ("xor n_train 0", "data:\n  dataset: {name: xor, n_train: 0}\n", ["data.dataset.n_train", "out of range"]),
+    ("seed -1", "train:\n  seed: -1\n", ["train.seed", "out of range"]),
+    # not numbers, and booleans for numbers
+    ("lr nan", "optim:\n  lr: .nan\n", ["optim.lr", "expected a finite number"]),
+    ("lr inf", "optim:\n  lr: .inf\n", ["optim.lr", "expected a finite number"]),
+    ("lr -inf", "optim:\n  lr: -.inf\n", ["optim.lr", "expected a finite number"]),
+    ("lr 1e400", "optim:\n  lr: 1e400\n", ["optim.lr", "expected a finite number"]),
+    ("dropout nan in a list", "model:\n  hidden: [8, 8]\n  dropout: [0.1, .nan]\n", ["model.dropout[1]", "finite"]),
+    ("epochs true", "train:\n  epochs: true\n", ["train.epochs", "expected an integer", "boolean"]),
+    ("width true", "model:\n  hidden: [true]\n", ["model.hidden[0]", "expected an integer", "boolean"]),
+    ("maxout k true", "model:\n  activation: {name: maxout, k: true}\n", ["model.activation.k", "boolean"]),
+    ("lr false", "optim:\n  lr: false\n", ["optim.lr", "boolean"]),
 ]
 
 
@@ -135,11 +175,16 @@ BAD_OVERRIDES = [
     ("a key through a number", ["optim.lr.x=1"], ["optim.lr", "expected a number"]),
     ("a key through a name", ["name.x=1"], ["name", "expected a string"]),
     ("unknown section", ["trian.epochs=3"], ["trian", "unknown key"]),
+    ("key with a newline", ["optim.l\nr=1"], ["optim.'l\\nr'", "unknown key"]),
     ("alias bomb value", [f"model.hidden={_flow_bomb()}"], ["--set 'model.hidden=", "more than 100,000 values"]),
     ("alias bomb of a whole section", ["model=" + _bomb()], ["more than 100,000 values"]),
     ("deep nesting value", ["model.hidden=" + "[" * 20_000 + "]" * 20_000], ["nests deeper than 100 levels"]),
     ("recursive alias value", ["model.hidden=&a [1, *a]"], ["alias *a", "holds it"]),
     ("python tag value", [f'name=!!python/object/apply:os.system ["touch {PWNED}"]'], ["name", "not a usable folder name"]),
+    ("5000-digit value", ["train.epochs=" + "9" * 5000], ["train.epochs", "expected an integer"]),
+    ("batch_size nan", ["train.batch_size=.nan"], ["train.batch_size", "expected an integer"]),
+    ("lr inf", ["optim.lr=.inf"], ["optim.lr", "finite"]),
+    ("epochs a boolean", ["train.epochs=yes"], ["train.epochs", "boolean"]),
 ]
 
 
