@@ -143,8 +143,10 @@ class Config:
 
 
 NAME_CHARS = "A-Za-z0-9_.,=+-"  # what a config name (and so a run folder name) may hold
-NAME_PATTERN = re.compile(f"^[{NAME_CHARS}]+$")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+# \A...\Z, not ^...$: `$` also matches before a trailing newline, which would let "evil\n" through.
+NAME_PATTERN = re.compile(rf"\A[{NAME_CHARS}]+\Z")
+MAX_NAME_LENGTH = 200  # a run name is a folder name; file systems stop at 255 bytes
+DEVICE_PATTERN = re.compile(r"\A(auto|cpu|cuda(:[0-9]{1,4})?|mps)\Z")
 # YAML 1.1 (PyYAML) reads 1e-3 as a string: numbers as people write them are parsed here.
 FLOAT_PATTERN = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -354,12 +356,27 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError(f"model.dropout: {len(config.model.dropout)} rates for {len(config.model.hidden)} hidden layers; give one per layer, or one number for all")
     if config.model.bias_init.name in MATRIX_ONLY_INITIALIZERS:
         raise ConfigError(f"model.bias_init: {config.model.bias_init.name} needs a matrix; use a number, normal or uniform")
-    if not NAME_PATTERN.match(config.name):
-        raise ConfigError(f"name: {config.name!r} is not a usable folder name; use letters, digits and _ . , = + -")
+    check_name(config.name)
     if not DEVICE_PATTERN.match(config.train.device):
-        raise ConfigError(f"train.device: {config.train.device!r} is not a device; use auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"train.device: {_shown(config.train.device)} is not a device; use auto, cpu, cuda or cuda:N")
     if config.train.early_stopping and config.train.early_stopping.mode == "max" and config.train.early_stopping.monitor == "val_loss":
         raise ConfigError("train.early_stopping.mode: max with monitor val_loss would keep the worst epoch; use auto or min")
+
+
+def check_name(name, what: str = "name") -> None:
+    """Refuse a name that is not one plain folder inside the runs folder (a config's, a sweep's or a
+    run's): a string of NAME_CHARS, not dots alone ("." and ".." are the folder itself and its
+    parent), at most MAX_NAME_LENGTH characters. Raises ConfigError naming `what`."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{what}: expected a string (a folder name), got {_kind(name)}")
+    if not name:
+        raise ConfigError(f"{what}: is empty; give a folder name of letters, digits and _ . , = + -")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{what}: {_shown(name)} is not a usable folder name: {len(name)} characters, at most {MAX_NAME_LENGTH}")
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"{what}: {_shown(name)} is not a usable folder name; use letters, digits and _ . , = + -")
+    if name.strip(".") == "":
+        raise ConfigError(f"{what}: {name!r} is not a usable folder name: dots alone name the runs folder or its parents; use letters, digits and _ . , = + -")
 
 
 # ----------------------------------------------------------------------------- the walker

@@ -76,6 +76,30 @@ BAD_FILES = [
     ("binary for a string", "name: !!binary aGVsbG8=\n", ["name", "expected a string", "bytes"]),
     ("set for a section", "model: !!set {a, b}\n", ["model", "expected a mapping", "set"]),
     ("omap for a list", "model:\n  hidden: !!omap [a: 1]\n", ["model.hidden[0]", "expected an integer"]),
+    # names that are not one plain folder under the runs folder
+    ("name ..", "name: ..\n", ["name", "not a usable folder name", "dots alone"]),
+    ("name .", "name: .\n", ["name", "not a usable folder name"]),
+    ("name ...", "name: ...\n", ["name", "not a usable folder name"]),
+    ("name a/b", "name: a/b\n", ["name", "not a usable folder name"]),
+    ("name ../x", "name: ../x\n", ["name", "not a usable folder name"]),
+    ("name /abs", "name: /tmp/x\n", ["name", "not a usable folder name"]),
+    ("name with a backslash", "name: 'a\\b'\n", ["name", "not a usable folder name"]),
+    ("name with a trailing newline", 'name: "evil\\n"\n', ["name", "'evil\\n'", "not a usable folder name"]),
+    ("name with a carriage return", 'name: "evil\\r"\n', ["name", "not a usable folder name"]),
+    ("name with a tab", 'name: "a\\tb"\n', ["name", "not a usable folder name"]),
+    ("name with a NUL", 'name: "a\\0b"\n', ["name", "not a usable folder name"]),
+    ("name with a space", "name: a b\n", ["name", "not a usable folder name"]),
+    ("name of one-dot leaders", 'name: "\\u2024\\u2024"\n', ["name", "not a usable folder name"]),
+    ("name of fullwidth dots", "name: ．．\n", ["name", "not a usable folder name"]),
+    ("name with a right-to-left override", 'name: "a\\u202eb"\n', ["name", "not a usable folder name"]),
+    ("name of 201 characters", f"name: {'n' * 201}\n", ["name", "201 characters, at most 200"]),
+    ("name of 100,000 characters", f"name: {'n' * 100_000}\n", ["name", "100000 characters, at most 200"]),
+    ("name empty", "name: ''\n", ["name", "empty"]),
+    ("name an integer", "name: 123\n", ["name", "expected a string", "int 123"]),
+    ("name a list", "name: [a]\n", ["name", "expected a string", "a list"]),
+    ("name a mapping", "name: {a: b}\n", ["name", "expected a string", "a mapping"]),
+    ("name null", "name: null\n", ["name", "expected a string"]),
+    ("name a boolean", "name: yes\n", ["name", "expected a string", "boolean"]),
     # wrong types in every section
     ("data a number", "data: 5\n", ["data", "expected a mapping"]),
     ("model a string", "model: x\n", ["model", "expected a mapping"]),
@@ -115,6 +139,9 @@ BAD_FILES = [
     ("width true", "model:\n  hidden: [true]\n", ["model.hidden[0]", "expected an integer", "boolean"]),
     ("maxout k true", "model:\n  activation: {name: maxout, k: true}\n", ["model.activation.k", "boolean"]),
     ("lr false", "optim:\n  lr: false\n", ["optim.lr", "boolean"]),
+    # devices
+    ("device with a newline", 'train:\n  device: "cpu\\n"\n', ["train.device", "'cpu\\n' is not a device"]),
+    ("device index of 20 digits", "train:\n  device: cuda:99999999999999999999\n", ["train.device", "is not a device"]),
 ]
 
 
@@ -146,6 +173,17 @@ def _bytes(content: bytes, name: str = "bad.yaml") -> callable:
     return make
 
 
+def _no_name_file(name: str) -> callable:
+    """A valid config without a name, in a file whose stem becomes the run's name."""
+
+    def make(tmp_path: Path) -> Path:
+        config = tiny_config()
+        del config["name"]
+        return write_yaml(tmp_path / name, config)
+
+    return make
+
+
 # (id, a function making the path in tmp_path, fragments besides the path)
 BAD_PATHS = [
     ("FIFO", _fifo, ["named pipe (FIFO), not a regular file"]),
@@ -159,6 +197,8 @@ BAD_PATHS = [
     ("random binary", _bytes(bytes(range(256)) * 4), ["not UTF-8"]),
     ("latin-1 text", _bytes("name: caf\xe9\n".encode("latin-1")), ["not UTF-8", "0xe9"]),
     ("UTF-16 text", _bytes("name: x\n".encode("utf-16")), ["not UTF-8"]),
+    ("a file called ..yaml", _no_name_file("..yaml"), ["name: '.'", "not a usable folder name"]),
+    ("a file called ...yaml", _no_name_file("...yaml"), ["name: '..'", "not a usable folder name"]),
 ]
 if os.path.exists("/proc/self/pagemap"):  # a regular file that claims size 0 and reads for terabytes
     BAD_PATHS.append(("/proc/self/pagemap", lambda tmp_path: Path("/proc/self/pagemap"), []))
@@ -182,6 +222,10 @@ BAD_OVERRIDES = [
     ("recursive alias value", ["model.hidden=&a [1, *a]"], ["alias *a", "holds it"]),
     ("python tag value", [f'name=!!python/object/apply:os.system ["touch {PWNED}"]'], ["name", "not a usable folder name"]),
     ("5000-digit value", ["train.epochs=" + "9" * 5000], ["train.epochs", "expected an integer"]),
+    ("name ..", ["name=.."], ["name", "not a usable folder name"]),
+    ("name with a newline", ['name="evil\\n"'], ["name", "not a usable folder name"]),
+    ("name of 300 characters", ["name=" + "n" * 300], ["name", "300 characters"]),
+    ("name a list", ["name=[a]"], ["name", "expected a string"]),
     ("batch_size nan", ["train.batch_size=.nan"], ["train.batch_size", "expected an integer"]),
     ("lr inf", ["optim.lr=.inf"], ["optim.lr", "finite"]),
     ("epochs a boolean", ["train.epochs=yes"], ["train.epochs", "boolean"]),
