@@ -30,6 +30,7 @@ from .components import (
     ALIASES,
     INITIALIZERS,
     MATRIX_ONLY_INITIALIZERS,
+    MAX_SAMPLES,
     NON_NEGATIVE,
     OPTIMIZERS,
     PARAM_CHOICES,
@@ -70,19 +71,28 @@ def spec(default, *, range: Range | None = None, registry: str | None = None, do
 
 SEED_RANGE = Range(0, 2**63 - 1)  # what torch's generators accept
 
+# Upper bounds no real experiment comes near (classic MLPs are a few to a few dozen layers of at most a
+# few thousand units, trained for hundreds of epochs): they stop a typo or a hostile file from asking for
+# terabytes in milliseconds, before resources.estimate_bytes weighs what is left against the device.
+MAX_DEPTH = 1000  # hidden layers
+MAX_WIDTH = 1_000_000  # units in one hidden layer: one such layer after MNIST's 784 inputs is 3 GB of weights
+MAX_EPOCHS = 1_000_000  # also bounds early stopping's patience
+MAX_BATCH = 10_000_000  # batch_size; a batch larger than the training set is the whole set anyway
+SAMPLES_RANGE = Range(1, MAX_SAMPLES)
+
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: Component = spec(Component("mnist"), registry="dataset", doc="mnist, fashion_mnist, cifar100, xor")
     root: str | None = spec(None, doc="data folder; null: $ACTEXP_DATA or ~/.cache/actexp/data")
-    subset: int | None = spec(None, range=Range(1), doc="train on the first N training samples")
-    val_size: int | None = spec(None, range=Range(1), doc="validation samples taken from the training set; null: min(5000, 20% of it)")
+    subset: int | None = spec(None, range=SAMPLES_RANGE, doc="train on the first N training samples")
+    val_size: int | None = spec(None, range=SAMPLES_RANGE, doc="validation samples taken from the training set; null: min(5000, 20% of it)")
     split_seed: int = spec(0, range=SEED_RANGE, doc="seed of the train/validation split")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    hidden: tuple[int, ...] = spec((256, 256), range=Range(1), doc="hidden layer widths (or give depth and width)")
+    hidden: tuple[int, ...] = spec((256, 256), range=Range(1, MAX_WIDTH), doc="hidden layer widths (or give depth and width)")
     activation: Component = spec(Component("relu"), registry="activation")
     init: Component = spec(Component("xavier_normal"), registry="initializer", doc="weight initializer")
     bias_init: Component = spec(
@@ -116,15 +126,15 @@ class RegularizationConfig:
 class EarlyStoppingConfig:
     monitor: Literal["val_loss", "val_acc"] = spec("val_loss")
     mode: Literal["auto", "min", "max"] = spec("auto", doc="auto: min for losses, max for accuracies")
-    patience: int = spec(5, range=Range(0), doc="epochs without improvement before stopping")
+    patience: int = spec(5, range=Range(0, MAX_EPOCHS), doc="epochs without improvement before stopping")
     min_delta: float = spec(0.0, range=NON_NEGATIVE, doc="smallest change that counts as improvement")
     restore_best: bool = spec(True, doc="evaluate and keep the best epoch's weights")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = spec(10, range=Range(1))
-    batch_size: int = spec(100, range=Range(1))
+    epochs: int = spec(10, range=Range(1, MAX_EPOCHS))
+    batch_size: int = spec(100, range=Range(1, MAX_BATCH))
     seed: int = spec(0, range=SEED_RANGE, doc="seeds weights, dropout and batch order")
     device: str = spec("auto", doc="auto, cpu, cuda, cuda:N")
     early_stopping: EarlyStoppingConfig | None = spec(None, doc="null/false: off; true or a mapping: on")
@@ -338,13 +348,15 @@ def _expand_depth_width(model: dict) -> dict:
     model = dict(model)
     if "hidden" in model:
         raise ConfigError("model: give either hidden (a list of widths) or depth and width, not both")
-    depth = _parse(int, model.pop("depth", 2), "model.depth", Range(1))
-    width = _parse(int, model.pop("width", 256), "model.width", Range(1))
+    depth = _parse(int, model.pop("depth", 2), "model.depth", Range(1, MAX_DEPTH))
+    width = _parse(int, model.pop("width", 256), "model.width", Range(1, MAX_WIDTH))
     model["hidden"] = [width] * depth
     return model
 
 
 def _check_cross_fields(config: Config) -> None:
+    if len(config.model.hidden) > MAX_DEPTH:
+        raise ConfigError(f"model.hidden: {len(config.model.hidden)} hidden layers; at most {MAX_DEPTH}")
     opt = config.optim.optimizer
     if opt.params.get("nesterov") and (opt.params.get("momentum", 0) <= 0 or opt.params.get("dampening", 0) != 0):
         raise ConfigError("optim.optimizer: nesterov needs momentum > 0 and dampening 0, e.g. {name: sgd, momentum: 0.9, nesterov: true}")

@@ -121,7 +121,21 @@ BAD_FILES = [
     ("unknown integer key", "model:\n  1: 2\n", ["model.1", "unknown key"]),
     ("unknown null key", "model:\n  ~: 2\n", ["model.None", "unknown key"]),
     # sizes that would allocate gigabytes to terabytes, and other out-of-range values
+    ("depth 1000000", "model:\n  depth: 1000000\n  width: 8\n", ["model.depth", "1000000 is out of range", "[1, 1000]"]),
+    ("width 1e9", "model:\n  depth: 2\n  width: 1000000000\n", ["model.width", "out of range", "[1, 1000000]"]),
+    ("hidden width 1e9", "model:\n  hidden: [1000000000]\n", ["model.hidden[0]", "out of range"]),
+    ("1001 hidden layers", "model:\n  hidden: [" + ", ".join(["4"] * 1001) + "]\n", ["model.hidden", "1001 hidden layers; at most 1000"]),
+    ("maxout k 1e9", "model:\n  activation: {name: maxout, k: 1000000000}\n", ["model.activation.k", "out of range", "[2, 64]"]),
+    ("xor n_train 1e11", "data:\n  dataset: {name: xor, n_train: 100000000000}\n", ["data.dataset.n_train", "out of range", "[8, 10000000]"]),
+    ("xor n_test 1e11", "data:\n  dataset: {name: xor, n_test: 100000000000}\n", ["data.dataset.n_test", "out of range"]),
     ("xor n_train 1e11 written 1e11", "data:\n  dataset: {name: xor, n_train: 1e11}\n", ["data.dataset.n_train", "expected an integer"]),
+    ("batch_size 1e8", "train:\n  batch_size: 100000000\n", ["train.batch_size", "out of range"]),
+    ("epochs 1e7", "train:\n  epochs: 10000000\n", ["train.epochs", "out of range"]),
+    ("val_size 1e9", "data:\n  val_size: 1000000000\n", ["data.val_size", "out of range"]),
+    ("subset 1e9", "data:\n  subset: 1000000000\n", ["data.subset", "out of range"]),
+    ("patience 1e9", "train:\n  early_stopping: {patience: 1000000000}\n", ["train.early_stopping.patience", "out of range"]),
+    ("step_size 1e9", "optim:\n  schedule: {name: step, step_size: 1000000000}\n", ["optim.schedule.step_size", "out of range"]),
+    ("epochs 10^400", "train:\n  epochs: 1" + "0" * 400 + "\n", ["train.epochs", "about 10^400 is out of range"]),
     ("seed -10^400", "train:\n  seed: -1" + "0" * 400 + "\n", ["train.seed", "out of range"]),
     ("epochs 1e400", "train:\n  epochs: 1e400\n", ["train.epochs", "expected an integer"]),
     ("negative width", "model:\n  hidden: [-5]\n", ["model.hidden[0]", "out of range"]),
@@ -226,6 +240,10 @@ BAD_OVERRIDES = [
     ("name with a newline", ['name="evil\\n"'], ["name", "not a usable folder name"]),
     ("name of 300 characters", ["name=" + "n" * 300], ["name", "300 characters"]),
     ("name a list", ["name=[a]"], ["name", "expected a string"]),
+    ("depth 1000000", ["model.depth=1000000"], ["model.depth", "out of range"]),
+    ("width 1e9", ["model.width=1000000000"], ["model.width", "out of range"]),
+    ("maxout k 1e9", ["model.activation={name: maxout, k: 1000000000}"], ["model.activation.k", "out of range"]),
+    ("xor 1e11", ["data.dataset={name: xor, n_train: 100000000000}"], ["data.dataset.n_train", "out of range"]),
     ("batch_size nan", ["train.batch_size=.nan"], ["train.batch_size", "expected an integer"]),
     ("lr inf", ["optim.lr=.inf"], ["optim.lr", "finite"]),
     ("epochs a boolean", ["train.epochs=yes"], ["train.epochs", "boolean"]),
@@ -291,6 +309,10 @@ def test_bad_path(tmp_path, deadline, make, fragments):
 def test_bad_override(tmp_path, deadline, overrides, fragments):
     path = write_yaml(tmp_path / "ok.yaml", tiny_config())
     _check(tmp_path, path, fragments, overrides)
+
+
+def test_the_corpus_is_large():
+    assert len(BAD_FILES) + len(BAD_PATHS) + len(BAD_OVERRIDES) >= 60
 
 
 def test_sweep_files_are_read_the_same_way(tmp_path, deadline):
