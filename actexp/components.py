@@ -46,14 +46,26 @@ class Range:
         return not (self.high is not None and (x > self.high or (self.open_high and x == self.high)))
 
     def __str__(self) -> str:
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
+        low = "-inf" if self.low is None else _bound(self.low)
+        high = "inf" if self.high is None else _bound(self.high)
         return f"{'(' if self.open_low or self.low is None else '['}{low}, {high}{')' if self.open_high or self.high is None else ']'}"
+
+
+def _bound(x) -> str:
+    # Integer bounds in full (an upper bound of 1000000, not 1e+06), fractional ones as %g.
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 POSITIVE = Range(0, None, open_low=True)
 NON_NEGATIVE = Range(0)
 UNIT = Range(0, 1, open_high=True)
+
+# Generated datasets hold at most this many samples (and data.subset, data.val_size count at most
+# this many): 140x the largest real set here (MNIST's 70,000), and 10 million XOR points are 80 MB of
+# features; the bound stops `n_train: 100000000000` (800 GB) before anything is generated.
+MAX_SAMPLES = 10_000_000
+# Maxout's pieces per unit: papers use 2 to 5; each piece multiplies the layer's weights.
+MAX_PIECES = 64
 
 # Bounds of component parameters, by parameter name (a name means the same in every component).
 PARAM_RANGES = {
@@ -61,7 +73,7 @@ PARAM_RANGES = {
     "alpha": POSITIVE,
     "beta": POSITIVE,
     "threshold": POSITIVE,
-    "k": Range(2),
+    "k": Range(2, MAX_PIECES),
     "std": NON_NEGATIVE,
     "gain": POSITIVE,
     "momentum": UNIT,
@@ -69,12 +81,12 @@ PARAM_RANGES = {
     "eps": POSITIVE,
     "lr_decay": NON_NEGATIVE,
     "initial_accumulator_value": NON_NEGATIVE,
-    "step_size": Range(1),
+    "step_size": Range(1, 1_000_000),  # epochs between lr drops: no run is longer (config.MAX_EPOCHS)
     "gamma": Range(0, 1, open_low=True),
     "eta_min": NON_NEGATIVE,
     "betas": UNIT,
-    "n_train": Range(8),
-    "n_test": Range(4),
+    "n_train": Range(8, MAX_SAMPLES),
+    "n_test": Range(4, MAX_SAMPLES),
     "noise": NON_NEGATIVE,
 }
 PARAM_CHOICES = {"approximate": ("none", "tanh")}

@@ -8,12 +8,15 @@ or a mapping `{name: ..., **params}`; their parameters come from the registry fa
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import hashlib
 import inspect
 import json
 import math
+import os
 import re
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from .components import (
     ALIASES,
     INITIALIZERS,
     MATRIX_ONLY_INITIALIZERS,
+    MAX_SAMPLES,
     NON_NEGATIVE,
     OPTIMIZERS,
     PARAM_CHOICES,
@@ -67,19 +71,28 @@ def spec(default, *, range: Range | None = None, registry: str | None = None, do
 
 SEED_RANGE = Range(0, 2**63 - 1)  # what torch's generators accept
 
+# Upper bounds no real experiment comes near (classic MLPs are a few to a few dozen layers of at most a
+# few thousand units, trained for hundreds of epochs): they stop a typo or a hostile file from asking for
+# terabytes in milliseconds, before resources.estimate_bytes weighs what is left against the device.
+MAX_DEPTH = 1000  # hidden layers
+MAX_WIDTH = 1_000_000  # units in one hidden layer: one such layer after MNIST's 784 inputs is 3 GB of weights
+MAX_EPOCHS = 1_000_000  # also bounds early stopping's patience
+MAX_BATCH = 10_000_000  # batch_size; a batch larger than the training set is the whole set anyway
+SAMPLES_RANGE = Range(1, MAX_SAMPLES)
+
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: Component = spec(Component("mnist"), registry="dataset", doc="mnist, fashion_mnist, cifar100, xor")
     root: str | None = spec(None, doc="data folder; null: $ACTEXP_DATA or ~/.cache/actexp/data")
-    subset: int | None = spec(None, range=Range(1), doc="train on the first N training samples")
-    val_size: int | None = spec(None, range=Range(1), doc="validation samples taken from the training set; null: min(5000, 20% of it)")
+    subset: int | None = spec(None, range=SAMPLES_RANGE, doc="train on the first N training samples")
+    val_size: int | None = spec(None, range=SAMPLES_RANGE, doc="validation samples taken from the training set; null: min(5000, 20% of it)")
     split_seed: int = spec(0, range=SEED_RANGE, doc="seed of the train/validation split")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    hidden: tuple[int, ...] = spec((256, 256), range=Range(1), doc="hidden layer widths (or give depth and width)")
+    hidden: tuple[int, ...] = spec((256, 256), range=Range(1, MAX_WIDTH), doc="hidden layer widths (or give depth and width)")
     activation: Component = spec(Component("relu"), registry="activation")
     init: Component = spec(Component("xavier_normal"), registry="initializer", doc="weight initializer")
     bias_init: Component = spec(
@@ -113,15 +126,15 @@ class RegularizationConfig:
 class EarlyStoppingConfig:
     monitor: Literal["val_loss", "val_acc"] = spec("val_loss")
     mode: Literal["auto", "min", "max"] = spec("auto", doc="auto: min for losses, max for accuracies")
-    patience: int = spec(5, range=Range(0), doc="epochs without improvement before stopping")
+    patience: int = spec(5, range=Range(0, MAX_EPOCHS), doc="epochs without improvement before stopping")
     min_delta: float = spec(0.0, range=NON_NEGATIVE, doc="smallest change that counts as improvement")
     restore_best: bool = spec(True, doc="evaluate and keep the best epoch's weights")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = spec(10, range=Range(1))
-    batch_size: int = spec(100, range=Range(1))
+    epochs: int = spec(10, range=Range(1, MAX_EPOCHS))
+    batch_size: int = spec(100, range=Range(1, MAX_BATCH))
     seed: int = spec(0, range=SEED_RANGE, doc="seeds weights, dropout and batch order")
     device: str = spec("auto", doc="auto, cpu, cuda, cuda:N")
     early_stopping: EarlyStoppingConfig | None = spec(None, doc="null/false: off; true or a mapping: on")
@@ -140,8 +153,10 @@ class Config:
 
 
 NAME_CHARS = "A-Za-z0-9_.,=+-"  # what a config name (and so a run folder name) may hold
-NAME_PATTERN = re.compile(f"^[{NAME_CHARS}]+$")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+# \A...\Z, not ^...$: `$` also matches before a trailing newline, which would let "evil\n" through.
+NAME_PATTERN = re.compile(rf"\A[{NAME_CHARS}]+\Z")
+MAX_NAME_LENGTH = 200  # a run name is a folder name; file systems stop at 255 bytes
+DEVICE_PATTERN = re.compile(r"\A(auto|cpu|cuda(:[0-9]{1,4})?|mps)\Z")
 # YAML 1.1 (PyYAML) reads 1e-3 as a string: numbers as people write them are parsed here.
 FLOAT_PATTERN = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -149,48 +164,140 @@ FLOAT_PATTERN = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 # ----------------------------------------------------------------------------- loading
 
 
+# Every config file is possibly hostile: no small input may make reading it allocate or spin without bound.
+MAX_CONFIG_BYTES = 1_000_000  # a config is 1-2 KB and a sweep file not much more
+MAX_YAML_DEPTH = 100  # nesting levels; a config is 3 deep
+MAX_YAML_VALUES = 100_000  # values with every alias expanded; a config has about 50
+# libyaml parses ~20x faster than pure-Python PyYAML (a 1 MB file: 0.2 s instead of 4 s); the data
+# and the errors are the same kinds.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read a YAML config, apply `key=value` overrides, validate. Raises ConfigError."""
     path = Path(path)
     raw = read_yaml(path)
     if raw is None:
-        raise ConfigError(f"{path}: the file is empty; see configs/relu_xavier.yaml for a complete example")
+        raise ConfigError(f"{_shown_path(path)}: the file is empty; see configs/relu_xavier.yaml for a complete example")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (data, model, optim, ...), got {_kind(raw)}")
+        raise ConfigError(f"{_shown_path(path)}: expected a mapping of sections (data, model, optim, ...), got {_kind(raw)}")
     raw.setdefault("name", path.stem)
     try:
         return config_from_dict(apply_overrides(raw, overrides))
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{_shown_path(path)}: {e}") from None
+    except RecursionError:  # read_yaml bounds the nesting; this is the last resort
+        raise ConfigError(f"{_shown_path(path)}: the config nests too deeply") from None
 
 
 def read_yaml(path: Path):
-    """The YAML document in `path` (None when empty). Raises ConfigError for a missing file or bad YAML."""
+    """The YAML document in `path` (None when empty). Raises ConfigError for a missing file, anything but
+    a regular file of at most MAX_CONFIG_BYTES, text that is not UTF-8, bad YAML, and YAML that nests
+    deeper than MAX_YAML_DEPTH or expands (through aliases) to more than MAX_YAML_VALUES values."""
+    where = _shown_path(path)
     try:
-        return yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read as a text file ({getattr(e, 'strerror', None) or e})") from None
+        return _load_yaml(_read_text(Path(path), where), where)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+        raise ConfigError(f"{where}: YAML syntax error{at}: {problem}") from None
+    except (ValueError, OverflowError) as e:  # a constructor's own check: a date 2024-13-45, a 5000-digit integer
+        raise ConfigError(f"{where}: a YAML value cannot be read: {_first_line(e)}") from None
+
+
+def _read_text(path: Path, where: str) -> str:
+    """The file's text. Only a regular file is opened (a FIFO would block, /dev/zero never ends), and
+    at most MAX_CONFIG_BYTES + 1 bytes are read (files in /proc claim size 0)."""
+    try:
+        kind = _file_kind(os.stat(path).st_mode)
+        if kind:
+            raise ConfigError(f"{where}: is {kind}, not a regular file; give a YAML config file")
+        # Should the path be swapped for a FIFO after the check, O_NONBLOCK keeps the open from hanging
+        # and fstat refuses it.
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+        with open(os.open(path, flags), "rb") as file:
+            kind = _file_kind(os.fstat(file.fileno()).st_mode)
+            if kind:
+                raise ConfigError(f"{where}: is {kind}, not a regular file; give a YAML config file")
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot be read ({e.strerror or e})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: the file is larger than {MAX_CONFIG_BYTES // 1_000_000} MB; a config is a few KB (is this the right file?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: cannot be read as a text file (not UTF-8: byte {data[e.start]:#04x} at offset {e.start})") from None
+
+
+def _file_kind(mode: int) -> str | None:
+    """None for a regular file, else what it is."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _load_yaml(text: str, where: str):
+    """The one YAML document in `text`, built only after _check_yaml_shape has passed it. Raises
+    ConfigError naming `where` for its shape, yaml.YAMLError for its syntax, ValueError for a value."""
+    _check_yaml_shape(text, where)
+    try:
+        return yaml.load(text, Loader=_LOADER)
+    except RecursionError:  # the shape check bounds the nesting; this is the last resort
+        raise ConfigError(f"{where}: the YAML nests too deeply") from None
+
+
+def _check_yaml_shape(text: str, where: str) -> None:
+    """Refuse YAML nested deeper than MAX_YAML_DEPTH, or that expands to more than MAX_YAML_VALUES
+    values: a few hundred bytes of nested aliases ("billion laughs") stand for billions of values,
+    and everything that walks or copies the document would expand them. Walks the parser's event
+    stream (flat: no recursion, nothing built) in time linear in the text, counting for each anchor
+    the values it stands for, so an alias costs one addition however much it expands to."""
+    sizes = {}  # anchor -> values it stands for, its own aliases expanded
+    stack = [[None, 0]]  # [anchor, values so far] of each open collection, under the stream's total
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) > MAX_YAML_DEPTH:
+                raise ConfigError(f"{where}: the YAML nests deeper than {MAX_YAML_DEPTH} levels (line {event.start_mark.line + 1}); a config is a few levels deep")
+            stack.append([event.anchor, 1])
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = stack.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            if any(event.anchor == a for a, _ in stack):
+                raise ConfigError(f"{where}: the alias *{event.anchor} at line {event.start_mark.line + 1} refers to a collection that holds it (a value cannot contain itself)")
+            anchor, size = None, sizes.get(event.anchor, 1)  # an undefined alias: the loader names it
+        else:
+            continue  # stream and document boundaries
+        if anchor is not None:
+            sizes[anchor] = size
+        stack[-1][1] += size
+        if stack[-1][1] > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: the YAML expands to more than {MAX_YAML_VALUES:,} values (nested aliases?); a config has a few dozen")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Return a copy of `raw` with each `dotted.key=value` set (value parsed as a YAML scalar)."""
-    raw = json.loads(json.dumps(raw, default=list))
+    raw = _copy_tree(raw)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.01")
+            raise ConfigError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set optim.lr=0.01")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {_shown(item)}: {_shown(key.strip())} has an empty part between dots; expected a dotted key like optim.lr")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
+            value = _load_yaml(text, f"--set {_shown(item)}")
+        except (yaml.YAMLError, ValueError, OverflowError):  # not a YAML value: the text as it is
             value = text
-        node, parts = raw, key.strip().split(".")
+        node = raw
         if parts[:1] == ["model"] and parts[1:] in (["depth"], ["width"]):
             _hidden_as_depth_width(raw)
         for i, part in enumerate(parts[:-1]):
@@ -203,6 +310,16 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = child
         node[parts[-1]] = value
     return raw
+
+
+def _copy_tree(value):
+    """A copy of YAML data whose every mapping and list is new: each use of an alias becomes a copy of
+    its own, so that an override changes one place (read_yaml bounds what that expansion can make)."""
+    if isinstance(value, dict):
+        return {k: _copy_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy_tree(v) for v in value]
+    return value
 
 
 def _hidden_as_depth_width(raw: dict) -> None:
@@ -231,13 +348,15 @@ def _expand_depth_width(model: dict) -> dict:
     model = dict(model)
     if "hidden" in model:
         raise ConfigError("model: give either hidden (a list of widths) or depth and width, not both")
-    depth = _parse(int, model.pop("depth", 2), "model.depth", Range(1))
-    width = _parse(int, model.pop("width", 256), "model.width", Range(1))
+    depth = _parse(int, model.pop("depth", 2), "model.depth", Range(1, MAX_DEPTH))
+    width = _parse(int, model.pop("width", 256), "model.width", Range(1, MAX_WIDTH))
     model["hidden"] = [width] * depth
     return model
 
 
 def _check_cross_fields(config: Config) -> None:
+    if len(config.model.hidden) > MAX_DEPTH:
+        raise ConfigError(f"model.hidden: {len(config.model.hidden)} hidden layers; at most {MAX_DEPTH}")
     opt = config.optim.optimizer
     if opt.params.get("nesterov") and (opt.params.get("momentum", 0) <= 0 or opt.params.get("dampening", 0) != 0):
         raise ConfigError("optim.optimizer: nesterov needs momentum > 0 and dampening 0, e.g. {name: sgd, momentum: 0.9, nesterov: true}")
@@ -249,12 +368,27 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError(f"model.dropout: {len(config.model.dropout)} rates for {len(config.model.hidden)} hidden layers; give one per layer, or one number for all")
     if config.model.bias_init.name in MATRIX_ONLY_INITIALIZERS:
         raise ConfigError(f"model.bias_init: {config.model.bias_init.name} needs a matrix; use a number, normal or uniform")
-    if not NAME_PATTERN.match(config.name):
-        raise ConfigError(f"name: {config.name!r} is not a usable folder name; use letters, digits and _ . , = + -")
+    check_name(config.name)
     if not DEVICE_PATTERN.match(config.train.device):
-        raise ConfigError(f"train.device: {config.train.device!r} is not a device; use auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"train.device: {_shown(config.train.device)} is not a device; use auto, cpu, cuda or cuda:N")
     if config.train.early_stopping and config.train.early_stopping.mode == "max" and config.train.early_stopping.monitor == "val_loss":
         raise ConfigError("train.early_stopping.mode: max with monitor val_loss would keep the worst epoch; use auto or min")
+
+
+def check_name(name, what: str = "name") -> None:
+    """Refuse a name that is not one plain folder inside the runs folder (a config's, a sweep's or a
+    run's): a string of NAME_CHARS, not dots alone ("." and ".." are the folder itself and its
+    parent), at most MAX_NAME_LENGTH characters. Raises ConfigError naming `what`."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{what}: expected a string (a folder name), got {_kind(name)}")
+    if not name:
+        raise ConfigError(f"{what}: is empty; give a folder name of letters, digits and _ . , = + -")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{what}: {_shown(name)} is not a usable folder name: {len(name)} characters, at most {MAX_NAME_LENGTH}")
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(f"{what}: {_shown(name)} is not a usable folder name; use letters, digits and _ . , = + -")
+    if name.strip(".") == "":
+        raise ConfigError(f"{what}: {name!r} is not a usable folder name: dots alone name the runs folder or its parents; use letters, digits and _ . , = + -")
 
 
 # ----------------------------------------------------------------------------- the walker
@@ -279,7 +413,7 @@ def _parse(tp, value, path: str, rng: Range | None = None, registry: str | None 
         return _parse_dataclass(tp, value, path)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{path}: {value!r} is not allowed; choose one of {', '.join(map(str, args))}{_did_you_mean(value, args)}")
+            raise ConfigError(f"{path}: {_shown(value)} is not allowed; choose one of {', '.join(map(str, args))}{_did_you_mean(value, args)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or isinstance(value, str):
@@ -318,7 +452,7 @@ def _parse_scalar(tp, value, path, rng):
     else:
         raise TypeError(f"unsupported config type {tp!r} at {path}")
     if rng is not None and value not in rng:
-        raise ConfigError(f"{path}: {value:g} is out of range; allowed {rng}")
+        raise ConfigError(f"{path}: {_number(value)} is out of range; allowed {rng}")
     return value
 
 
@@ -331,7 +465,7 @@ def _parse_dataclass(cls, value, path):
     hints = typing.get_type_hints(cls)
     for key in value:
         if key not in fields:
-            where = f"{path}.{key}" if path else str(key)
+            where = f"{path}.{_shown_key(key)}" if path else _shown_key(key)
             raise ConfigError(f"{where}: unknown key{_did_you_mean(key, fields)}; allowed: {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():
@@ -358,12 +492,12 @@ def parse_component(value, path, registry):
         raise ConfigError(f"{path}.name: expected {_a(registry)} name, got {_kind(name)}")
     name = ALIASES.get(name, name)
     if name not in table:
-        raise ConfigError(f"{path}: unknown {registry} {name!r}{_did_you_mean(name, list(table) + list(ALIASES))}; choose one of {', '.join(table)}")
+        raise ConfigError(f"{path}: unknown {registry} {_shown(name)}{_did_you_mean(name, list(table) + list(ALIASES))}; choose one of {', '.join(table)}")
     defaults = component_defaults(table[name])
     for key in given:
         if key not in defaults:
             allowed = ", ".join(defaults) or "none"
-            raise ConfigError(f"{path}.{key}: {name} has no parameter {key!r}{_did_you_mean(key, defaults)}; parameters: {allowed}")
+            raise ConfigError(f"{path}.{_shown_key(key)}: {name} has no parameter {_shown(key)}{_did_you_mean(key, defaults)}; parameters: {allowed}")
     params = {}
     for key, default in defaults.items():
         value = given.get(key, default)
@@ -390,7 +524,9 @@ def _parse_param(key, value, default, path):
 
 
 def _did_you_mean(word, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    if not isinstance(word, str) or len(word) > 100:
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -407,7 +543,40 @@ def _kind(value) -> str:
         return "a list"
     if isinstance(value, Mapping):
         return "a mapping"
-    return f"{type(value).__name__.replace('str', 'string').replace('float', 'number')} {value!r}"
+    if isinstance(value, datetime.date):
+        return f"a date ({value.isoformat()}; quote it for a string)"
+    if isinstance(value, int):
+        return f"int {_number(value)}"
+    return f"{type(value).__name__.replace('str', 'string').replace('float', 'number')} {_shown(value)}"
+
+
+def _shown(value, limit: int = 60) -> str:
+    """repr(value) for a message: one line, at most about `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown_key(key) -> str:
+    """A mapping key in a dotted path: as it is when plain, else quoted and escaped."""
+    return key if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 60 else _shown(key)
+
+
+def _shown_path(path) -> str:
+    text = str(path)
+    return text if text.isprintable() else _shown(text, 200)
+
+
+def _number(x) -> str:
+    """A number for a message: integers in full, or by their size when huge (%g would overflow)."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x) if abs(x) < 10**20 else f"about {'-' if x < 0 else ''}10^{int(x.bit_length() * math.log10(2))}"
+    return f"{x:g}"
+
+
+def _first_line(error: Exception) -> str:
+    # Python's advice for a too-long integer (raise sys.set_int_max_str_digits) is not the user's fix.
+    lines = str(error).splitlines()
+    return lines[0].split("; use sys.set_int_max_str_digits")[0] if lines else type(error).__name__
 
 
 # ----------------------------------------------------------------------------- output
