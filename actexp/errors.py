@@ -2,6 +2,7 @@
 SIGTERM turned into an exception so that whatever it stops can record how it ended."""
 
 import contextlib
+import os
 import signal
 import threading
 
@@ -41,3 +42,28 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Ctrl-C and SIGTERM wait until the block has run, then act as they would have: an epoch's
+    record, metrics files and checkpoint are written together or not at all. (Blocking the signals
+    with pthread_sigmask would not do: another thread, such as torch's thread pool, can take them.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in caught:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)

@@ -23,7 +23,7 @@ from .components import OPTIMIZERS, SCHEDULES
 from .config import Config, as_config, config_hash, config_to_yaml
 from .data import Data, load_data
 from .diagnostics import Tracker, diagnostic_warnings
-from .errors import ActexpError, ConfigError, sigterm_as_interrupt
+from .errors import ActexpError, ConfigError, sigterm_as_interrupt, signals_deferred
 from .model import MLP, build_model, count_parameters
 from .runs import (
     CHECKPOINTS,
@@ -282,18 +282,19 @@ def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progre
             }
             if layers is not None:
                 record["layers"] = layers
-            history.append(record)
-            record_metrics()
-            if scheduler is not None:
-                scheduler.step()
-            improved = best.update(record)
-            if improved and selects_best:
-                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            checkpoint = _checkpoint(model, optimizer, scheduler, batch_order, best, best_weights, epoch, summary, started)
-            if tc.checkpoint in ("last", "both"):
-                save_checkpoint(checkpoint, folder / CHECKPOINTS / "last.pt")
-            if improved and tc.checkpoint in ("best", "both"):
-                save_checkpoint(checkpoint, folder / CHECKPOINTS / "best.pt")
+            with signals_deferred():  # the epoch is on disk whole (record, metrics files, checkpoint) or not at all
+                history.append(record)
+                record_metrics()
+                if scheduler is not None:
+                    scheduler.step()
+                improved = best.update(record)
+                if improved and selects_best:
+                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                checkpoint = _checkpoint(model, optimizer, scheduler, batch_order, best, best_weights, epoch, summary, started)
+                if tc.checkpoint in ("last", "both"):
+                    save_checkpoint(checkpoint, folder / CHECKPOINTS / "last.pt")
+                if improved and tc.checkpoint in ("best", "both"):
+                    save_checkpoint(checkpoint, folder / CHECKPOINTS / "best.pt")
             if progress:
                 progress("epoch", {"record": record, "improved": improved, "epochs": tc.epochs})
             if stopping and not improved and best.waited >= stopping.patience:
