@@ -142,8 +142,10 @@ def validate(
 @app.command()
 @user_errors
 def sweep(
-    path: Path = typer.Argument(..., help="A folder of configs (every *.yaml inside) or a sweep file (base, grid, seeds)."),
+    path: Path = typer.Argument(..., help="A folder of configs (every *.yaml inside), a sweep file (base, grid, seeds), or a config with --grid/--seeds."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " Applies to every run."),
+    grid: List[str] = typer.Option([], "--grid", help="Sweep a key over values: --grid model.activation=relu,tanh (repeatable: every combination; a YAML list for components: --grid 'model.init=[xavier_normal, {name: normal, std: 0.1}]')."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Repeat every run with these seeds: --seeds 5 (seeds 0-4) or --seeds 0,1,2; replaces a sweep file's seeds. Adding seeds later trains only the new runs."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders; the sweep lives in RUNS_DIR/<sweep name>/."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Trainings in parallel worker processes (default: one per GPU with several GPUs, else 1)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded runs and what would happen to each; train nothing."),
@@ -154,16 +156,17 @@ def sweep(
 ):
     """Run a family of experiments; run the same command again to resume it."""
     from .display import SweepDisplay, comparison_table
-    from .sweep import load_sweep, plan_sweep, run_sweep
+    from .sweep import load_sweep, parse_grid, parse_seeds, plan_sweep, run_sweep
 
+    expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None}
     if dry_run:
-        swept = load_sweep(path, set_)
+        swept = load_sweep(path, set_, **expansion)
         steps, _ = plan_sweep(swept, runs_dir / swept.name, force)
         print_table(_dry_run_table(swept, steps, runs_dir / swept.name))
         return
     display = SweepDisplay(out, quiet)
     try:
-        result = run_sweep(path, set_, runs_dir=runs_dir, jobs=jobs, force=force, fail_fast=fail_fast, progress=display, wait=wait)
+        result = run_sweep(path, set_, **expansion, runs_dir=runs_dir, jobs=jobs, force=force, fail_fast=fail_fast, progress=display, wait=wait)
     except KeyboardInterrupt as e:
         display.close()
         stop, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import queue
 import signal
@@ -23,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .config import NAME_PATTERN, Config, _did_you_mean, apply_overrides, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
+from .config import SEED_RANGE, Config, _did_you_mean, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
 from .errors import ConfigError, Terminated, sigterm_as_interrupt
 from .runs import CHECKPOINTS, FAILURES, RESULTS, locked, read_ledger, read_summary, write_json_atomic, write_ledger
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
 
 SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
-MAX_NAME_LENGTH = 200  # a run name is a folder name; file systems stop at 255 bytes
+MAX_RUNS = 10_000
 WORKER_STOP_SECONDS = 60  # after Ctrl-C, how long workers get to save their run as interrupted
 
 Progress = Callable[[str, dict], None]
@@ -54,37 +55,111 @@ class Sweep:
     runs: tuple[SweepRun, ...]
 
 
-def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
-    """Expand a folder of configs (every *.yaml directly inside, sorted) or a sweep file
-    (base, grid, seeds, name) into its runs; `overrides` (--set) apply to every run.
-    A folder's runs are named after their files (tanh.yaml: tanh), a grid's after the keys that vary.
-    Every run's config is validated here, before anything trains. Raises ConfigError."""
+def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str, list] | None = None, seeds: list[int] | None = None) -> Sweep:
+    """Expand a sweep into its runs: its source's configs × its grid × its seeds. The source is a
+    folder of configs (every *.yaml directly inside, sorted), a sweep file (base, grid, seeds, name),
+    or a single config (then `grid` or `seeds` make it a sweep). `grid` ({dotted key: values}, the
+    command line's --grid) adds keys to the source's grid; `seeds` (--seeds) replaces its seeds;
+    `overrides` (--set) apply to every run. A folder's runs are named after their files (tanh.yaml:
+    tanh, or tanh,seed=1 with seeds), a grid's after the keys that vary. Every run's config is
+    validated here, before anything trains. Raises ConfigError."""
     path = Path(path)
+    extra_grid = dict(grid or {})
     if path.is_dir():
         files = sorted(path.glob("*.yaml"))
         if not files:
             raise ConfigError(f"{path}: no *.yaml configs in this folder")
-        name, configs, origins = path.resolve().name, [load_config(f, overrides) for f in files], [f.name for f in files]
-        run_names = [safe_name(f.stem) for f in files]
-        for file, run_label in zip(files, run_names):
-            if not run_label:
+        for file in files:
+            if not safe_name(file.stem):
                 raise ConfigError(f"{file}: a folder sweep names each run after its file; rename it with letters, digits and _ . , = + -")
+        name, bases, file_grid, file_seeds = path.resolve().name, [(f, safe_name(f.stem)) for f in files], {}, None
+    elif path.is_file() and _is_sweep_file(path):
+        name, base, file_grid, file_seeds = _read_sweep_file(path)
+        bases = [(base, None)]
     elif path.is_file():
-        name, configs, origins = _expand_sweep_file(path, overrides)
-        run_names = None
+        if not extra_grid and seeds is None:
+            raise ConfigError(f"{path}: a single config is a sweep only with --grid or --seeds; to train it once: actexp train {path}")
+        name, bases, file_grid, file_seeds = f"{safe_name(path.stem)}_sweep", [(path, None)], {}, None
     else:
         raise ConfigError(f"{path}: no such file or folder")
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(f"{path}: name: {name!r} is not a usable folder name; use letters, digits and _ . , = + -")
-    if len(name) > MAX_NAME_LENGTH:
-        raise ConfigError(f"{path}: name: the sweep's name is {len(name)} characters long; a folder name must be at most {MAX_NAME_LENGTH}")
-    return _name_runs(name, path, configs, origins, run_names)
+    check_name(name, f"{path}: name")
+    for key in extra_grid:
+        if key in file_grid:
+            raise ConfigError(f"--grid {key}: {path} sweeps {key} already; change it there")
+    full_grid = file_grid | extra_grid
+    seeds = seeds if seeds is not None else file_seeds
+    swept = list(full_grid) + ([SEED_KEY] if seeds else [])
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in swept:
+            raise ConfigError(f"--set {item}: {key} is swept by {'--grid/--seeds' if key in extra_grid or key == SEED_KEY else path}; set it in one place")
+    size = len(bases) * math.prod(len(values) for values in full_grid.values()) * len(seeds or [None])
+    if size > MAX_RUNS:  # counted before expanding: a few aliased lines can describe millions of runs
+        raise ConfigError(f"{path}: the sweep expands to {size:,} runs, more than the {MAX_RUNS:,} one sweep may hold; split it")
+    configs, origins, prefixes = [], [], []
+    for base, prefix in bases:
+        for point in itertools.product(*full_grid.values()):
+            for seed in seeds or [None]:
+                settings = dict(zip(full_grid, point)) | ({SEED_KEY: seed} if seed is not None else {})
+                # A grid point is applied like --set, before the sweep's own --set overrides.
+                point_overrides = [f"{k}={json.dumps(v)}" for k, v in settings.items()] + list(overrides)
+                origin = ",".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) or "base"
+                if isinstance(base, Path):
+                    configs.append(load_config(base, point_overrides))  # its errors name the file
+                else:
+                    try:
+                        configs.append(config_from_dict(apply_overrides(base, point_overrides)))
+                    except ConfigError as e:
+                        raise ConfigError(f"{path}: run {origin}: {e}") from None
+                origins.append(f"{base.name}: {origin}" if isinstance(base, Path) and prefix else origin)
+                prefixes.append(prefix)
+    return _name_runs(name, path, configs, origins, prefixes, swept)
 
 
-def _expand_sweep_file(path: Path, overrides: list[str]) -> tuple[str, list[Config], list[str]]:
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """--grid KEY=V1,V2 (or KEY=[V1, {name: leaky_relu, negative_slope: 0.1}], a YAML list) -> {KEY: [values]}."""
+    import yaml
+
+    grid = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. --grid model.activation=relu,tanh")
+        try:
+            values = yaml.safe_load(text) if text.lstrip().startswith("[") else [yaml.safe_load(v) for v in text.split(",")]
+        except yaml.YAMLError:
+            raise ConfigError(f"--grid {item!r}: the values are not a YAML list; quote it: --grid '{key}=[v1, v2]'") from None
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"--grid {item!r}: expected a non-empty list of values")
+        if key in grid:
+            raise ConfigError(f"--grid {key}: given twice; give all its values in one --grid")
+        grid[key] = values
+    return grid
+
+
+MAX_SEEDS = 10_000
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds N (seeds 0..N-1) or --seeds 0,1,2 (these seeds)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--seeds {text}: expected a count (--seeds 5: seeds 0 to 4) or a list of seeds (--seeds 0,1,2)")
+    numbers = [int(p) for p in parts]
+    seeds = list(range(numbers[0])) if len(numbers) == 1 else numbers
+    if not seeds or len(seeds) > MAX_SEEDS or len(set(seeds)) != len(seeds) or max(seeds) not in SEED_RANGE:
+        raise ConfigError(f"--seeds {text}: expected 1 to {MAX_SEEDS:,} distinct seeds in {SEED_RANGE}")
+    return seeds
+
+
+def _is_sweep_file(path: Path) -> bool:
     raw = read_yaml(path)
-    if not isinstance(raw, dict) or "base" not in raw:
-        raise ConfigError(f"{path}: a sweep file is a mapping with base: (a config path or an inline config) and grid:; a folder of configs is a sweep too")
+    return isinstance(raw, dict) and "base" in raw
+
+
+def _read_sweep_file(path: Path) -> tuple[str, dict, dict, list[int] | None]:
+    raw = read_yaml(path)
     for key in raw:
         if key not in SWEEP_FILE_KEYS:
             raise ConfigError(f"{path}: {key}: unknown key{_did_you_mean(key, SWEEP_FILE_KEYS)}; allowed: {', '.join(SWEEP_FILE_KEYS)}")
@@ -104,40 +179,30 @@ def _expand_sweep_file(path: Path, overrides: list[str]) -> tuple[str, list[Conf
     seeds = raw.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds)):
         raise ConfigError(f"{path}: seeds: expected a non-empty list of integers, e.g. [0, 1, 2]")
-    swept = list(grid) + ([SEED_KEY] if seeds else [])
-    for item in overrides:
-        key = item.partition("=")[0].strip()
-        if key in swept:
-            raise ConfigError(f"--set {item}: {key} is swept by {path}; change it there")
-    configs, origins = [], []
-    for point in itertools.product(*grid.values()):
-        for seed in seeds or [None]:
-            settings = dict(zip(grid, point)) | ({SEED_KEY: seed} if seed is not None else {})
-            # A grid point is applied like --set, before the sweep's own --set overrides.
-            point_overrides = [f"{k}={json.dumps(v)}" for k, v in settings.items()]
-            origin = ",".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) or "base"
-            try:
-                configs.append(config_from_dict(apply_overrides(base, point_overrides + list(overrides))))
-            except ConfigError as e:
-                raise ConfigError(f"{path}: run {origin}: {e}") from None
-            origins.append(origin)
-    return raw.get("name") or path.stem, configs, origins
+    return raw.get("name") or path.stem, base, grid, seeds
 
 
-def _name_runs(name: str, source: Path, configs: list[Config], origins: list[str], run_names: list[str] | None = None) -> Sweep:
-    """Name the runs: `run_names` where given (a folder sweep: its files' names), else from the keys
-    that vary (a grid). Each run's labels are its values of the varying keys, either way."""
+def _name_runs(name: str, source: Path, configs: list[Config], origins: list[str], prefixes: list[str | None], swept: list[str]) -> Sweep:
+    """Name the runs: a folder sweep's after their files (`prefixes`), followed by the values of the
+    keys the command line sweeps (`tanh,seed=1`); a grid's after every key that varies. Each run's
+    labels are its values of the varying keys, either way."""
     plain = [config_to_dict(c) for c in configs]
     keys = varying_keys(plain)
     labels = key_labels(keys)
     described = describe(plain, keys)
-    if run_names is None:
-        run_names = [run_name(values, labels) if keys else config.name for config, values in zip(configs, described)]
+    run_names = []
+    for config, values, prefix in zip(configs, described, prefixes):
+        swept_values = {k: v for k, v in values.items() if k in swept}
+        if prefix is None:
+            run_names.append(run_name(values, labels) if keys else config.name)
+        else:
+            run_names.append(",".join([prefix, run_name(swept_values, labels)]) if swept_values else prefix)
     runs, seen, named = [], {}, {}
     for config, origin, values, run_label in zip(configs, origins, described, run_names):
-        if len(run_label) > MAX_NAME_LENGTH:
-            raise ConfigError(f"{source}: run {origin}: its name is {len(run_label)} characters long ({run_label[:60]}...); "
-                              f"a run's folder name must be at most {MAX_NAME_LENGTH}: sweep fewer keys in one grid, or use a folder of configs (runs named after their files)")
+        try:
+            check_name(run_label, f"{source}: run {origin}: name")
+        except ConfigError as e:
+            raise ConfigError(f"{e}: sweep fewer keys in one grid, or use a folder of configs (runs named after their files)") from None
         config = dataclasses.replace(config, name=run_label)
         run = SweepRun(run_label, config, values, run_hash(config))
         if run.hash in seen:
@@ -291,6 +356,8 @@ def run_sweep(
     path: str | Path,
     overrides: list[str] = (),
     *,
+    grid: Mapping[str, list] | None = None,
+    seeds: list[int] | None = None,
     runs_dir: str | Path = "runs",
     jobs: int | None = None,
     force: bool = False,
@@ -306,7 +373,7 @@ def run_sweep(
     `report`, a finished sweep writes summary.csv, summary.md and curves.png next to the ledger.
     The sweep folder is locked while it runs: a second copy raises runs.Busy, or with `wait`
     waits for the first to finish (and then finds its runs done)."""
-    sweep = load_sweep(path, overrides)
+    sweep = load_sweep(path, overrides, grid=grid, seeds=seeds)
     sweep_dir = Path(runs_dir) / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with locked(sweep_dir, f"sweep {sweep.name}", wait), sigterm_as_interrupt():

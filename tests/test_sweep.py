@@ -118,7 +118,7 @@ def test_grid_of_component_parameters_and_bad_sweeps(tmp_path):
 
 def test_run_names_longer_than_200_characters_are_refused(tmp_path):
     path = write_sweep(tmp_path, {"model.hidden": [[8] * 100, [9] * 100]})  # hidden=8x8x...x8: 206 characters
-    with pytest.raises(ConfigError, match=r"sweep.yaml: run model.hidden=.*: its name is 206 characters long .*at most 200"):
+    with pytest.raises(ConfigError, match=r"sweep.yaml: run model.hidden=.*: name: .*: 206 characters, at most 200"):
         load_sweep(path)
     result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2 and "at most 200" in result.output
@@ -346,3 +346,70 @@ def test_live_table_shows_status_epoch_accuracy_and_eta(tmp_path):
     text = out.getvalue()
     assert "activation=relu" in text and "running" in text and "4/10" in text and "0.8125" in text
     assert "activation=tanh" in text and "pending" in text
+
+
+# ----------------------------------------------------------------------------- --seeds and --grid
+
+
+def test_seeds_replicate_a_folder_sweep_and_adding_seeds_trains_only_new_runs(tmp_path):
+    folder = tmp_path / "family"
+    folder.mkdir()
+    for activation in ("relu", "tanh"):
+        write_config(folder / f"{activation}.yaml", model={"activation": activation})
+    runs = tmp_path / "runs"
+    first = run_sweep(folder, runs_dir=runs, report=False)
+    assert [e["name"] for e in first.runs] == ["relu", "tanh"]
+    swept = load_sweep(folder, seeds=[0, 1, 2])
+    assert [r.name for r in swept.runs] == [f"{a},seed={s}" for a in ("relu", "tanh") for s in (0, 1, 2)]
+    # Seed 0 is each file's own seed: those runs are the ones already trained.
+    steps, _ = plan_sweep(swept, runs / "family")
+    assert [s.action for s in steps] == ["skip", "new", "new"] * 2
+    again = run_sweep(folder, runs_dir=runs, seeds=[0, 1, 2], report=False)
+    assert [e["status"] for e in again.runs] == ["completed"] * 6
+    assert len({e["folder"] for e in again.runs}) == 6 and again.runs[0]["folder"] == first.runs[0]["folder"]
+    dry = CliRunner().invoke(app, ["sweep", str(folder), "--runs-dir", str(runs), "--seeds", "4", "--dry-run"], env={"COLUMNS": "200"})
+    assert dry.exit_code == 0 and dry.output.count("finished earlier") == 0 and dry.output.count("skip") == 6 and dry.output.count(" new") == 2
+
+
+def test_grid_from_the_command_line_on_a_config_a_folder_and_a_sweep_file(tmp_path):
+    config = write_config(tmp_path / "base.yaml")
+    swept = load_sweep(config, grid={"model.activation": ["relu", "tanh"], "optim.lr": [0.01, 0.1]}, seeds=[0, 1])
+    assert swept.name == "base_sweep" and len(swept.runs) == 8
+    assert swept.runs[0].name == "activation=relu,lr=0.01,seed=0" and swept.runs[-1].name == "activation=tanh,lr=0.1,seed=1"
+    folder = tmp_path / "family"
+    folder.mkdir()
+    for activation in ("relu", "tanh"):
+        write_config(folder / f"{activation}.yaml", model={"activation": activation})
+    names = [r.name for r in load_sweep(folder, grid={"optim.lr": [0.01, 0.1]}).runs]
+    assert names == ["relu,lr=0.01", "relu,lr=0.1", "tanh,lr=0.01", "tanh,lr=0.1"]
+    sweep_file = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, seeds=[0, 1])
+    both = load_sweep(sweep_file, grid={"optim.lr": [0.01, 0.1]}, seeds=[5])
+    assert [r.name for r in both.runs] == ["activation=relu,lr=0.01", "activation=relu,lr=0.1", "activation=tanh,lr=0.01", "activation=tanh,lr=0.1"]
+    assert {r.config.train.seed for r in both.runs} == {5}
+    with pytest.raises(ConfigError, match="sweeps model.activation already"):
+        load_sweep(sweep_file, grid={"model.activation": ["gelu"]})
+    with pytest.raises(ConfigError, match="only with --grid or --seeds"):
+        load_sweep(config)
+    with pytest.raises(ConfigError, match="train.seed is swept"):
+        load_sweep(config, ["train.seed=3"], seeds=[0, 1])
+    with pytest.raises(ConfigError, match=r"base.yaml: model.activation: unknown activation 'rleu'"):
+        load_sweep(config, grid={"model.activation": ["relu", "rleu"]})
+
+
+def test_grid_and_seeds_parsing_through_the_cli(tmp_path):
+    from actexp.sweep import parse_grid, parse_seeds
+
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("0,4, 7") == [0, 4, 7]
+    assert parse_grid(["model.activation=relu,tanh", "optim.lr=1e-3,0.01"]) == {"model.activation": ["relu", "tanh"], "optim.lr": ["1e-3", 0.01]}
+    assert parse_grid(["model.activation=[relu, {name: leaky_relu, negative_slope: 0.1}]"]) == {
+        "model.activation": ["relu", {"name": "leaky_relu", "negative_slope": 0.1}]}
+    config = write_config(tmp_path / "base.yaml")
+    result = CliRunner().invoke(app, ["sweep", str(config), "--grid", "model.activation=relu,tanh", "--seeds", "2", "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert [e["name"] for e in read_ledger(tmp_path / "runs" / "base_sweep")["runs"]] == [
+        "activation=relu,seed=0", "activation=relu,seed=1", "activation=tanh,seed=0", "activation=tanh,seed=1"]
+    for bad, words in ((["--seeds", "0,x"], "--seeds 0,x"), (["--seeds", "0"], "1 to 10,000"), (["--seeds", "1,1"], "distinct"),
+                       (["--grid", "model.activation"], "KEY=V1,V2"), (["--grid", "a=[1,"], "not a YAML list"),
+                       (["--grid", "a=1", "--grid", "a=2"], "given twice")):
+        result = CliRunner().invoke(app, ["sweep", str(config), *bad, "--dry-run"])
+        assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1, (bad, result.output)
