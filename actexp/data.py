@@ -82,22 +82,24 @@ class ImageSet:
     std: tuple[float, ...]
     n_classes: int
     title: str  # as the dataset's authors spell it, for messages
+    n_features: int  # pixels × channels of one image
+    n_samples: int  # train + test, as published
 
 
 IMAGE_SETS = {
     "mnist": ImageSet(
         "MNIST", "MNIST/raw",
         ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-        (0.1307,), (0.3081,), 10, "MNIST",
+        (0.1307,), (0.3081,), 10, "MNIST", 784, 70_000,
     ),
     "fashion_mnist": ImageSet(
         "FashionMNIST", "FashionMNIST/raw",
         ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-        (0.2860,), (0.3530,), 10, "Fashion-MNIST",
+        (0.2860,), (0.3530,), 10, "Fashion-MNIST", 784, 70_000,
     ),
     "cifar100": ImageSet(
         "CIFAR100", "cifar-100-python", ("train", "test", "meta"),
-        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 100, "CIFAR-100",
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 100, "CIFAR-100", 3072, 60_000,
     ),
 }
 CIFAR_SPLITS = ("train", "test")  # what training reads; meta only names the classes
@@ -245,6 +247,15 @@ DATASETS = {
     "cifar100": _image_loader("cifar100"),
     "xor": _xor,
 }
+
+
+def dataset_shape(dataset) -> tuple[int, int, int]:
+    """(features, samples, classes) of a dataset component, known without loading it: the memory
+    estimate is made before anything is read or allocated."""
+    if dataset.name in IMAGE_SETS:
+        info = IMAGE_SETS[dataset.name]
+        return info.n_features, info.n_samples, info.n_classes
+    return 2, dataset.params["n_train"] + dataset.params["n_test"], 2  # xor
 
 
 def load_source(dataset, root: str | None, seed: int, download: bool = True) -> Source:

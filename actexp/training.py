@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from . import __version__
 from .components import OPTIMIZERS, SCHEDULES
 from .config import Config, as_config, config_hash, config_to_yaml
-from .data import Data, load_data
+from .data import Data, dataset_shape, load_data
 from .diagnostics import Tracker, diagnostic_warnings
 from .errors import ActexpError, ConfigError, sigterm_as_interrupt, signals_deferred
 from .model import MLP, build_model, count_parameters
+from .resources import available_bytes, check_fits, estimate_bytes
 from .runs import (
     CHECKPOINTS,
     DamagedFile,
@@ -92,6 +93,8 @@ def train(
     Raises ActexpError (bad config, missing data) before any folder is created."""
     config = as_config(config)
     device = resolve_device(config.train.device)
+    # Refuse, in milliseconds and before anything is read or allocated, a run that cannot fit.
+    check_fits(estimate_bytes(config, *dataset_shape(config.data.dataset)), available_bytes(str(device)), str(device))
     # The run seeds torch's global RNG (dropout draws from it); fork_rng gives the caller's back.
     devices = [device.index or 0] if device.type == "cuda" else []
     with contextlib.ExitStack() as held, sigterm_as_interrupt(), torch.random.fork_rng(devices=devices):

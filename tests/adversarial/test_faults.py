@@ -432,3 +432,28 @@ def test_show_bounds_what_it_reads_and_prints(tmp_path):
     assert result.exit_code == 0, result.output
     assert time.time() - started < 15
     assert len(result.output.splitlines()) < 80 and "199,965 epochs between the first 5 and the last 30 not shown" in result.output.replace("\n", " ") and "200000" in result.output
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+@pytest.mark.parametrize("sections, key", [
+    ({"model": {"depth": 1000, "width": 1_000_000}}, "model.hidden"),
+    ({"data": {"dataset": {"name": "xor", "n_train": 10_000_000}}, "model": {"hidden": [100_000]}, "train": {"batch_size": 1_000_000}}, None),
+    ({"model": {"hidden": [200_000], "activation": {"name": "maxout", "k": 64}}}, "model.hidden"),
+])
+def test_a_run_that_cannot_fit_is_refused_before_anything_is_allocated(tmp_path, sections, key):
+    """Sizes inside the config's bounds that still need far more memory than the machine has: one
+    line with the estimate, exit 2, in well under a second, no run folder, no data read."""
+    import resource
+
+    path = write_yaml(tmp_path / "giant.yaml", tiny_config(**sections))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.time()
+    result = cli("train", path, "--runs-dir", tmp_path / "runs")
+    assert time.time() - started < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: nothing big was allocated
+    line = one_error_line(result.output)
+    assert result.exit_code == 2 and "this run needs about" in line and "is available" in line, line
+    assert key is None or key in line
+    assert not (tmp_path / "runs").exists()
