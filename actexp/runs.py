@@ -376,11 +376,14 @@ def _remove_stale_temps(folder: Path) -> None:
 
 
 def lock_holder(folder: Path) -> str:
-    """Who holds (or last held) a folder's lock, in words."""
-    with contextlib.suppress(ActexpError, ValueError):
-        holder = json.loads(read_bounded(Path(folder) / LOCK, MAX_LOCK_BYTES) or b"{}")
-        if isinstance(holder, dict) and "pid" in holder:
-            return f"process {holder.get('pid')} on {holder.get('host')} ({holder.get('what')}, since {holder.get('since')})"
+    """Who holds (or last held) a folder's lock, in words. The holder writes its name just after
+    taking the lock, so a reader that comes in between looks again a few times."""
+    for _ in range(20):
+        with contextlib.suppress(ActexpError, ValueError):
+            holder = json.loads(read_bounded(Path(folder) / LOCK, MAX_LOCK_BYTES) or b"{}")
+            if isinstance(holder, dict) and "pid" in holder:
+                return f"process {holder.get('pid')} on {holder.get('host')} ({holder.get('what')}, since {holder.get('since')})"
+        time.sleep(0.01)
     return "another process"
 
 
