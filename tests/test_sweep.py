@@ -413,3 +413,17 @@ def test_grid_and_seeds_parsing_through_the_cli(tmp_path):
                        (["--grid", "a=1", "--grid", "a=2"], "given twice")):
         result = CliRunner().invoke(app, ["sweep", str(config), *bad, "--dry-run"])
         assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1, (bad, result.output)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "evil\n", "a/b", "x" * 201])
+def test_sweep_and_run_names_cannot_escape_the_runs_folder(tmp_path, name):
+    spec = {"name": name, "base": XOR_BASE, "grid": {"model.activation": ["relu", "tanh"]}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(app, ["sweep", str(tmp_path / "s.yaml"), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "name:" in result.output and len(result.output.strip().splitlines()) == 1
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_config(folder / "....yaml")  # a folder sweep names its run after the file: "..."
+    result = CliRunner().invoke(app, ["sweep", str(folder), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "dots alone" in result.output
+    assert not (tmp_path / "runs").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["folder", "s.yaml"]
