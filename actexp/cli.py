@@ -239,7 +239,7 @@ def plot(
         plot_diagnostics(runs, diag, output)
         out.print(f"wrote {output} ({len(runs)} panels of {diag})", markup=False, soft_wrap=True)
         return
-    from .report import plot as plot_runs
+    from .plots import plot as plot_runs
 
     path, series = plot_runs(paths, output, metric, group_by or None)
     out.print(f"wrote {path} ({len(series)} lines)", markup=False, soft_wrap=True)
