@@ -225,8 +225,10 @@ def plot(
     group_by: List[str] = typer.Option([], "--group-by", "-g", help="One line per value of these keys (repeatable)."),
     diag: Optional[str] = typer.Option(None, "--diag", help="Plot a per-layer diagnostic instead: grad_norm, grad_ratio, dead_fraction, saturated_fraction, act_std, ... (one panel per run)."),
 ):
-    """Learning curves overlaid: one line per config (mean across seeds, min–max band); or, with
-    --diag, one line per layer over epochs, one panel per run."""
+    """Learning curves overlaid: one line per config, the mean across seeds with a ±1 sd band,
+    legend best first (as `compare` ranks); with two varying keys, a panel per value of one of
+    them. With --diag, one line per layer over epochs, one panel per run. -o x.pdf or -o x.svg
+    writes a PDF or an SVG."""
     if not output.suffix:
         output = output.with_suffix(".png")  # what matplotlib would write anyway
     if diag:
@@ -241,8 +243,9 @@ def plot(
         return
     from .plots import plot as plot_runs
 
-    path, series = plot_runs(paths, output, metric, group_by or None)
-    out.print(f"wrote {path} ({len(series)} lines)", markup=False, soft_wrap=True)
+    path, curves = plot_runs(paths, output, metric, group_by or None)
+    panels = f" in {len(curves.panels)} panels" if len(curves.panels) > 1 else ""
+    out.print(f"wrote {path} ({len(curves.lines)} lines{panels})", markup=False, soft_wrap=True)
 
 
 @app.command("runs")
