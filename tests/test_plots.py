@@ -281,10 +281,17 @@ def test_plot_cli(runs, tmp_path):
     assert out.stat().st_size > 5000 and "(3 lines)" in result.output
     assert CliRunner().invoke(app, ["plot", str(runs), "-o", str(tmp_path / "noext")]).exit_code == 0
     assert (tmp_path / "noext.png").exists()
+    by_seed = CliRunner().invoke(app, ["plot", str(runs), "-o", str(tmp_path / "s.png"), "--panel-by", "seed"])
+    assert by_seed.exit_code == 0 and "(6 lines in 3 panels)" in by_seed.output, by_seed.output
     path, curves = plot([runs], tmp_path / "by_seed.png", "train_loss", ["seed"])
     assert [line.label for line in curves.lines] == ["1", "0", "2"] and path.exists()  # best train loss first
     bad = CliRunner().invoke(app, ["plot", str(runs), "--metric", "test_acc"])
     assert bad.exit_code == 2 and "choose one of" in bad.output
+    txt = CliRunner().invoke(app, ["plot", str(runs), "-o", str(tmp_path / "x.txt")])
+    assert txt.exit_code == 2 and ".pdf" in txt.output and ".svg" in txt.output
+    panel = CliRunner().invoke(app, ["plot", str(runs), "--panel-by", "nothing"])
+    assert panel.exit_code == 2 and "--panel-by nothing" in panel.output
+    assert "-o x.pdf" in CliRunner().invoke(app, ["plot", "--help"], env={"COLUMNS": "200"}).output
 
 
 def test_plot_is_part_of_the_package_and_a_sweep_report(runs):
