@@ -225,6 +225,7 @@ def plot(
     group_by: List[str] = typer.Option([], "--group-by", "-g", help="One line per value of these keys (repeatable)."),
     panel_by: Optional[str] = typer.Option(None, "--panel-by", "-p", help="One panel per value of this key, e.g. init or seed (default: with two varying keys, the one with fewer values)."),
     diag: Optional[str] = typer.Option(None, "--diag", help="Plot a per-layer diagnostic instead: grad_norm, grad_ratio, dead_fraction, saturated_fraction, act_std, ... (one panel per run)."),
+    sharey: bool = typer.Option(False, "--sharey", help="With --diag: one y scale for every panel, so that panels compare (learning-curve panels always share theirs)."),
 ):
     """Learning curves overlaid: one line per config, the mean across seeds with a ±1 sd band,
     legend best first (as `compare` ranks); with two varying keys, a panel per value of one of
@@ -248,7 +249,7 @@ def plot(
         runs = [run for path in paths for run in find_runs(path)]
         if not runs:
             fail(f"no run folders (with a summary.json) in {', '.join(map(str, paths))}", 1)
-        plot_diagnostics(runs, diag, output)
+        plot_diagnostics(runs, diag, output, sharey=sharey)
         out.print(f"wrote {output} ({len(runs)} panels of {diag})", markup=False, soft_wrap=True)
         return
     from .plots import plot as plot_runs
