@@ -12,7 +12,7 @@ from .config import Config, config_from_dict, load_config  # noqa: E402  (torch-
 _LAZY = {
     "train": "training", "Run": "training", "evaluate": "training",
     "run_sweep": "sweep", "load_sweep": "sweep",
-    "compare": "report", "plot": "report", "list_runs": "report",
+    "compare": "report", "plot": "plots", "list_runs": "report",
 }
 
 

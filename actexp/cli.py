@@ -223,29 +223,43 @@ def compare(
 @user_errors
 def plot(
     paths: List[Path] = typer.Argument(..., help="Sweep folders, run folders, or folders holding runs."),
-    output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="The PNG to write."),
+    output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="The file to write; its suffix picks the format: .png (the default), .pdf or .svg (vector, for papers)."),
     metric: str = typer.Option("val_acc", "--metric", "-m", help="val_acc, val_loss, train_acc, train_loss or lr."),
     group_by: List[str] = typer.Option([], "--group-by", "-g", help="One line per value of these keys (repeatable)."),
+    panel_by: Optional[str] = typer.Option(None, "--panel-by", "-p", help="One panel per value of this key, e.g. init or seed (default: with two varying keys, the one with fewer values)."),
     diag: Optional[str] = typer.Option(None, "--diag", help="Plot a per-layer diagnostic instead: grad_norm, grad_ratio, dead_fraction, saturated_fraction, act_std, ... (one panel per run)."),
+    sharey: bool = typer.Option(False, "--sharey", help="With --diag: one y scale for every panel, so that panels compare (learning-curve panels always share theirs)."),
 ):
-    """Learning curves overlaid: one line per config (mean across seeds, min–max band); or, with
-    --diag, one line per layer over epochs, one panel per run."""
+    """Learning curves overlaid: one line per config, the mean across seeds with a ±1 sd band,
+    legend best first (as `compare` ranks); with two varying keys, a panel per value of one of
+    them. With --diag, one line per layer over epochs, one panel per run. -o x.pdf or -o x.svg
+    writes a PDF or an SVG."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        fail("plot needs matplotlib: pip install 'actexp[plot]'", 1)
     if not output.suffix:
         output = output.with_suffix(".png")  # what matplotlib would write anyway
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if output.suffix[1:].lower() not in formats:
+        fail(f"-o {output}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}; the suffix picks the format", 2)
     if diag:
         from .diagplot import plot_diagnostics
         from .runs import find_runs
 
+        if panel_by:
+            fail("--panel-by is for learning curves; --diag draws one panel per run", 2)
         runs = [run for path in paths for run in find_runs(path)]
         if not runs:
             fail(f"no run folders (with a summary.json) in {', '.join(map(str, paths))}", 1)
-        plot_diagnostics(runs, diag, output)
+        plot_diagnostics(runs, diag, output, sharey=sharey)
         out.print(f"wrote {output} ({len(runs)} panels of {diag})", markup=False, soft_wrap=True)
         return
-    from .report import plot as plot_runs
+    from .plots import plot as plot_runs
 
-    path, series = plot_runs(paths, output, metric, group_by or None)
-    out.print(f"wrote {path} ({len(series)} lines)", markup=False, soft_wrap=True)
+    path, curves = plot_runs(paths, output, metric, group_by or None, panel_by=panel_by)
+    panels = f" in {len(curves.panels)} panels" if len(curves.panels) > 1 else ""
+    out.print(f"wrote {path} ({len(curves.lines)} lines{panels})", markup=False, soft_wrap=True)
 
 
 @app.command("runs")

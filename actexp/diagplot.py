@@ -1,24 +1,43 @@
 """Per-layer diagnostics over epochs, as a figure: one line per layer, one panel per run.
 
-`diagnostic_series` reads what would be drawn (tests check it); `plot_diagnostics` draws it. The
-figure is a bare matplotlib Figure rendered by Agg: no pyplot, so the caller's backend is left alone,
-and matplotlib is imported only when a figure is asked for.
+`diagnostic_series` reads one run's lines and `diagnostic_panels` lays the panels out (what would be
+drawn, as data: tests check it); `plot_diagnostics` draws it. A layer has one colour in every panel
+and the figure one legend. The figure is a bare matplotlib Figure rendered by Agg: no pyplot, so the
+caller's backend is left alone, and matplotlib is imported only when a figure is asked for.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from .diagnostics import METRICS, OUTPUT_LAYER, layer_names, layer_values
 from .config import _did_you_mean
 from .errors import ActexpError, ConfigError
+from .plots import line_styles
 from .runs import read_history, read_summary
 
 # Gradient figures span orders of magnitude (a vanishing gradient is 1e-7 of the output layer's).
 LOG_METRICS = {"grad_norm", "grad_ratio", "update_ratio"}
 PANELS_PER_ROW = 3
+
+
+@dataclass(frozen=True)
+class DiagLine:
+    label: str  # "layer 1", ..., "output"
+    color: str
+    style: str
+    epochs: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DiagPanel:
+    title: str  # the run's name and folder
+    lines: tuple[DiagLine, ...]
+    log: bool  # a log y-axis
 
 
 def diagnostic_series(run_dir: str | Path, metric: str) -> dict[str, tuple[list[int], list[float]]]:
@@ -38,33 +57,57 @@ def diagnostic_series(run_dir: str | Path, metric: str) -> dict[str, tuple[list[
     return series
 
 
-def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", out: str | Path | None = None):
+def diagnostic_panels(run_dirs: Sequence[str | Path], metric: str = "grad_norm", sharey: bool = False) -> list[DiagPanel]:
+    """A panel per run, a line per layer; colours follow the layer, the same in every panel. Gradient
+    figures get a log axis where some value is positive (all-zero gradients, as in a dead net, stay
+    linear); with `sharey` every panel gets the same scale, so that they compare."""
+    if not run_dirs:
+        raise ActexpError("plot: no runs given")
+    runs = [(Path(run), diagnostic_series(run, metric)) for run in run_dirs]
+    layers = list(dict.fromkeys(label for _, series in runs for label in series))
+    styles = dict(zip(layers, line_styles(len(layers))))
+
+    def positive(series) -> bool:
+        return any(v > 0 for _, values in series.values() for v in values)
+
+    any_positive = any(positive(series) for _, series in runs)
+    panels = []
+    for run, series in runs:
+        summary = read_summary(run)
+        lines = tuple(DiagLine(label, *styles[label], tuple(epochs), tuple(values)) for label, (epochs, values) in series.items())
+        log = metric in LOG_METRICS and (any_positive if sharey else positive(series))
+        panels.append(DiagPanel(f"{summary.get('name', run.parent.name)} ({run.name})", lines, log))
+    return panels
+
+
+def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", out: str | Path | None = None, sharey: bool = False):
     """One panel per run, one line per layer of `metric` over epochs (log scale for gradient
-    figures); saved to `out` (format from its suffix) when given. Returns the matplotlib Figure."""
+    figures); with `sharey` one y scale for all panels. Saved to `out` (format from its suffix:
+    .png, .pdf, .svg) when given. Returns the matplotlib Figure."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    run_dirs = [Path(r) for r in run_dirs]
-    if not run_dirs:
-        raise ActexpError("plot: no runs given")
-    columns = min(len(run_dirs), PANELS_PER_ROW)
-    rows = math.ceil(len(run_dirs) / columns)
-    figure = Figure(figsize=(5 * columns, 3.6 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, run in zip(axes, run_dirs):
-        series = diagnostic_series(run, metric)
-        for label, (epochs, values) in series.items():
-            ax.plot(epochs, values, marker="o" if len(epochs) <= 20 else None, markersize=3, label=label)
-        if metric in LOG_METRICS and any(v > 0 for _, values in series.values() for v in values):
-            ax.set_yscale("log")  # (all-zero gradients, as in a dead net, stay on a linear axis)
-        summary = read_summary(run)
-        ax.set_title(f"{summary.get('name', run.parent.name)} ({run.name})", fontsize=10)
+    panels = diagnostic_panels(run_dirs, metric, sharey)
+    columns = min(len(panels), PANELS_PER_ROW)
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(5 * columns + 1, 3.6 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=sharey).ravel()
+    legend = {}
+    for i, (ax, panel) in enumerate(zip(axes, panels)):
+        for line in panel.lines:
+            drawn, = ax.plot(line.epochs, line.values, color=line.color, linestyle=line.style,
+                             marker="o" if len(line.epochs) <= 20 else None, markersize=3, label=line.label)
+            legend.setdefault(line.label, drawn)
+        if panel.log:
+            ax.set_yscale("log")
+        ax.set_title(panel.title, fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0: before training)")
-        ax.set_ylabel(metric)
-        ax.legend(fontsize=7)
-    for ax in axes[len(run_dirs) :]:
+        if i % columns == 0 or not sharey:
+            ax.set_ylabel(metric)
+    for ax in axes[len(panels):]:
         ax.set_visible(False)
+    figure.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out, dpi=120)

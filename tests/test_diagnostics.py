@@ -16,7 +16,7 @@ from actexp.cli import app
 from actexp.components import ACTIVATIONS
 from actexp.config import config_from_dict
 from actexp.diagnostics import METRICS, Tracker, diagnostic_warnings, probe_activations
-from actexp.diagplot import diagnostic_series, plot_diagnostics
+from actexp.diagplot import diagnostic_panels, diagnostic_series, plot_diagnostics
 from actexp.model import build_model
 from actexp.runs import EPOCH_COLUMNS, read_history
 from actexp.show import PROBLEM, layer_table
@@ -206,6 +206,32 @@ def test_plot_draws_one_line_per_layer_and_one_panel_per_run(runs, tmp_path):
     assert plot_diagnostics([healthy.dir], "act_std").axes[0].get_yscale() == "linear"
     with pytest.raises(actexp.errors.ActexpError, match="choose one of"):
         diagnostic_series(healthy.dir, "gradnorm")
+
+
+def test_plot_sharey_puts_every_panel_on_one_scale(runs, tmp_path):
+    """--sharey: the dead net's zero gradients and the healthy net's compare on one log axis; a layer
+    is one colour in every panel, and the figure has one legend."""
+    healthy, dead = runs
+    panels = diagnostic_panels([healthy.dir, dead.dir], "grad_norm", sharey=True)
+    assert [p.title for p in panels] == [f"diag ({healthy.dir.name})", f"dead ({dead.dir.name})"] and all(p.log for p in panels)
+    colour = {}
+    for panel in panels:
+        assert len({line.color for line in panel.lines}) == len(panel.lines) == 3
+        assert all(colour.setdefault(line.label, line.color) == line.color for line in panel.lines)
+    assert panels[0].lines[1].values == tuple(diagnostic_series(healthy.dir, "grad_norm")["layer 2"][1])
+
+    figure = plot_diagnostics([healthy.dir, dead.dir], "grad_norm", sharey=True)
+    axes = [ax for ax in figure.axes if ax.get_visible()]
+    assert len({ax.get_ylim() for ax in axes}) == 1 and {ax.get_yscale() for ax in axes} == {"log"}
+    assert [line.get_color() for line in axes[1].lines] == [line.color for line in panels[1].lines]
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["layer 1", "layer 2", "output"]
+
+    out = tmp_path / "grad.svg"
+    result = CliRunner().invoke(app, ["plot", str(healthy.dir), str(dead.dir), "--diag", "grad_norm", "--sharey", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith((b"<?xml", b"<svg"))
+    bad = CliRunner().invoke(app, ["plot", str(healthy.dir), "--diag", "grad_norm", "--panel-by", "init"])
+    assert bad.exit_code == 2 and "--panel-by" in bad.output
 
 
 def test_cli_plot_diag_draws_a_panel_per_run_found_under_the_paths(runs, tmp_path):

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from actexp.cli import app
 from actexp.errors import ConfigError
-from actexp.report import collect_runs, compare, comparison_markdown, curve_series, draw_curves, list_runs, mean_std, plot
+from actexp.plots import curve_series
+from actexp.report import collect_runs, compare, comparison_markdown, list_runs, mean_std
 
 # activation -> per seed: (val_acc per epoch, status, test acc)
 RUNS = {
@@ -138,40 +139,6 @@ def test_a_sweep_folder_counts_runs_that_never_had_a_folder(runs):
     assert "1 failed" in "".join(comparison_markdown(comparison)) and "completed=3;failed=1" in (runs / "summary.csv").read_text()
     labels, series = curve_series(collect_runs([runs]), "val_acc")
     assert {s.label: s.n for s in series} == {"relu": 3, "tanh": 2, "sigmoid": 1}  # nothing to draw for them
-
-
-def test_curve_series_match_the_runs_and_reach_matplotlib(runs, tmp_path):
-    labels, series = curve_series(collect_runs([runs]), "val_acc")
-    assert labels == ["activation"]
-    lines = {s.label: s for s in series}
-    relu = lines["relu"]
-    assert relu.epochs == (1, 2, 3) and relu.n == 3
-    assert relu.mean == pytest.approx([(0.80 + 0.85 + 0.91) / 3, (0.90 + 0.92 + 0.89) / 3, (0.88 + 0.95 + 0.90) / 3])
-    assert relu.low == pytest.approx([0.80, 0.89, 0.88]) and relu.high == pytest.approx([0.91, 0.92, 0.95])
-    assert lines["tanh"].n == 2 and lines["tanh"].mean[0] == pytest.approx(0.76)  # the diverged seed is left out
-    assert lines["sigmoid"].mean == pytest.approx([0.95, 0.96, 0.97])
-    assert all(s.epochs[0] == 1 for s in curve_series(collect_runs([runs]), "val_loss")[1])  # epoch 0 is not drawn
-
-    out = tmp_path / "curves.png"
-    figure = draw_curves(series, "val_acc", out, legend_title="activation")
-    ax = figure.axes[0]
-    drawn = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
-    assert drawn == {s.label: (list(s.epochs), list(s.mean)) for s in series}
-    assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "validation accuracy"
-    assert ax.get_legend().get_title().get_text() == "activation"
-    assert len(ax.collections) == 2  # min–max bands where a line averages several runs (relu, tanh)
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
-
-
-def test_plot_cli_writes_a_png(runs, tmp_path):
-    out = tmp_path / "loss.png"
-    result = CliRunner().invoke(app, ["plot", str(runs), "-o", str(out), "--metric", "val_loss"])
-    assert result.exit_code == 0, result.output
-    assert out.stat().st_size > 5000 and "3 lines" in result.output
-    path, series = plot([runs], tmp_path / "by_seed.png", "train_loss", ["seed"])
-    assert [s.label for s in series] == ["0", "1", "2"] and path.exists()
-    bad = CliRunner().invoke(app, ["plot", str(runs), "--metric", "test_acc"])
-    assert bad.exit_code == 2 and "choose one of" in bad.output
 
 
 def test_runs_lists_newest_first(runs):

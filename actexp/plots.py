@@ -1,0 +1,266 @@
+"""Learning curves (`actexp plot`): one line per config, the mean across its seeds with a ±1 sd band.
+
+Plotting is split in two. `curve_series` averages the runs' per-epoch records into lines, and
+`layout_curves` decides everything else that is drawn (panels, labels, colours, legend order,
+titles) as frozen data that tests check without pixels; `draw_curves` hands that to matplotlib,
+imported only there (no pyplot: no GUI backend, no global state; works headless).
+
+The rules:
+- Lines: one per group of runs that differ only by seed (or per value of the --group-by keys).
+- Panels: with two grouping keys, one panel per value of one of them and a line per value of the
+  other; the key with more values gives the lines (on a tie, the first in config order), and
+  `panel_by` names the panel key instead. Otherwise, or when a panel would hold a single line (runs
+  that are not a grid), one panel. Panels share their y-axis.
+- Colours: tab10's ten hues, given to the lines' labels in first-seen order, so `relu` has one
+  colour in every panel; past ten labels the hues come round again dashed, dotted, dash-dotted.
+- Legend: best first, ranked as `actexp compare --metric METRIC` ranks (the mean over seeds of each
+  run's best epoch); lines without a completed run last; lr has no better, it keeps config order.
+- Labels: the values of the line keys (`relu`), or, when those are unreadable (more than two keys
+  or a label over 30 characters, as for runs trained separately from different configs), the
+  runs' name.
+- Epoch 0, the untrained model (recorded with diagnostics, for val_loss and val_acc), starts the
+  line, marked with a hollow circle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ActexpError, ConfigError
+from .report import METRIC_NAMES, PLOT_METRICS, RunData, Stat, collect_runs, group_runs, mean_std, run_metric
+from .runs import FAILURES
+from .varying import key_labels, varying_keys
+
+# matplotlib's tab10 (its default colour cycle): ten hues told apart at a glance.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+DASHES = ("-", "--", ":", "-.")
+MAX_LABEL = 30  # a longer line label gives way to the run name
+PANELS_PER_ROW = 3
+BAND = "±1 sd"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One group's curve: at each epoch the mean over its runs, and a band of ±1 sample standard
+    deviation (no width where only one run reached the epoch)."""
+
+    label: str  # the group's values, joined
+    values: tuple[str, ...]  # one label per grouping key
+    name: str  # its runs' name
+    runs: tuple[Path, ...]
+    epochs: tuple[int, ...]
+    mean: tuple[float, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    n: int  # runs in the group that have the metric
+    score: Stat  # the group's `compare` value of the metric (n = 0: none to rank by)
+
+
+@dataclass(frozen=True)
+class Line:
+    label: str
+    color: str
+    style: str  # a matplotlib line style: "-", "--", ":", "-."
+    series: Series
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str  # "init: he_normal"; "" for the only panel
+    lines: tuple[Line, ...]  # legend order: best first
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Everything `draw_curves` draws."""
+
+    metric: str
+    title: str
+    xlabel: str
+    ylabel: str
+    legend_title: str
+    panels: tuple[Panel, ...]  # sharing one y-axis
+
+    @property
+    def lines(self) -> list[Line]:
+        return [line for panel in self.panels for line in panel.lines]
+
+
+def curve_series(runs: list[RunData], metric: str = "val_acc", group_by: list[str] | None = None) -> tuple[list[str], list[Series]]:
+    """The lines' data, and the dotted keys that name them (each Series' values line up with them).
+    At each epoch a line is the mean over the group's runs that reached that epoch; runs that failed
+    or diverged are left out (their last epochs before the failure are not a learning curve to
+    average). Epoch 0 is part of the line where the runs recorded the metric for it."""
+    if metric not in PLOT_METRICS:
+        raise ConfigError(f"--metric {metric}: choose one of {', '.join(PLOT_METRICS)}")
+    keys, groups = group_runs(runs, group_by)
+    series = []
+    for values, members in groups:
+        curves = [[r for r in run.history if _finite(r.get(metric))] for run in members if run.status not in FAILURES]
+        by_epoch: dict[int, list[float]] = {}
+        for curve in curves:
+            for record in curve:
+                by_epoch.setdefault(record["epoch"], []).append(record[metric])
+        if not by_epoch:
+            continue
+        epochs = sorted(by_epoch)
+        stats = [mean_std(by_epoch[e]) for e in epochs]
+        spread = [0.0 if math.isnan(s.std) else s.std for s in stats]
+        names = list(dict.fromkeys(map(_run_name, members)))
+        series.append(Series(
+            ", ".join(values) or names[0],
+            values,
+            names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}",
+            tuple(r.dir for r in members),
+            tuple(epochs),
+            tuple(s.mean for s in stats),
+            tuple(s.mean - d for s, d in zip(stats, spread)),
+            tuple(s.mean + d for s, d in zip(stats, spread)),
+            sum(1 for c in curves if c),
+            Stat(math.nan, math.nan, 0) if metric == "lr" else mean_std(run_metric(r, metric)[0] for r in members),
+        ))
+    return keys, series
+
+
+def layout_curves(keys: list[str], series: list[Series], metric: str, panel_by: str | None = None, title: str = "") -> Curves:
+    """Panels, labels, colours and legend order for `series` (see the module's rules); `panel_by`
+    is one of the dotted `keys`."""
+    labels = key_labels(keys)
+    panel = keys.index(panel_by) if panel_by else _panel_key(series) if len(keys) == 2 else None
+    line_keys = [i for i in range(len(keys)) if i != panel]
+    names = [", ".join(s.values[i] for i in line_keys) for s in series]
+    by_name = not line_keys or len(line_keys) > 2 or any(len(name) > MAX_LABEL for name in names)
+    if by_name:
+        names = _unique_names(series)
+    identities = list(dict.fromkeys(names))
+    styles = dict(zip(identities, line_styles(len(identities))))
+    lines = [Line(name, *styles[name], s) for name, s in zip(names, series)]
+    panel_values = list(dict.fromkeys(s.values[panel] for s in series)) if panel is not None else [None]
+    panels = tuple(
+        Panel("" if value is None else f"{labels[keys[panel]]}: {value}",
+              _ranked([line for line in lines if value is None or line.series.values[panel] == value], metric))
+        for value in panel_values
+    )
+    runs_per_line = sorted({s.n for s in series})
+    if runs_per_line and runs_per_line[-1] > 1:
+        title = f"{title}  (mean of {'/'.join(map(str, runs_per_line))} runs, band: {BAND})".strip()
+    starts_at_zero = any(s.epochs[0] == 0 for s in series)
+    return Curves(
+        metric,
+        title,
+        "epoch (0: before training)" if starts_at_zero else "epoch",
+        METRIC_NAMES[metric],
+        "run" if by_name else ", ".join(labels[keys[i]] for i in line_keys),
+        panels,
+    )
+
+
+def line_styles(n: int) -> list[tuple[str, str]]:
+    """(colour, line style) for n lines, all different: the ten hues solid, then again dashed, ..."""
+    return [(PALETTE[i % len(PALETTE)], DASHES[i // len(PALETTE) % len(DASHES)]) for i in range(n)]
+
+
+def _panel_key(series: list[Series]) -> int | None:
+    """Of two keys, the one with fewer values makes the panels (the other the lines); on a tie the
+    second (the first in config order gives the lines). None when a panel would get one line."""
+    first, second = (len({s.values[i] for s in series}) for i in (0, 1))
+    panel = 0 if first < second else 1
+    per_panel = [sum(1 for s in series if s.values[panel] == value) for value in {s.values[panel] for s in series}]
+    return panel if min(per_panel) > 1 else None
+
+
+def _ranked(lines: list[Line], metric: str) -> tuple[Line, ...]:
+    """Best first, as `compare` ranks; lines with nothing to rank by (no completed run) last. The
+    learning rate has no better: config order."""
+    if metric == "lr":
+        return tuple(lines)
+    sign = 1 if metric.endswith("loss") else -1
+    return tuple(sorted(lines, key=lambda line: (line.series.score.n == 0, sign * line.series.score.mean if line.series.score.n else 0)))
+
+
+def _unique_names(series: list[Series]) -> list[str]:
+    """The groups' run names; two groups of one name (runs trained from different configs under
+    one name) are told apart by their first run folder."""
+    names = [s.name for s in series]
+    return [f"{s.name} ({s.runs[0].name})" if names.count(s.name) > 1 else s.name for s in series]
+
+
+def _run_name(run: RunData) -> str:
+    return str(run.summary.get("name") or run.config.get("name") or run.dir.parent.name)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def describe_curves(runs: list[RunData], metric: str = "val_acc", group_by: list[str] | None = None,
+                    panel_by: str | None = None, title: str = "") -> Curves:
+    """What `plot` draws for `runs`. `panel_by` (a dotted key or its short label) must vary between
+    the runs; a key the lines are not grouped by (seed, say) is added to the grouping."""
+    keys, series = curve_series(runs, metric, group_by)
+    panel_key = None
+    if panel_by:
+        configs = [r.config for r in runs]
+        candidates = keys + [k for k in varying_keys(configs) if k not in keys]
+        short = {label: key for key, label in key_labels(candidates).items()}
+        panel_key = panel_by if panel_by in candidates else short.get(panel_by)
+        if panel_key is None:
+            choices = ", ".join(key_labels(candidates).values()) or "none"
+            raise ConfigError(f"--panel-by {panel_by}: not a key that varies between these runs; keys that vary: {choices}")
+        if panel_key not in keys:
+            keys, series = curve_series(runs, metric, [*keys, panel_key])
+    if not series:
+        raise ActexpError(f"no {metric} recorded in these runs yet")
+    return layout_curves(keys, series, metric, panel_key, title)
+
+
+def draw_curves(curves: Curves, out: str | Path | None = None):
+    """Draw `curves`: a panel per Panel on one y-axis, each line its group's mean with a shaded band
+    where it averages several runs. Saved to `out` when given (the format follows the suffix: .png,
+    .pdf, .svg, ...). Returns the matplotlib Figure."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state; works headless
+    from matplotlib.ticker import MaxNLocator
+
+    columns = min(len(curves.panels), PANELS_PER_ROW)
+    rows = math.ceil(len(curves.panels) / columns)
+    single = len(curves.panels) == 1
+    figure = Figure(figsize=(9, 5) if single else (4.8 * columns, 3.9 * rows), dpi=100, layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False, sharey=True).ravel()
+    for i, (ax, panel) in enumerate(zip(axes, curves.panels)):
+        for line in panel.lines:
+            s = line.series
+            ax.plot(s.epochs, s.mean, color=line.color, linestyle=line.style, linewidth=1.6, label=line.label,
+                    marker="o", markevery=[0] if s.epochs[0] == 0 else [], markersize=4, markerfacecolor="white")
+            if s.n > 1:
+                ax.fill_between(s.epochs, s.low, s.high, color=line.color, alpha=0.15, linewidth=0)
+        ax.set_title(panel.title if not single else curves.title, fontsize="medium")
+        ax.set_xlabel(curves.xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if i % columns == 0:
+            ax.set_ylabel(curves.ylabel)
+        ax.grid(alpha=0.3)
+        if single:
+            legend = ax.legend(title=curves.legend_title or None, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        else:
+            legend = ax.legend(title=curves.legend_title or None, fontsize="x-small", title_fontsize="small", loc="best", framealpha=0.8)
+        for handle in legend.legend_handles:
+            handle.set_marker("")  # the epoch-0 marker is not the line's symbol
+    for ax in axes[len(curves.panels):]:
+        ax.set_visible(False)
+    if not single and curves.title:
+        figure.suptitle(curves.title, fontsize="medium")
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(out, bbox_inches="tight")
+    return figure
+
+
+def plot(paths, out: str | Path, metric: str = "val_acc", group_by: list[str] | None = None, title: str = "",
+         panel_by: str | None = None) -> tuple[Path, Curves]:
+    """Learning curves of the runs at `paths`, saved at `out` (PNG, PDF, SVG, ... by its suffix).
+    Returns the path and what was drawn."""
+    curves = describe_curves(collect_runs(paths), metric, group_by, panel_by, title)
+    draw_curves(curves, out)
+    return Path(out), curves
