@@ -200,7 +200,7 @@ def _dry_run_table(swept, steps, sweep_dir):
 @user_errors
 def compare(
     paths: List[Path] = typer.Argument(..., help="Sweep folders, run folders, or folders holding runs."),
-    metric: str = typer.Option("val_acc", "--metric", "-m", help="Rank by val_acc, val_loss, train_acc, train_loss (best epoch), test_acc or test_loss."),
+    metric: str = typer.Option("val_acc", "--metric", "-m", help="Rank by val_acc, val_loss, train_acc, train_loss, test_acc or test_loss, each of a run's selected epoch (the one whose weights were tested)."),
     group_by: List[str] = typer.Option([], "--group-by", "-g", help="Aggregate by these keys only (repeatable), e.g. model.activation."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Write summary.csv and summary.md here (default: the one folder given)."),
 ):

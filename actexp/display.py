@@ -246,13 +246,14 @@ def comparison_table(comparison) -> Table:
 
 
 def runs_table(rows: list[dict]) -> Table:
+    """report.list_runs as a table: each run's result is its selected epoch (val acc, test acc)."""
     table = Table(box=box.SIMPLE_HEAD)
-    for column in ("name", "status", "best val acc", "test acc", "started", "folder"):
-        table.add_column(column)
+    for column in ("name", "status", "epoch", "val acc", "test acc", "started", "folder"):
+        table.add_column(column, justify="right" if column in ("epoch", "val acc", "test acc") else "left")
     for r in rows:
         table.add_row(
-            r["name"], Text(r["status"], style=STATUS_STYLES.get(r["status"], "")), _accuracy(r["best_val_acc"]),
-            _accuracy(r["test_acc"]), r["started"].replace("T", " "), r["folder"],
+            r["name"], Text(r["status"], style=STATUS_STYLES.get(r["status"], "")), "" if r["selected_epoch"] is None else str(r["selected_epoch"]),
+            _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), r["started"].replace("T", " "), r["folder"],
         )
     return table
 

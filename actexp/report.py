@@ -87,28 +87,43 @@ def _ledger_or_nothing(path: Path) -> dict:
 def read_run(folder: Path) -> RunData:
     """One run folder; DamagedFile if one of its files is."""
     summary = read_summary(folder)
+    for key in METRICS:  # the result figures (older readers do not check them)
+        if summary.get(key) is not None and not _is_figure(summary[key], finite=False):
+            raise DamagedFile(f"{Path(folder) / 'summary.json'}: {key} is not a number ({summary[key]!r:.40})")
     return RunData(folder, read_config(folder), {**summary, "status": run_status(folder, summary)}, read_history(folder))
 
 
-def best_epoch_value(history: list[dict], metric: str) -> tuple[float, int | None]:
-    """The best value of a per-epoch metric (lowest loss, highest accuracy) and its epoch, over
-    trained epochs (epoch 0, the untrained model, is a reference point, not a result)."""
-    records = [r for r in history if r["epoch"] >= 1 and isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
-    if not records:
-        return math.nan, None
-    pick = min if metric.endswith("loss") else max
-    best = pick(records, key=lambda r: r[metric])
-    return best[metric], best["epoch"]
+# ----------------------------------------------------------------------------- a run's result
 
 
-def run_metric(run: RunData, metric: str) -> tuple[float, int | None]:
-    """A completed run's value of `metric` and the epoch it comes from; nan for other runs
-    (a diverged run's last finite epochs are not a result to rank)."""
+def run_result(run: RunData) -> dict | None:
+    """A completed run's result: ONE epoch, its selected epoch (the one whose weights were evaluated
+    on the test set), and that epoch's figures: {selected_epoch, val_loss, val_acc, train_loss,
+    train_acc, test_loss, test_acc}, nan for a figure the run lacks. None for a run that did not
+    complete (a diverged run's last finite epochs are not a result to rank).
+
+    The figures are summary.json's; a run written before summary.json carried them (or made by hand)
+    gets them from its metrics.jsonl record of the selected epoch, and one that does not name its
+    selected epoch is taken at its last trained epoch. Never the best epoch over the run: the
+    validation figure that ranks a run and the test figure beside it come from the same weights."""
     if run.status != "completed":
-        return math.nan, None
-    if metric in HISTORY_METRICS:
-        return best_epoch_value(run.history, metric)
-    return run.summary.get(metric, math.nan), run.summary.get("selected_epoch")
+        return None
+    trained = [r for r in run.history if r["epoch"] >= 1]  # epoch 0 is the untrained model
+    epoch = run.summary.get("selected_epoch")
+    if epoch is None and trained:
+        epoch = max(r["epoch"] for r in trained)
+    record = next((r for r in trained if r["epoch"] == epoch), {})
+    result = {"selected_epoch": epoch}
+    for key in METRICS:
+        value = run.summary.get(key) if run.summary.get(key) is not None else record.get(key)
+        result[key] = float(value) if _is_figure(value) else math.nan
+    return result
+
+
+def _is_figure(value, finite: bool = True) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) or not finite
 
 
 # ----------------------------------------------------------------------------- grouping
@@ -164,8 +179,8 @@ class Row:
     values: tuple[str, ...]  # one label per group key
     runs: tuple[Path, ...]
     statuses: dict  # status -> count
-    metric: Stat
-    best_epoch: Stat
+    metric: Stat  # of the completed runs' selected-epoch figures
+    selected_epoch: Stat
     test_acc: Stat
     wall_seconds: Stat
 
@@ -179,9 +194,8 @@ class Comparison:
 
 
 def compare(paths, metric: str = "val_acc", group_by: list[str] | None = None, out_dir: str | Path | None = None) -> Comparison:
-    """Rank the runs at `paths` by `metric` (best over epochs for val_/train_ metrics, of the
-    selected weights for test_ ones), one row per group of runs that differ only by seed.
-    With `out_dir`, write summary.csv and summary.md there."""
+    """Rank the runs at `paths` by `metric` of each run's selected epoch (see run_result), one row
+    per group of runs that differ only by seed. With `out_dir`, write summary.csv and summary.md there."""
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
     comparison = summarize(collect_runs(paths), metric, group_by)
@@ -196,16 +210,15 @@ def summarize(runs: list[RunData], metric: str = "val_acc", group_by: list[str] 
     keys, groups = group_runs(runs, group_by)
     rows = []
     for values, members in groups:
-        scored = [run_metric(r, metric) for r in members]
-        completed = [r for r in members if r.status == "completed"]
+        completed = [result for result in map(run_result, members) if result is not None]
         rows.append(Row(
             values,
             tuple(r.dir for r in members),
             dict(Counter(r.status for r in members)),
-            mean_std(v for v, _ in scored),
-            mean_std(e for _, e in scored if e is not None),
-            mean_std(r.summary.get("test_acc") for r in completed),
-            mean_std(r.summary.get("wall_seconds") for r in completed),
+            mean_std(result[metric] for result in completed),
+            mean_std(result["selected_epoch"] for result in completed),
+            mean_std(result["test_acc"] for result in completed),
+            mean_std(r.summary.get("wall_seconds") for r in members if r.status == "completed"),
         ))
     sign = 1 if metric.endswith("loss") else -1
     rows.sort(key=lambda row: (row.metric.n == 0, sign * row.metric.mean if row.metric.n else 0))
@@ -228,11 +241,11 @@ def _mean(stat: Stat, digits: int) -> str:
 def comparison_cells(c: Comparison) -> tuple[list[str], list[list[str]]]:
     """The table as text cells (header, rows): what the terminal, summary.md and the README show."""
     show_status = any(set(row.statuses) != {"completed"} for row in c.rows)
-    header = ["rank", *c.labels, "n", c.metric, "best epoch", "test acc", "wall s"] + (["runs"] if show_status else [])
+    header = ["rank", *c.labels, "n", c.metric, "epoch", "test acc", "wall s"] + (["runs"] if show_status else [])
     rows = []
     for rank, row in enumerate(c.rows, 1):
         cells = [str(rank), *row.values, str(row.metric.n), format_stat(row.metric),
-                 _mean(row.best_epoch, 0 if row.best_epoch.n == 1 else 1), format_stat(row.test_acc), _mean(row.wall_seconds, 1)]
+                 _mean(row.selected_epoch, 0 if row.selected_epoch.n == 1 else 1), format_stat(row.test_acc), _mean(row.wall_seconds, 1)]
         if show_status:
             cells.append(", ".join(f"{n} {status}" for status, n in row.statuses.items()))
         rows.append(cells)
@@ -252,11 +265,11 @@ def comparison_markdown(c: Comparison) -> str:
 def comparison_csv(c: Comparison) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["rank", *c.keys, "n", f"{c.metric}_mean", f"{c.metric}_std", "best_epoch_mean",
+    writer.writerow(["rank", *c.keys, "n", f"{c.metric}_mean", f"{c.metric}_std", "selected_epoch_mean",
                      "test_acc_mean", "test_acc_std", "wall_seconds_mean", "statuses", "runs"])
     for rank, row in enumerate(c.rows, 1):
         writer.writerow([
-            rank, *row.values, row.metric.n, _number(row.metric.mean), _number(row.metric.std), _number(row.best_epoch.mean),
+            rank, *row.values, row.metric.n, _number(row.metric.mean), _number(row.metric.std), _number(row.selected_epoch.mean),
             _number(row.test_acc.mean), _number(row.test_acc.std), _number(row.wall_seconds.mean),
             ";".join(f"{status}={n}" for status, n in row.statuses.items()), ";".join(map(str, row.runs)),
         ])
@@ -381,19 +394,30 @@ def write_report(sweep_dir: Path) -> tuple[Comparison, Path | None]:
 
 
 def list_runs(root: str | Path = "runs") -> list[dict]:
-    """Every run folder below `root`, newest first: name, status, best val acc, test acc, start."""
+    """Every run folder below `root`, newest first: name, status, the selected epoch and its val
+    acc and test acc (completed runs), start. Reads no config.yaml."""
     root = Path(root)
 
     def row(folder: Path) -> dict:
         summary = read_summary(folder)
+        run = RunData(folder, {}, {**summary, "status": run_status(folder, summary)}, read_history(folder))
+        result = run_result(run) or {}
         return {
             "name": summary.get("name", folder.parent.name),
-            "status": run_status(folder, summary),
-            "best_val_acc": best_epoch_value(read_history(folder), "val_acc")[0],
-            "test_acc": summary.get("test_acc", math.nan),
+            "status": run.status,
+            "selected_epoch": result.get("selected_epoch"),
+            "val_acc": result.get("val_acc", math.nan),
+            "test_acc": result.get("test_acc", math.nan),
             "started": str(summary.get("started", "")),
             "dir": folder,
-            "folder": folder.relative_to(root).as_posix() if folder != Path(root) else ".",
+            "folder": _relative(folder, root),
         }
 
     return sorted(skip_damaged(row, find_runs(root)), key=lambda r: r["started"], reverse=True)
+
+
+def _relative(folder: Path, root: str | Path) -> str:
+    try:
+        return Path(folder).relative_to(root).as_posix() or "."
+    except ValueError:  # not below root (compare -o elsewhere): the path as given
+        return str(folder)

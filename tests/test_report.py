@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import statistics
@@ -14,27 +15,42 @@ from typer.testing import CliRunner
 
 from actexp.cli import app
 from actexp.errors import ConfigError
-from actexp.report import collect_runs, compare, comparison_markdown, curve_series, draw_curves, list_runs, mean_std, plot
+from actexp.report import RunData, collect_runs, compare, comparison_markdown, curve_series, draw_curves, list_runs, mean_std, plot, run_result
 
-# activation -> per seed: (val_acc per epoch, status, test acc)
+# activation -> per seed: (val_acc per epoch, status, test acc, selected epoch, flat figures in summary.json)
 RUNS = {
-    "relu": {0: ([0.80, 0.90, 0.88], "completed", 0.90), 1: ([0.85, 0.92, 0.95], "completed", 0.94), 2: ([0.91, 0.89, 0.90], "completed", 0.92)},
-    "tanh": {0: ([0.70, 0.75, 0.80], "completed", 0.79), 1: ([0.60], "diverged", None), 2: ([0.82, 0.84, 0.83], "completed", 0.83)},
-    "sigmoid": {0: ([0.95, 0.96, 0.97], "completed", 0.96)},
+    "relu": {
+        0: ([0.80, 0.90, 0.88], "completed", 0.90, 2, True),  # the best epoch selected (early stopping's restore_best)
+        1: ([0.85, 0.92, 0.95], "completed", 0.94, 3, False),  # a run from before summary.json carried the figures
+        2: ([0.91, 0.89, 0.90], "completed", 0.92, 3, True),  # its best val epoch (1, 0.91) is not its selected epoch (3, 0.90)
+    },
+    "tanh": {
+        0: ([0.70, 0.75, 0.80], "completed", 0.79, 3, False),
+        1: ([0.60], "diverged", None, None, False),
+        2: ([0.82, 0.84, 0.83], "completed", 0.83, 2, True),
+    },
+    "sigmoid": {0: ([0.95, 0.96, 0.97], "completed", 0.96, None, False)},  # hand-made: no selected epoch, so its last
 }
+# What each completed run's result is: the val acc of its selected epoch.
+RELU = [0.90, 0.95, 0.90]
+TANH = [0.80, 0.84]
 
 
-def make_run(root: Path, activation: str, seed: int, val_accs, status, test_acc, started: str) -> Path:
+def make_run(root: Path, activation: str, seed: int, val_accs, status, test_acc, selected, flat, started: str) -> Path:
     folder = root / f"activation={activation},seed={seed}" / "20240101-000000"
     folder.mkdir(parents=True)
     config = {"name": folder.parent.name, "model": {"hidden": [8], "activation": activation, "init": "xavier_normal"},
               "train": {"epochs": 3, "seed": seed}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    history = [{"epoch": e, "train_loss": 1.5 - a, "train_acc": a + 0.05, "val_acc": a, "val_loss": 1 - a} for e, a in enumerate(val_accs, 1)]
     summary = {"status": status, "name": folder.parent.name, "started": started, "wall_seconds": 10.0 + seed}
     if test_acc is not None:
-        summary |= {"test_acc": test_acc, "test_loss": 1 - test_acc, "selected_epoch": len(val_accs)}
+        summary |= {"test_acc": test_acc, "test_loss": 1 - test_acc}
+    if selected is not None:
+        summary["selected_epoch"] = selected
+    if flat:
+        summary |= {k: v for k, v in history[selected - 1].items() if k != "epoch"}
     (folder / "summary.json").write_text(json.dumps(summary))
-    history = [{"epoch": e, "train_loss": 1.5 - a, "val_acc": a, "val_loss": 1 - a} for e, a in enumerate(val_accs, 1)]
     # The epoch-0 record (the untrained model, as diagnostics writes it), with values that would win
     # every ranking and show in every curve if it were counted as a trained epoch.
     history.insert(0, {"epoch": 0, "train_loss": 0.0, "val_acc": 0.999, "val_loss": 0.0, "train_acc": 0.999})
@@ -47,8 +63,8 @@ def runs(tmp_path) -> Path:
     root = tmp_path / "family"
     minute = 0
     for activation, seeds in RUNS.items():
-        for seed, (accs, status, test_acc) in seeds.items():
-            make_run(root, activation, seed, accs, status, test_acc, f"2024-01-01T00:{minute:02d}:00")
+        for seed, (accs, status, test_acc, selected, flat) in seeds.items():
+            make_run(root, activation, seed, accs, status, test_acc, selected, flat, f"2024-01-01T00:{minute:02d}:00")
             minute += 1
     return root
 
@@ -60,29 +76,49 @@ def test_mean_std_is_the_sample_statistic():
     assert mean_std([]).n == 0
 
 
+def test_a_runs_result_is_its_selected_epoch():
+    history = [{"epoch": 0, "val_acc": 0.99}, {"epoch": 1, "val_acc": 0.91, "val_loss": 0.3, "train_acc": 0.92, "train_loss": 0.25},
+               {"epoch": 2, "val_acc": 0.90, "val_loss": 0.2, "train_acc": 0.95, "train_loss": 0.1}]
+    summary = {"status": "completed", "test_acc": 0.89, "test_loss": 0.31}
+    # summary.json's flat figures first (here unlike the record, to tell which was read) ...
+    flat = run_result(RunData(Path("r"), {}, {**summary, "selected_epoch": 2, "val_acc": 0.5, "val_loss": 0.6}, history))
+    assert flat == {"selected_epoch": 2, "val_acc": 0.5, "val_loss": 0.6, "train_acc": 0.95, "train_loss": 0.1, "test_acc": 0.89, "test_loss": 0.31}
+    # ... else the record of the selected epoch, never the best one (epoch 1 has the best val acc) ...
+    assert run_result(RunData(Path("r"), {}, {**summary, "selected_epoch": 2}, history))["val_acc"] == 0.90
+    assert run_result(RunData(Path("r"), {}, {**summary, "selected_epoch": 1}, history))["val_loss"] == 0.3
+    # ... else the last trained epoch.
+    assert run_result(RunData(Path("r"), {}, summary, history))["selected_epoch"] == 2
+    assert math.isnan(run_result(RunData(Path("r"), {}, {"status": "completed"}, []))["val_acc"])
+    assert run_result(RunData(Path("r"), {}, {**summary, "status": "diverged"}, history)) is None  # only completed runs have a result
+
+
 def test_seed_aggregation_and_ranking(runs):
     comparison = compare([runs], "val_acc")
     assert comparison.keys == ("model.activation",) and comparison.labels == ("activation",)
     rows = {row.values[0]: row for row in comparison.rows}
     assert [row.values[0] for row in comparison.rows] == ["sigmoid", "relu", "tanh"]
-    relu = rows["relu"]  # best val acc per seed: 0.90 (epoch 2), 0.95 (epoch 3), 0.91 (epoch 1)
+    relu = rows["relu"]  # the selected epochs' val acc: 0.90 (epoch 2), 0.95 (epoch 3), 0.90 (epoch 3, not the 0.91 of epoch 1)
     assert relu.metric.n == 3
-    assert relu.metric.mean == pytest.approx(statistics.mean([0.90, 0.95, 0.91]))
-    assert relu.metric.std == pytest.approx(statistics.stdev([0.90, 0.95, 0.91]))
-    assert relu.best_epoch.mean == pytest.approx(2.0)
+    assert relu.metric.mean == pytest.approx(statistics.mean(RELU))
+    assert relu.metric.std == pytest.approx(statistics.stdev(RELU))
+    assert relu.selected_epoch.mean == pytest.approx(8 / 3)
     assert relu.test_acc.mean == pytest.approx(0.92) and relu.test_acc.std == pytest.approx(0.02)
     assert relu.wall_seconds.mean == pytest.approx(11.0)
     tanh = rows["tanh"]  # the diverged seed is counted, not averaged
     assert tanh.statuses == {"completed": 2, "diverged": 1} and tanh.metric.n == 2
-    assert tanh.metric.mean == pytest.approx(0.82) and tanh.metric.std == pytest.approx(statistics.stdev([0.80, 0.84]))
-    assert rows["sigmoid"].metric.n == 1 and math.isnan(rows["sigmoid"].metric.std)
+    assert tanh.metric.mean == pytest.approx(0.82) and tanh.metric.std == pytest.approx(statistics.stdev(TANH))
+    sigmoid = rows["sigmoid"]  # no selected epoch recorded: its last epoch
+    assert sigmoid.metric.n == 1 and sigmoid.metric.mean == pytest.approx(0.97) and math.isnan(sigmoid.metric.std)
 
     by_loss = compare([runs], "val_loss")  # lower is better
     assert [row.values[0] for row in by_loss.rows] == ["sigmoid", "relu", "tanh"]
-    assert by_loss.rows[1].metric.mean == pytest.approx(1 - 0.92)
+    assert by_loss.rows[1].metric.mean == pytest.approx(1 - statistics.mean(RELU))
+    by_train = compare([runs], "train_acc")  # flat train_acc where summary.json has it, the record's otherwise
+    assert {row.values[0]: row.metric.mean for row in by_train.rows}["relu"] == pytest.approx(statistics.mean(RELU) + 0.05)
     by_seed = compare([runs], "val_acc", ["seed"])
-    # seed 1: relu 0.95 alone (tanh diverged); seed 0: (0.90 + 0.80 + 0.97) / 3; seed 2: (0.91 + 0.84) / 2
+    # seed 1: relu 0.95 alone (tanh diverged); seed 0: (0.90 + 0.80 + 0.97) / 3; seed 2: (0.90 + 0.84) / 2
     assert [(row.values, row.metric.n) for row in by_seed.rows] == [(("1",), 1), (("0",), 3), (("2",), 2)]
+    assert by_seed.rows[1].metric.mean == pytest.approx((0.90 + 0.80 + 0.97) / 3)
     with pytest.raises(ConfigError, match="--group-by colour: not a config key"):
         compare([runs], group_by=["colour"])
     with pytest.raises(ConfigError, match="--metric accuracy"):
@@ -92,7 +128,7 @@ def test_seed_aggregation_and_ranking(runs):
 def test_compare_cli_prints_the_table_and_writes_summary_files(runs):
     result = CliRunner().invoke(app, ["compare", str(runs)], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "0.9200 ± 0.0265" in result.output and "0.8200 ± 0.0283" in result.output and "0.9700" in result.output
+    assert "0.9167 ± 0.0289" in result.output and "0.8200 ± 0.0283" in result.output and "0.9700" in result.output
     assert "2 completed, 1 diverged" in result.output
     assert result.output.index("sigmoid") < result.output.index("relu") < result.output.index("tanh")
 
@@ -101,16 +137,25 @@ def test_compare_cli_prints_the_table_and_writes_summary_files(runs):
     assert [r["model.activation"] for r in rows] == ["sigmoid", "relu", "tanh"]
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     relu = rows[1]
-    assert relu["n"] == "3" and float(relu["val_acc_mean"]) == pytest.approx(0.92)
-    assert float(relu["val_acc_std"]) == pytest.approx(0.026458, abs=1e-6)
-    assert float(relu["test_acc_mean"]) == pytest.approx(0.92) and float(relu["best_epoch_mean"]) == 2.0
+    assert relu["n"] == "3" and float(relu["val_acc_mean"]) == pytest.approx(0.916667, abs=1e-6)
+    assert float(relu["val_acc_std"]) == pytest.approx(0.028868, abs=1e-6)
+    assert float(relu["test_acc_mean"]) == pytest.approx(0.92) and float(relu["selected_epoch_mean"]) == pytest.approx(2.666667)
     assert rows[0]["val_acc_std"] == "" and rows[2]["statuses"] == "completed=2;diverged=1"
     assert len(relu["runs"].split(";")) == 3
 
     markdown = (runs / "summary.md").read_text().splitlines()
-    assert markdown[0].startswith("| rank | activation | n | val_acc |")
+    assert markdown[0].startswith("| rank | activation | n | val_acc | epoch |")
     assert markdown[2].startswith("| **1** | **sigmoid** |")  # the best row stands out
-    assert "| 2 | relu | 3 | 0.9200 ± 0.0265 | 2.0 |" in markdown[3]
+    assert "| 2 | relu | 3 | 0.9167 ± 0.0289 | 2.7 |" in markdown[3]
+
+
+def test_a_summary_figure_that_is_not_a_number_skips_the_run(runs):
+    folder = next(runs.glob("activation=relu,seed=0/*"))
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "val_acc": "high"}))
+    result = CliRunner().invoke(app, ["compare", str(runs)])
+    assert result.exit_code == 0 and f"warning: skipped {folder}: {folder / 'summary.json'}: val_acc is not a number" in result.output
+    assert "0.9250 ± 0.0354" in result.output  # relu: seeds 1 and 2 only
 
 
 def test_a_sweep_folder_means_the_runs_its_ledger_lists(runs):
@@ -133,7 +178,7 @@ def test_a_sweep_folder_counts_runs_that_never_had_a_folder(runs):
     comparison = compare([runs], out_dir=runs)
     rows = {row.values[0]: row for row in comparison.rows}
     assert rows["relu"].statuses == {"completed": 3, "failed": 1} and rows["relu"].metric.n == 3
-    assert rows["relu"].metric.mean == pytest.approx(0.92)
+    assert rows["relu"].metric.mean == pytest.approx(statistics.mean(RELU))
     assert rows["elu"].statuses == {"pending": 1} and rows["elu"].metric.n == 0 and comparison.rows[-1] is rows["elu"]
     assert "1 failed" in "".join(comparison_markdown(comparison)) and "completed=3;failed=1" in (runs / "summary.csv").read_text()
     labels, series = curve_series(collect_runs([runs]), "val_acc")
@@ -177,18 +222,13 @@ def test_plot_cli_writes_a_png(runs, tmp_path):
 def test_runs_lists_newest_first(runs):
     rows = list_runs(runs)
     assert rows[0]["name"] == "activation=sigmoid,seed=0" and rows[-1]["name"] == "activation=relu,seed=0"
-    assert rows[0]["best_val_acc"] == pytest.approx(0.97) and rows[0]["test_acc"] == pytest.approx(0.96)
+    assert rows[0]["val_acc"] == pytest.approx(0.97) and rows[0]["test_acc"] == pytest.approx(0.96) and rows[0]["selected_epoch"] == 3
+    relu2 = next(r for r in rows if r["name"] == "activation=relu,seed=2")
+    assert (relu2["selected_epoch"], relu2["val_acc"]) == (3, pytest.approx(0.90))  # the selected epoch's, not the best 0.91
     result = CliRunner().invoke(app, ["runs", str(runs)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert result.output.index("activation=sigmoid,seed=0") < result.output.index("activation=relu,seed=0")
-    assert "diverged" in result.output
+    assert "diverged" in result.output and "val acc" in result.output and "epoch" in result.output
+    assert "0.9100" not in result.output  # relu seed 2's best epoch is not its result
     empty = CliRunner().invoke(app, ["runs", str(runs / "nothing")])
     assert empty.exit_code == 1 and "no runs" in empty.output
-
-
-def test_best_epoch_value_ignores_the_untrained_epoch_zero():
-    from actexp.report import best_epoch_value
-
-    history = [{"epoch": 0, "val_acc": 0.9, "val_loss": 0.1}, {"epoch": 1, "val_acc": 0.5, "val_loss": 0.7}, {"epoch": 2, "val_acc": 0.6, "val_loss": 0.9}]
-    assert best_epoch_value(history, "val_acc") == (0.6, 2)
-    assert best_epoch_value(history, "val_loss") == (0.7, 1)
