@@ -25,6 +25,7 @@ from .varying import SEED_KEY, describe, flatten, key_labels, varying_keys
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 METRICS = HISTORY_METRICS + ("test_acc", "test_loss")
+RESULT_FIGURES = ("val_loss", "val_acc", "train_loss", "train_acc", "test_loss", "test_acc")  # runs.csv's order
 DEFAULT_METRIC = "val_acc"
 PLOT_METRICS = HISTORY_METRICS + ("lr",)
 METRIC_NAMES = {
@@ -40,12 +41,14 @@ METRIC_NAMES = {
 
 @dataclass(frozen=True)
 class RunData:
-    """One run folder as read from disk."""
+    """One run folder as read from disk, or a sweep's run that never had one (`ledger_only`: its
+    config and status from the ledger, no figures)."""
 
     dir: Path
     config: dict  # the resolved config, as plain data
     summary: dict
     history: list[dict]
+    ledger_only: bool = False
 
     @property
     def status(self) -> str:
@@ -73,7 +76,7 @@ def collect_runs(paths) -> list[RunData]:
                 if e.get("folder") and (path / e["folder"] / "summary.json").exists():
                     folders.append(path / e["folder"])
                 elif isinstance(e.get("config"), dict):  # ledgers from before configs were kept in them: nothing to group it by
-                    status_only.append(RunData(path / e["name"], e["config"], {"status": e["status"], "name": e["name"], "error": e.get("error")}, []))
+                    status_only.append(RunData(path / e["name"], e["config"], {"status": e["status"], "name": e["name"], "error": e.get("error")}, [], True))
         else:
             folders += find_runs(path)
     runs = skip_damaged(read_run, dict.fromkeys(folders)) + status_only
@@ -199,20 +202,22 @@ def compare(paths, metric: str = DEFAULT_METRIC, group_by: list[str] | None = No
     `summary_files` names there."""
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
-    comparison = summarize(collect_runs(paths), metric, group_by)
+    runs = collect_runs(paths)
+    comparison = summarize(runs, metric, group_by)
     if out_dir is not None:
-        table_csv, table_md = summary_files(out_dir, metric)
+        table_csv, table_md, per_run = summary_files(out_dir, metric)
         write_text_atomic(table_csv, comparison_csv(comparison))
         write_text_atomic(table_md, comparison_markdown(comparison))
+        write_text_atomic(per_run, runs_csv(runs, out_dir))
     return comparison
 
 
-def summary_files(out_dir: str | Path, metric: str = DEFAULT_METRIC) -> tuple[Path, Path]:
+def summary_files(out_dir: str | Path, metric: str = DEFAULT_METRIC) -> tuple[Path, Path, Path]:
     """What compare writes into `out_dir`: the table as CSV and markdown (summary.csv and summary.md
     for the default metric, summary_<metric>.* for another, so that ranking a sweep by test_acc does
-    not overwrite its val_acc table)."""
+    not overwrite its val_acc table), and runs.csv, one row per run (the same for every metric)."""
     stem = "summary" if metric == DEFAULT_METRIC else f"summary_{metric}"
-    return Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.md"
+    return Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.md", Path(out_dir) / "runs.csv"
 
 
 def summarize(runs: list[RunData], metric: str = DEFAULT_METRIC, group_by: list[str] | None = None) -> Comparison:
@@ -527,6 +532,37 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
         }
 
     return sorted(skip_damaged(row, find_runs(root)), key=lambda r: r["started"], reverse=True)
+
+
+def read_runs(root: str | Path = "runs") -> list[RunData]:
+    """Every run folder below `root` with its config, newest first (damaged ones skipped)."""
+    runs = skip_damaged(read_run, find_runs(root))
+    return sorted(runs, key=lambda run: str(run.summary.get("started", "")), reverse=True)
+
+
+RUN_COLUMNS = ("status", "selected_epoch", *RESULT_FIGURES, "wall_seconds")
+
+
+def runs_csv(runs: list[RunData], root: str | Path = ".") -> str:
+    """One row per run, tidy (one column per variable, ready for pandas): its folder (relative to
+    `root`), name, every config key that varies across these runs (dotted; value labels as in the
+    tables), the seed, status, the selected epoch and its figures, wall time. Figures at full
+    precision; empty where a run has none (it did not complete, or never had a folder)."""
+    configs = [run.config for run in runs]
+    keys = [k for k in varying_keys(configs) if k != SEED_KEY]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["folder", "name", *keys, "seed", *RUN_COLUMNS])
+    for run, labels in zip(runs, describe(configs, keys)):
+        result = run_result(run) or {}
+        figures = [result.get(k, math.nan) for k in RESULT_FIGURES] + [run.summary.get("wall_seconds", math.nan)]
+        writer.writerow([
+            "" if run.ledger_only else _relative(run.dir, root), run.summary.get("name") or run.config.get("name") or run.dir.parent.name,
+            *(labels[k] for k in keys), "" if run.seed is None else run.seed, run.status,
+            "" if result.get("selected_epoch") is None else result["selected_epoch"],
+            *("" if x is None or math.isnan(x) else repr(float(x)) for x in figures),
+        ])
+    return out.getvalue()
 
 
 def _relative(folder: Path, root: str | Path) -> str:

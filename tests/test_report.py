@@ -135,7 +135,7 @@ def test_compare_cli_prints_the_table_and_writes_summary_files(runs):
     assert "2 completed, 1 diverged" in result.output
     assert result.output.index("sigmoid") < result.output.index("relu") < result.output.index("tanh")
     assert "1 row with one run: no interval, not tested. Add seeds (--seeds N)." in result.output
-    assert f"written: {runs / 'summary.csv'}, {runs / 'summary.md'}" in result.output
+    assert f"written: {runs / 'summary.csv'}, {runs / 'summary.md'}, {runs / 'runs.csv'}" in result.output
 
     with open(runs / "summary.csv") as f:
         rows = list(csv.DictReader(f))
@@ -156,13 +156,22 @@ def test_compare_cli_prints_the_table_and_writes_summary_files(runs):
     assert "| 2 | relu | 3 | 0.9167 ± 0.0289 [0.8450, 0.9884] | 2.7 | 0.9200 |" in markdown[3]
     assert "- 1 row with one run: no interval, not tested. Add seeds (--seeds N)." in markdown
 
+    with open(runs / "runs.csv") as f:
+        per_run = list(csv.DictReader(f))
+    assert len(per_run) == 7 and list(per_run[0])[:4] == ["folder", "name", "model.activation", "seed"]
+    relu2 = next(r for r in per_run if r["name"] == "activation=relu,seed=2")
+    assert relu2["folder"] == "activation=relu,seed=2/20240101-000000" and relu2["status"] == "completed"
+    assert (relu2["selected_epoch"], float(relu2["val_acc"]), float(relu2["test_acc"]), relu2["wall_seconds"]) == ("3", 0.90, 0.92, "12.0")
+    diverged = next(r for r in per_run if r["status"] == "diverged")
+    assert diverged["selected_epoch"] == diverged["val_acc"] == diverged["test_acc"] == "" and diverged["seed"] == "1"
+
 
 def test_another_metric_does_not_overwrite_the_default_tables(runs):
     CliRunner().invoke(app, ["compare", str(runs)])
     before = (runs / "summary.csv").read_text()
     result = CliRunner().invoke(app, ["compare", str(runs), "--metric", "test_acc"])
     assert result.exit_code == 0, result.output
-    assert f"written: {runs / 'summary_test_acc.csv'}, {runs / 'summary_test_acc.md'}" in result.output
+    assert f"written: {runs / 'summary_test_acc.csv'}, {runs / 'summary_test_acc.md'}, {runs / 'runs.csv'}" in result.output
     assert (runs / "summary.csv").read_text() == before
     with open(runs / "summary_test_acc.csv") as f:
         rows = list(csv.DictReader(f))
@@ -253,6 +262,22 @@ def test_runs_lists_newest_first(runs):
     assert "0.9100" not in result.output  # relu seed 2's best epoch is not its result
     empty = CliRunner().invoke(app, ["runs", str(runs / "nothing")])
     assert empty.exit_code == 1 and "no runs" in empty.output
+
+
+def test_runs_csv_is_one_tidy_row_per_run(runs):
+    result = CliRunner().invoke(app, ["runs", "--csv", str(runs)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == ["folder", "name", "model.activation", "seed", "status", "selected_epoch", "val_loss", "val_acc",
+                             "train_loss", "train_acc", "test_loss", "test_acc", "wall_seconds"]
+    assert [r["name"] for r in rows][0] == "activation=sigmoid,seed=0" and len(rows) == 7  # newest first, like `runs`
+    by_name = {r["name"]: r for r in rows}
+    relu1 = by_name["activation=relu,seed=1"]  # figures from its metrics.jsonl record of epoch 3
+    assert (relu1["model.activation"], relu1["seed"], relu1["selected_epoch"]) == ("relu", "1", "3")
+    assert float(relu1["val_acc"]) == 0.95 and float(relu1["val_loss"]) == pytest.approx(0.05) and float(relu1["train_acc"]) == pytest.approx(1.0)
+    assert float(relu1["test_loss"]) == pytest.approx(0.06) and float(relu1["wall_seconds"]) == 11.0
+    assert by_name["activation=tanh,seed=1"]["status"] == "diverged" and by_name["activation=tanh,seed=1"]["val_acc"] == ""
+    assert CliRunner().invoke(app, ["runs", "--csv", str(runs / "nothing")]).exit_code == 1
 
 
 # ----------------------------------------------------------------------------- a realistic sweep, 80 columns
