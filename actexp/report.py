@@ -313,6 +313,9 @@ def comparison_notes(c: Comparison) -> list[str]:
         if len(single) == len(ranked):
             notes.append("One run per row: no interval, and no test can tell these differences from seed noise. "
                          "Train each config with several seeds (actexp sweep … --seeds 5) to compare them.")
+        elif ranked[0].metric.n == 1:
+            others = f", and {len(single) - 1} other {'row is' if len(single) == 2 else 'rows are'} one run too" if len(single) > 1 else ""
+            notes.append(f"The best row ({ranked[0].name}) is one run: nothing can be tested against it{others}. Add seeds (--seeds N).")
         else:
             notes.append(f"{_count(len(single), 'row')} with one run: no interval, not tested. Add seeds (--seeds N).")
     tested = [row for row in c.rows if row.verdict is not None]

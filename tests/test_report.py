@@ -134,7 +134,7 @@ def test_compare_cli_prints_the_table_and_writes_summary_files(runs):
     assert "0.8200 ± 0.0283 [0.5659, 1.0741]" in result.output and "0.9700" in result.output
     assert "2 completed, 1 diverged" in result.output
     assert result.output.index("sigmoid") < result.output.index("relu") < result.output.index("tanh")
-    assert "1 row with one run: no interval, not tested. Add seeds (--seeds N)." in result.output
+    assert "The best row (sigmoid) is one run: nothing can be tested against it. Add seeds (--seeds N)." in " ".join(result.output.split())
     assert f"written: {runs / 'summary.csv'}, {runs / 'summary.md'}, {runs / 'runs.csv'}" in result.output
 
     with open(runs / "summary.csv") as f:
@@ -154,7 +154,7 @@ def test_compare_cli_prints_the_table_and_writes_summary_files(runs):
     assert markdown[0].startswith("| rank | activation | n | val_acc | epoch |")  # no "vs best": nothing could be tested
     assert markdown[2].startswith("| **1** | **sigmoid** |")  # the best row stands out
     assert "| 2 | relu | 3 | 0.9167 ± 0.0289 [0.8450, 0.9884] | 2.7 | 0.9200 |" in markdown[3]
-    assert "- 1 row with one run: no interval, not tested. Add seeds (--seeds N)." in markdown
+    assert "- The best row (sigmoid) is one run: nothing can be tested against it. Add seeds (--seeds N)." in markdown
 
     with open(runs / "runs.csv") as f:
         per_run = list(csv.DictReader(f))
@@ -211,6 +211,11 @@ def test_a_sweep_folder_counts_runs_that_never_had_a_folder(runs):
     assert rows["relu"].metric.mean == pytest.approx(statistics.mean(RELU))
     assert rows["elu"].statuses == {"pending": 1} and rows["elu"].metric.n == 0 and comparison.rows[-1] is rows["elu"]
     assert "1 failed" in "".join(comparison_markdown(comparison)) and "completed=3;failed=1" in (runs / "summary.csv").read_text()
+    with open(runs / "runs.csv") as f:
+        per_run = {r["name"]: r for r in csv.DictReader(f)}
+    assert len(per_run) == 9 and "old" not in per_run  # the 7 run folders and the 2 runs that never had one
+    never = per_run["activation=relu,seed=3"]
+    assert (never["folder"], never["status"], never["seed"], never["model.activation"], never["val_acc"]) == ("", "failed", "3", "relu", "")
     labels, series = curve_series(collect_runs([runs]), "val_acc")
     assert {s.label: s.n for s in series} == {"relu": 3, "tanh": 2, "sigmoid": 1}  # nothing to draw for them
 
@@ -417,6 +422,19 @@ def test_the_notes_say_what_the_statistics_say(tmp_path):
     assert all(row.verdict is None for row in single.rows) and single.top_two is None
     assert comparison_notes(single) == ["One run per row: no interval, and no test can tell these differences from seed noise. "
                                         "Train each config with several seeds (actexp sweep … --seeds 5) to compare them."]
+
+
+def test_a_row_of_one_run_is_not_tested(tmp_path):
+    make_sweep(tmp_path / "sweep")
+    for seed in (1, 2):
+        for folder in (tmp_path / "sweep").glob(f"activation=tanh,init=normal,seed={seed}"):
+            (folder / "20240101-000000" / "summary.json").write_text(json.dumps({"status": "diverged"}))
+    comparison = compare([tmp_path / "sweep"])
+    tanh = comparison.rows[-1]
+    assert tanh.values == ("tanh", "normal") and tanh.metric.n == 1 and tanh.verdict is None
+    notes = comparison_notes(comparison)
+    assert notes[0] == "1 row with one run: no interval, not tested. Add seeds (--seeds N)."
+    assert "Holm-corrected over 16 comparisons" in notes[1]
 
 
 def test_rows_that_ran_other_seeds_are_compared_by_welchs_test(tmp_path):
