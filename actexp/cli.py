@@ -203,20 +203,21 @@ def _dry_run_table(swept, steps, sweep_dir):
 @user_errors
 def compare(
     paths: List[Path] = typer.Argument(..., help="Sweep folders, run folders, or folders holding runs."),
-    metric: str = typer.Option("val_acc", "--metric", "-m", help="Rank by val_acc, val_loss, train_acc, train_loss (best epoch), test_acc or test_loss."),
+    metric: str = typer.Option("val_acc", "--metric", "-m", help="Rank by val_acc, val_loss, train_acc, train_loss, test_acc or test_loss, each of a run's selected epoch (the one whose weights were tested)."),
     group_by: List[str] = typer.Option([], "--group-by", "-g", help="Aggregate by these keys only (repeatable), e.g. model.activation."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Write summary.csv and summary.md here (default: the one folder given)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Write summary.csv, summary.md (summary_<metric>.* for another metric) and runs.csv here (default: the one folder given)."),
 ):
-    """Rank runs by a metric; runs that differ only by seed become one row (mean ± std, n)."""
+    """Rank runs by a metric; runs that differ only by seed become one row (mean, 95% CI, n), and
+    each row is tested against the best."""
     from .display import comparison_table
-    from .report import compare as compare_runs
+    from .report import compare as compare_runs, summary_files
 
     if out_dir is None and len(paths) == 1 and not (paths[0] / "summary.json").exists():
         out_dir = paths[0]
     comparison = compare_runs(paths, metric, group_by or None, out_dir)
     print_table(comparison_table(comparison))
     if out_dir is not None:
-        out.print(f"written: {out_dir / 'summary.md'}, {out_dir / 'summary.csv'}", markup=False, soft_wrap=True)
+        out.print(f"written: {', '.join(map(str, summary_files(out_dir, metric)))}", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -264,8 +265,19 @@ def plot(
 
 @app.command("runs")
 @user_errors
-def list_runs(root: Path = typer.Argument(Path("runs"), help="Folder to search for run folders.")):
-    """List runs, newest first."""
+def list_runs(
+    root: Path = typer.Argument(Path("runs"), help="Folder to search for run folders."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print one CSV row per run instead (the columns of compare's runs.csv)."),
+):
+    """List runs, newest first: each with its selected epoch's val acc and test acc."""
+    if as_csv:
+        from .report import read_runs, runs_csv
+
+        runs = read_runs(root)
+        if not runs:
+            fail(f"no runs in {root}", 1)
+        sys.stdout.write(runs_csv(runs, root))
+        return
     from .display import runs_table
     from .report import list_runs as find
 

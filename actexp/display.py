@@ -240,29 +240,84 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
-def comparison_table(comparison) -> Table:
-    """A report.Comparison as a rich table, the best row highlighted."""
-    from .report import comparison_cells
+def comparison_table(comparison) -> "_ComparisonView":
+    """A report.Comparison as rich renders it: the table, best row highlighted, and its notes."""
+    return _ComparisonView(comparison)
 
-    header, rows = comparison_cells(comparison)
-    title = f"ranked by {comparison.metric} (mean ± sample std over the n completed runs of each row)"
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-    for i, column in enumerate(header):
-        table.add_column(column, justify="right" if column in ("rank", "n") else "left", no_wrap=True, min_width=len(column))
-    for i, cells in enumerate(rows):
-        best = i == 0 and comparison.rows[0].metric.n > 0
-        table.add_row(*cells, style="bold green" if best else None)
-    return table
+
+class _ComparisonView:
+    """The comparison laid out for the width it is given, never cutting a figure: one line per row
+    where that fits, else each interval and p-value on a second line of its cell (80 columns hold an
+    18-row, two-key sweep that way), else those stacked rows in two tables (the ranking, then the
+    rest), and only then folded labels. Below: the notes, in plain words. Piped output (which
+    cli.print_table widens to the table's full width) gets one line per row."""
+
+    def __init__(self, comparison):
+        self.comparison = comparison
+
+    def _tables(self, stacked: bool, split: bool = False) -> list[Table]:
+        from .report import comparison_cells
+
+        c = self.comparison
+        header, rows = comparison_cells(c, stacked)
+        keys = range(1, 1 + len(c.labels))
+        metric = 1 + len(c.labels) + 1  # after rank, the keys and n
+        ranking = metric + 1 + any(row.verdict for row in c.rows)  # rank … metric and its mark
+        parts = [range(ranking), [0, *keys, *range(ranking, len(header))]] if split else [range(len(header))]
+        tables = []
+        for number, columns in enumerate(parts):
+            title = None if number else f"ranked by {c.metric} (each run's selected epoch)" + (
+                ": mean ± sd, [95% CI of the mean]" if any(row.metric.n > 1 for row in c.rows) else "")
+            table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", show_edge=False, pad_edge=False, collapse_padding=True)
+            for i in columns:
+                label = i in keys or header[i] == "runs"
+                # Figures never wrap (a cut figure misleads); labels may fold, as a last resort.
+                table.add_column(header[i], justify="left" if label or metric <= i < ranking else "right", no_wrap=not label, overflow="fold")
+            for r, cells in enumerate(rows):
+                best = r == 0 and c.rows[0].metric.n > 0
+                table.add_row(*(cells[i] for i in columns), style="bold green" if best else None)
+            tables.append(table)
+        return tables
+
+    def _layouts(self):
+        yield self._tables(stacked=False)
+        yield self._tables(stacked=True)
+        yield self._tables(stacked=True, split=True)
+
+    def __rich_console__(self, console: Console, options):
+        from .report import comparison_notes
+
+        layouts = list(self._layouts())
+        fitting = [tables for tables in layouts if max(_width(console, t) for t in tables) <= options.max_width]
+        for i, table in enumerate((fitting or layouts[-1:])[0]):
+            if i:
+                yield Text("")
+            yield table
+        notes = comparison_notes(self.comparison)
+        if notes:
+            yield Text("\n" + "\n".join(notes))
+
+    def __rich_measure__(self, console: Console, options):
+        from rich.measure import Measurement
+
+        widths = [max(_width(console, t) for t in tables) for tables in self._layouts()]
+        return Measurement(min(widths), max(widths))
+
+
+def _width(console: Console, table: Table) -> int:
+    """The width a table takes with nothing wrapped."""
+    return console.measure(table, options=console.options.update_width(10_000)).maximum
 
 
 def runs_table(rows: list[dict]) -> Table:
+    """report.list_runs as a table: each run's result is its selected epoch (val acc, test acc)."""
     table = Table(box=box.SIMPLE_HEAD)
-    for column in ("name", "status", "best val acc", "test acc", "started", "folder"):
-        table.add_column(column)
+    for column in ("name", "status", "epoch", "val acc", "test acc", "started", "folder"):
+        table.add_column(column, justify="right" if column in ("epoch", "val acc", "test acc") else "left")
     for r in rows:
         table.add_row(
-            r["name"], Text(r["status"], style=STATUS_STYLES.get(r["status"], "")), _accuracy(r["best_val_acc"]),
-            _accuracy(r["test_acc"]), r["started"].replace("T", " "), r["folder"],
+            r["name"], Text(r["status"], style=STATUS_STYLES.get(r["status"], "")), "" if r["selected_epoch"] is None else str(r["selected_epoch"]),
+            _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), r["started"].replace("T", " "), r["folder"],
         )
     return table
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ActexpError, ConfigError
-from .report import METRIC_NAMES, PLOT_METRICS, RunData, Stat, collect_runs, group_runs, mean_std, run_metric
+from . import stats
+from .report import METRIC_NAMES, PLOT_METRICS, RunData, collect_runs, group_runs, run_result
 from .runs import FAILURES
 from .varying import key_labels, varying_keys
 
@@ -55,7 +56,7 @@ class Series:
     low: tuple[float, ...]
     high: tuple[float, ...]
     n: int  # runs in the group that have the metric
-    score: Stat  # the group's `compare` value of the metric (n = 0: none to rank by)
+    score: stats.Summary  # the group's `compare` value of the metric (n = 0: none to rank by)
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ def curve_series(runs: list[RunData], metric: str = "val_acc", group_by: list[st
         if not by_epoch:
             continue
         epochs = sorted(by_epoch)
-        stats = [mean_std(by_epoch[e]) for e in epochs]
-        spread = [0.0 if math.isnan(s.std) else s.std for s in stats]
+        per_epoch = [stats.summarize(by_epoch[e]) for e in epochs]
+        spread = [0.0 if math.isnan(s.sd) else s.sd for s in per_epoch]
         names = list(dict.fromkeys(map(_run_name, members)))
         series.append(Series(
             ", ".join(values) or names[0],
@@ -115,11 +116,11 @@ def curve_series(runs: list[RunData], metric: str = "val_acc", group_by: list[st
             names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}",
             tuple(r.dir for r in members),
             tuple(epochs),
-            tuple(s.mean for s in stats),
-            tuple(s.mean - d for s, d in zip(stats, spread)),
-            tuple(s.mean + d for s, d in zip(stats, spread)),
+            tuple(s.mean for s in per_epoch),
+            tuple(s.mean - d for s, d in zip(per_epoch, spread)),
+            tuple(s.mean + d for s, d in zip(per_epoch, spread)),
             sum(1 for c in curves if c),
-            Stat(math.nan, math.nan, 0) if metric == "lr" else mean_std(run_metric(r, metric)[0] for r in members),
+            stats.summarize([] if metric == "lr" else [result[metric] for result in map(run_result, members) if result]),
         ))
     return keys, series
 

@@ -14,16 +14,19 @@ import math
 import statistics
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
+from . import stats
 from .errors import ActexpError, ConfigError
 from .runs import DamagedFile, RunFolderWarning, find_runs, read_config, read_history, read_ledger, read_summary, run_status, skip_damaged, write_text_atomic
 from .varying import SEED_KEY, describe, flatten, key_labels, varying_keys
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 METRICS = HISTORY_METRICS + ("test_acc", "test_loss")
+RESULT_FIGURES = ("val_loss", "val_acc", "train_loss", "train_acc", "test_loss", "test_acc")  # runs.csv's order
+DEFAULT_METRIC = "val_acc"
 PLOT_METRICS = HISTORY_METRICS + ("lr",)
 METRIC_NAMES = {
     "val_acc": "validation accuracy",
@@ -38,16 +41,24 @@ METRIC_NAMES = {
 
 @dataclass(frozen=True)
 class RunData:
-    """One run folder as read from disk."""
+    """One run folder as read from disk, or a sweep's run that never had one (`ledger_only`: its
+    config and status from the ledger, no figures)."""
 
     dir: Path
     config: dict  # the resolved config, as plain data
     summary: dict
     history: list[dict]
+    ledger_only: bool = False
 
     @property
     def status(self) -> str:
         return self.summary.get("status", "unknown")
+
+    @property
+    def seed(self) -> int | None:
+        """train.seed (None where a hand-made config does not say): what pairs runs across rows."""
+        seed = flatten(self.config).get(SEED_KEY)
+        return seed if type(seed) is int else None
 
 
 def collect_runs(paths) -> list[RunData]:
@@ -65,7 +76,7 @@ def collect_runs(paths) -> list[RunData]:
                 if e.get("folder") and (path / e["folder"] / "summary.json").exists():
                     folders.append(path / e["folder"])
                 elif isinstance(e.get("config"), dict):  # ledgers from before configs were kept in them: nothing to group it by
-                    status_only.append(RunData(path / e["name"], e["config"], {"status": e["status"], "name": e["name"], "error": e.get("error")}, []))
+                    status_only.append(RunData(path / e["name"], e["config"], {"status": e["status"], "name": e["name"], "error": e.get("error")}, [], True))
         else:
             folders += find_runs(path)
     runs = skip_damaged(read_run, dict.fromkeys(folders)) + status_only
@@ -87,47 +98,46 @@ def _ledger_or_nothing(path: Path) -> dict:
 def read_run(folder: Path) -> RunData:
     """One run folder; DamagedFile if one of its files is."""
     summary = read_summary(folder)
+    for key in METRICS:  # the result figures (older readers do not check them)
+        if summary.get(key) is not None and not _is_figure(summary[key], finite=False):
+            raise DamagedFile(f"{Path(folder) / 'summary.json'}: {key} is not a number ({summary[key]!r:.40})")
     return RunData(folder, read_config(folder), {**summary, "status": run_status(folder, summary)}, read_history(folder))
 
 
-def best_epoch_value(history: list[dict], metric: str) -> tuple[float, int | None]:
-    """The best value of a per-epoch metric (lowest loss, highest accuracy) and its epoch, over
-    trained epochs (epoch 0, the untrained model, is a reference point, not a result)."""
-    records = [r for r in history if r["epoch"] >= 1 and isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
-    if not records:
-        return math.nan, None
-    pick = min if metric.endswith("loss") else max
-    best = pick(records, key=lambda r: r[metric])
-    return best[metric], best["epoch"]
+# ----------------------------------------------------------------------------- a run's result
 
 
-def run_metric(run: RunData, metric: str) -> tuple[float, int | None]:
-    """A completed run's value of `metric` and the epoch it comes from; nan for other runs
-    (a diverged run's last finite epochs are not a result to rank)."""
+def run_result(run: RunData) -> dict | None:
+    """A completed run's result: ONE epoch, its selected epoch (the one whose weights were evaluated
+    on the test set), and that epoch's figures: {selected_epoch, val_loss, val_acc, train_loss,
+    train_acc, test_loss, test_acc}, nan for a figure the run lacks. None for a run that did not
+    complete (a diverged run's last finite epochs are not a result to rank).
+
+    The figures are summary.json's; a run written before summary.json carried them (or made by hand)
+    gets them from its metrics.jsonl record of the selected epoch, and one that does not name its
+    selected epoch is taken at its last trained epoch. Never the best epoch over the run: the
+    validation figure that ranks a run and the test figure beside it come from the same weights."""
     if run.status != "completed":
-        return math.nan, None
-    if metric in HISTORY_METRICS:
-        return best_epoch_value(run.history, metric)
-    return run.summary.get(metric, math.nan), run.summary.get("selected_epoch")
+        return None
+    trained = [r for r in run.history if r["epoch"] >= 1]  # epoch 0 is the untrained model
+    epoch = run.summary.get("selected_epoch")
+    if epoch is None and trained:
+        epoch = max(r["epoch"] for r in trained)
+    record = next((r for r in trained if r["epoch"] == epoch), {})
+    result = {"selected_epoch": epoch}
+    for key in METRICS:
+        value = run.summary.get(key) if run.summary.get(key) is not None else record.get(key)
+        result[key] = float(value) if _is_figure(value) else math.nan
+    return result
+
+
+def _is_figure(value, finite: bool = True) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) or not finite
 
 
 # ----------------------------------------------------------------------------- grouping
-
-
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float  # sample standard deviation (n - 1); nan when n < 2
-    n: int
-
-
-def mean_std(values) -> Stat:
-    """Mean and sample std of the finite values."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return Stat(math.nan, math.nan, 0)
-    std = statistics.stdev(values) if len(values) > 1 else math.nan
-    return Stat(statistics.fmean(values), std, len(values))
 
 
 def group_runs(runs: list[RunData], group_by: list[str] | None = None) -> tuple[list[str], list[tuple[tuple[str, ...], list[RunData]]]]:
@@ -164,10 +174,16 @@ class Row:
     values: tuple[str, ...]  # one label per group key
     runs: tuple[Path, ...]
     statuses: dict  # status -> count
-    metric: Stat
-    best_epoch: Stat
-    test_acc: Stat
-    wall_seconds: Stat
+    metric: stats.Summary  # of the completed runs' selected-epoch figures
+    sample: stats.Sample  # those figures and their runs' seeds, for the tests
+    selected_epoch: stats.Summary
+    test_acc: stats.Summary
+    wall_seconds: stats.Summary
+    verdict: stats.Verdict | None = None  # against the best row; None for it and for rows of n < 2
+
+    @property
+    def name(self) -> str:
+        return " + ".join(self.values) or "all runs"
 
 
 @dataclass(frozen=True)
@@ -176,67 +192,180 @@ class Comparison:
     keys: tuple[str, ...]  # the dotted group keys
     labels: tuple[str, ...]  # their column labels
     rows: tuple[Row, ...]  # best first; rows without a completed run last
+    top_two: stats.SeedsNeeded | None = None  # seeds per row to separate rows 1 and 2 (both of n ≥ 2)
+    alpha: float = stats.ALPHA
 
 
-def compare(paths, metric: str = "val_acc", group_by: list[str] | None = None, out_dir: str | Path | None = None) -> Comparison:
-    """Rank the runs at `paths` by `metric` (best over epochs for val_/train_ metrics, of the
-    selected weights for test_ ones), one row per group of runs that differ only by seed.
-    With `out_dir`, write summary.csv and summary.md there."""
+def compare(paths, metric: str = DEFAULT_METRIC, group_by: list[str] | None = None, out_dir: str | Path | None = None) -> Comparison:
+    """Rank the runs at `paths` by `metric` of each run's selected epoch, one row per group of runs
+    that differ only by seed, each row tested against the best. With `out_dir`, write the files
+    `summary_files` names there."""
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
-    comparison = summarize(collect_runs(paths), metric, group_by)
+    runs = collect_runs(paths)
+    comparison = summarize(runs, metric, group_by)
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        write_text_atomic(Path(out_dir) / "summary.csv", comparison_csv(comparison))
-        write_text_atomic(Path(out_dir) / "summary.md", comparison_markdown(comparison))
+        table_csv, table_md, per_run = summary_files(out_dir, metric)
+        write_text_atomic(table_csv, comparison_csv(comparison))
+        write_text_atomic(table_md, comparison_markdown(comparison))
+        write_text_atomic(per_run, runs_csv(runs, out_dir))
     return comparison
 
 
-def summarize(runs: list[RunData], metric: str = "val_acc", group_by: list[str] | None = None) -> Comparison:
+def summary_files(out_dir: str | Path, metric: str = DEFAULT_METRIC) -> tuple[Path, Path, Path]:
+    """What compare writes into `out_dir`: the table as CSV and markdown (summary.csv and summary.md
+    for the default metric, summary_<metric>.* for another, so that ranking a sweep by test_acc does
+    not overwrite its val_acc table), and runs.csv, one row per run (the same for every metric)."""
+    stem = "summary" if metric == DEFAULT_METRIC else f"summary_{metric}"
+    return Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.md", Path(out_dir) / "runs.csv"
+
+
+def summarize(runs: list[RunData], metric: str = DEFAULT_METRIC, group_by: list[str] | None = None) -> Comparison:
     keys, groups = group_runs(runs, group_by)
     rows = []
     for values, members in groups:
-        scored = [run_metric(r, metric) for r in members]
-        completed = [r for r in members if r.status == "completed"]
+        results = [(run, run_result(run)) for run in members]
+        completed = [(run, result) for run, result in results if result is not None]
+        scored = [(run, result[metric]) for run, result in completed if math.isfinite(result[metric])]
         rows.append(Row(
             values,
             tuple(r.dir for r in members),
             dict(Counter(r.status for r in members)),
-            mean_std(v for v, _ in scored),
-            mean_std(e for _, e in scored if e is not None),
-            mean_std(r.summary.get("test_acc") for r in completed),
-            mean_std(r.summary.get("wall_seconds") for r in completed),
+            stats.summarize(value for _, value in scored),
+            stats.Sample(tuple(value for _, value in scored), tuple(run.seed for run, _ in scored)),
+            stats.summarize(result["selected_epoch"] for _, result in completed),
+            stats.summarize(result["test_acc"] for _, result in completed),
+            stats.summarize(run.summary.get("wall_seconds") for run, _ in completed),
         ))
     sign = 1 if metric.endswith("loss") else -1
     rows.sort(key=lambda row: (row.metric.n == 0, sign * row.metric.mean if row.metric.n else 0))
+    verdicts = stats.against_best([row.sample for row in rows])
+    rows = [replace(row, verdict=verdict) for row, verdict in zip(rows, verdicts)]
+    top_two = stats.separation(rows[0].sample, rows[1].sample) if len(rows) > 1 else None
     labels = key_labels(keys)
-    return Comparison(metric, tuple(keys), tuple(labels[k] for k in keys), tuple(rows))
+    return Comparison(metric, tuple(keys), tuple(labels[k] for k in keys), tuple(rows), top_two)
 
 
-def format_stat(stat: Stat, digits: int = 4) -> str:
-    if stat.n == 0:
-        return "–"
-    if stat.n == 1:
-        return f"{stat.mean:.{digits}f}"
-    return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
+# ----------------------------------------------------------------------------- compare: text
 
 
-def _mean(stat: Stat, digits: int) -> str:
-    return f"{stat.mean:.{digits}f}" if stat.n else "–"
+def figure(x: float, digits: int = 4) -> str:
+    return "–" if math.isnan(x) else f"{x:.{digits}f}"
 
 
-def comparison_cells(c: Comparison) -> tuple[list[str], list[list[str]]]:
-    """The table as text cells (header, rows): what the terminal, summary.md and the README show."""
+def mean_sd(s: stats.Summary, digits: int = 4) -> str:
+    """mean ± sample sd (the spread of single runs); the mean alone for one run."""
+    return f"{figure(s.mean, digits)} ± {s.sd:.{digits}f}" if s.n > 1 else figure(s.mean, digits)
+
+
+def interval(s: stats.Summary, digits: int = 4) -> str:
+    """[low, high], the confidence interval of the mean; empty for fewer than two runs."""
+    return f"[{s.low:.{digits}f}, {s.high:.{digits}f}]" if s.n > 1 else ""
+
+
+def p_value(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def comparison_cells(c: Comparison, stacked: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The table as text cells (header, rows): what the terminal, summary.md and the README show.
+    The metric is `mean ± sd [low, high]`: the sd is the spread of single runs, [low, high] the
+    confidence interval of the mean. The interval and a row's p-value follow on the same line, or,
+    `stacked` (for narrow terminals), on a second line of the cell, with shorter headers."""
     show_status = any(set(row.statuses) != {"completed"} for row in c.rows)
-    header = ["rank", *c.labels, "n", c.metric, "best epoch", "test acc", "wall s"] + (["runs"] if show_status else [])
+    show_verdicts = any(row.verdict for row in c.rows)  # none where no row has two runs
+    header = ["#" if stacked else "rank", *c.labels, "n", c.metric] + (["vs\nbest" if stacked else "vs best"] if show_verdicts else [])
+    header += (["epoch", "test\nacc", "wall\ns"] if stacked else ["epoch", "test acc", "wall s"]) + (["runs"] if show_status else [])
     rows = []
     for rank, row in enumerate(c.rows, 1):
-        cells = [str(rank), *row.values, str(row.metric.n), format_stat(row.metric),
-                 _mean(row.best_epoch, 0 if row.best_epoch.n == 1 else 1), format_stat(row.test_acc), _mean(row.wall_seconds, 1)]
+        cells = [str(rank), *row.values, str(row.metric.n), _join(mean_sd(row.metric), interval(row.metric), stacked)]
+        if show_verdicts:
+            mark, p = _mark(c, rank - 1)
+            cells.append(_join(mark, p if stacked or not p else f"({p})", stacked))
+        cells += [figure(row.selected_epoch.mean, 0 if row.selected_epoch.n == 1 else 1), figure(row.test_acc.mean), figure(row.wall_seconds.mean, 1)]
         if show_status:
             cells.append(", ".join(f"{n} {status}" for status, n in row.statuses.items()))
         rows.append(cells)
     return header, rows
+
+
+def _mark(c: Comparison, i: int) -> tuple[str, str]:
+    """A row against the best: 'best', '≈ best' (indistinguishable) or 'worse', and the adjusted p."""
+    row = c.rows[i]
+    if i == 0:
+        return ("best" if row.metric.n else ""), ""
+    if row.verdict is None:
+        return "", ""
+    return ("worse" if row.verdict.distinguishable else "≈ best"), p_value(row.verdict.p_adjusted)
+
+
+def _join(first: str, second: str, stacked: bool) -> str:
+    return first + (("\n" if stacked else " ") + second if second else "")
+
+
+def comparison_notes(c: Comparison) -> list[str]:
+    """What the table means, in plain words, for under it: which rows the data cannot tell from the
+    best (and by which test), how many seeds would separate the top two, and what the interval is not."""
+    notes = []
+    ranked = [row for row in c.rows if row.metric.n]
+    single = [row for row in ranked if row.metric.n == 1]
+    if single:
+        if len(single) == len(ranked):
+            notes.append("One run per row: no interval, and no test can tell these differences from seed noise. "
+                         "Train each config with several seeds (actexp sweep … --seeds 5) to compare them.")
+        elif ranked[0].metric.n == 1:
+            others = f", and {len(single) - 1} other {'row is' if len(single) == 2 else 'rows are'} one run too" if len(single) > 1 else ""
+            notes.append(f"The best row ({ranked[0].name}) is one run: nothing can be tested against it{others}. Add seeds (--seeds N).")
+        else:
+            notes.append(f"{_count(len(single), 'row')} with one run: no interval, not tested. Add seeds (--seeds N).")
+    tested = [row for row in c.rows if row.verdict is not None]
+    if tested:
+        best = c.rows[0]
+        same = [row.name for row in tested if not row.verdict.distinguishable]
+        how = f"{_test_words(c)}, Holm-corrected over {_count(len(tested), 'comparison')}, family-wise α = {c.alpha:g}"
+        if same:
+            names = ", ".join(same[:8]) + (f" and {len(same) - 8} more" if len(same) > 8 else "")
+            notes.append(f"{len(same)} of the {len(tested)} rows tested are indistinguishable from the best ({best.name}): {names} ({how}).")
+        else:
+            notes.append(f"All {_count(len(tested), 'row')} tested are distinguishable from the best ({best.name}) ({how}).")
+    if c.top_two is not None:
+        s, (first, second) = c.top_two, (c.rows[0].name, c.rows[1].name)
+        spread = f"sd {_small(s.sd)} of the paired differences" if s.paired else f"pooled sd {_small(s.sd)}"
+        if s.n is None and s.delta == 0:
+            notes.append(f"{first} and {second} have the same mean: no number of seeds separates them.")
+        else:
+            seeds = f"about {s.n}" if s.n is not None else f"more than {s.max_seeds}"
+            notes.append(f"Separating {first} from {second} (Δ {_small(s.delta)}, {spread}) would take {seeds} seeds per row "
+                         f"({stats.POWER:.0%} power, α = {c.alpha:g}, {'paired' if s.paired else 'two-sample'} t-test, noncentral t).")
+    if any(row.metric.n > 1 for row in c.rows):
+        notes.append(f"[low, high]: {stats.CONFIDENCE:.0%} confidence interval of the mean over seeds (seed noise only), not the spread "
+                     "of single runs (± sd). ≈ best: no difference was shown, which is not the same as no difference.")
+    return notes
+
+
+def _test_words(c: Comparison) -> str:
+    tests = {row.verdict.test for row in c.rows if row.verdict is not None}
+    if tests == {stats.PAIRED}:
+        return f"{stats.PAIRED} on seeds {_seed_words(c.rows[0].sample.seeds)}"
+    if tests == {stats.WELCH}:
+        return stats.WELCH
+    return f"{stats.PAIRED} where rows ran the same seeds, {stats.WELCH} otherwise"
+
+
+def _seed_words(seeds) -> str:
+    seeds = sorted(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _small(x: float) -> str:
+    """A difference or spread: four decimals like the table, unless that would print 0.0000."""
+    return f"{x:.4f}" if x == 0 or abs(x) >= 5e-5 else f"{x:.1e}"
 
 
 def comparison_markdown(c: Comparison) -> str:
@@ -244,20 +373,25 @@ def comparison_markdown(c: Comparison) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, cells in enumerate(rows):
         if i == 0 and c.rows[0].metric.n:
-            cells = [f"**{cell}**" for cell in cells]  # the best row
+            cells = [f"**{cell}**" if cell else cell for cell in cells]  # the best row
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = comparison_notes(c)
+    return "\n".join(lines) + "\n" + ("\n" + "".join(f"- {note}\n" for note in notes) if notes else "")
 
 
 def comparison_csv(c: Comparison) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["rank", *c.keys, "n", f"{c.metric}_mean", f"{c.metric}_std", "best_epoch_mean",
-                     "test_acc_mean", "test_acc_std", "wall_seconds_mean", "statuses", "runs"])
+    m = c.metric
+    writer.writerow(["rank", *c.keys, "n", f"{m}_mean", f"{m}_std", f"{m}_ci_low", f"{m}_ci_high",
+                     "p_vs_best", "p_adjusted", "distinguishable_from_best", "test_vs_best",
+                     "selected_epoch_mean", "test_acc_mean", "test_acc_std", "wall_seconds_mean", "statuses", "runs"])
     for rank, row in enumerate(c.rows, 1):
+        v = row.verdict
         writer.writerow([
-            rank, *row.values, row.metric.n, _number(row.metric.mean), _number(row.metric.std), _number(row.best_epoch.mean),
-            _number(row.test_acc.mean), _number(row.test_acc.std), _number(row.wall_seconds.mean),
+            rank, *row.values, row.metric.n, _number(row.metric.mean), _number(row.metric.sd), _number(row.metric.low), _number(row.metric.high),
+            f"{v.p:.6g}" if v else "", f"{v.p_adjusted:.6g}" if v else "", str(v.distinguishable).lower() if v else "", v.test if v else "",
+            _number(row.selected_epoch.mean), _number(row.test_acc.mean), _number(row.test_acc.sd), _number(row.wall_seconds.mean),
             ";".join(f"{status}={n}" for status, n in row.statuses.items()), ";".join(map(str, row.runs)),
         ])
     return out.getvalue()
@@ -286,19 +420,61 @@ def write_report(sweep_dir: Path) -> tuple[Comparison, Path | None]:
 
 
 def list_runs(root: str | Path = "runs") -> list[dict]:
-    """Every run folder below `root`, newest first: name, status, best val acc, test acc, start."""
+    """Every run folder below `root`, newest first: name, status, the selected epoch and its val
+    acc and test acc (completed runs), start. Reads no config.yaml."""
     root = Path(root)
 
     def row(folder: Path) -> dict:
         summary = read_summary(folder)
+        run = RunData(folder, {}, {**summary, "status": run_status(folder, summary)}, read_history(folder))
+        result = run_result(run) or {}
         return {
             "name": summary.get("name", folder.parent.name),
-            "status": run_status(folder, summary),
-            "best_val_acc": best_epoch_value(read_history(folder), "val_acc")[0],
-            "test_acc": summary.get("test_acc", math.nan),
+            "status": run.status,
+            "selected_epoch": result.get("selected_epoch"),
+            "val_acc": result.get("val_acc", math.nan),
+            "test_acc": result.get("test_acc", math.nan),
             "started": str(summary.get("started", "")),
             "dir": folder,
-            "folder": folder.relative_to(root).as_posix() if folder != Path(root) else ".",
+            "folder": _relative(folder, root),
         }
 
     return sorted(skip_damaged(row, find_runs(root)), key=lambda r: r["started"], reverse=True)
+
+
+def read_runs(root: str | Path = "runs") -> list[RunData]:
+    """Every run folder below `root` with its config, newest first (damaged ones skipped)."""
+    runs = skip_damaged(read_run, find_runs(root))
+    return sorted(runs, key=lambda run: str(run.summary.get("started", "")), reverse=True)
+
+
+RUN_COLUMNS = ("status", "selected_epoch", *RESULT_FIGURES, "wall_seconds")
+
+
+def runs_csv(runs: list[RunData], root: str | Path = ".") -> str:
+    """One row per run, tidy (one column per variable, ready for pandas): its folder (relative to
+    `root`), name, every config key that varies across these runs (dotted; value labels as in the
+    tables), the seed, status, the selected epoch and its figures, wall time. Figures at full
+    precision; empty where a run has none (it did not complete, or never had a folder)."""
+    configs = [run.config for run in runs]
+    keys = [k for k in varying_keys(configs) if k != SEED_KEY]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["folder", "name", *keys, "seed", *RUN_COLUMNS])
+    for run, labels in zip(runs, describe(configs, keys)):
+        result = run_result(run) or {}
+        figures = [result.get(k, math.nan) for k in RESULT_FIGURES] + [run.summary.get("wall_seconds", math.nan)]
+        writer.writerow([
+            "" if run.ledger_only else _relative(run.dir, root), run.summary.get("name") or run.config.get("name") or run.dir.parent.name,
+            *(labels[k] for k in keys), "" if run.seed is None else run.seed, run.status,
+            "" if result.get("selected_epoch") is None else result["selected_epoch"],
+            *("" if x is None or math.isnan(x) else repr(float(x)) for x in figures),
+        ])
+    return out.getvalue()
+
+
+def _relative(folder: Path, root: str | Path) -> str:
+    try:
+        return Path(folder).relative_to(root).as_posix() or "."
+    except ValueError:  # not below root (compare -o elsewhere): the path as given
+        return str(folder)
