@@ -292,7 +292,17 @@ def test_without_early_stopping_the_best_val_loss_epoch_is_the_result(tmp_path, 
     assert {k: s[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")} == {k: history[1][k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
     resolved = load_config(run / "config.yaml")
     assert (s["test_loss"], s["test_acc"]) == pytest.approx(_evaluate_checkpoint(resolved, run / "checkpoints" / "best.pt"), rel=1e-6)
-    assert f"epoch 2 (best val_loss): val acc {history[1]['val_acc']:.4f}, val loss 0.2000, test acc {s['test_acc']:.4f}" in result.output
+    words = f"epoch 2 (best val_loss): val acc {history[1]['val_acc']:.4f}, val loss 0.2000, test acc {s['test_acc']:.4f}"
+    assert words in result.output
+    # Every command reports the same epoch and figures: show, runs, runs --csv, compare.
+    assert words in cli("show", run).output
+    listed = cli("runs", tmp_path / "runs").output
+    assert f"{history[1]['val_acc']:.4f}" in listed and f"{s['test_acc']:.4f}" in listed
+    assert f"{history[3]['val_acc']:.4f}" not in listed or history[3]["val_acc"] == history[1]["val_acc"]
+    (row,) = list(csv.DictReader(cli("runs", "--csv", tmp_path / "runs").stdout.splitlines()))
+    assert (int(row["selected_epoch"]), float(row["val_acc"]), float(row["test_acc"])) == (2, history[1]["val_acc"], s["test_acc"])
+    (compared,) = actexp.compare([run]).rows
+    assert compared.metric.mean == history[1]["val_acc"] and compared.test_acc.mean == s["test_acc"]
 
 
 def test_early_stopping_on_accuracy(tmp_path, data_root):
