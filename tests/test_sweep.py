@@ -153,7 +153,7 @@ def test_directory_sweeps_and_shipped_sweeps():
     assert len(activations.runs) == len(list((REPO / "configs/activations").glob("*.yaml")))
     assert activations.keys == ("model.activation",)
     grid = load_sweep(REPO / "configs/sweeps/activation_x_init.yaml")
-    assert grid.name == "activation_x_init" and len(grid.runs) == 6 * 3 * 3
+    assert grid.name == "activation_x_init" and len(grid.runs) == 6 * 3 * 5
     first = grid.runs[0].config
     assert (first.model.hidden, first.data.dataset.name, first.optim.optimizer.name, first.optim.lr) == ((256, 256), "mnist", "adam", 1e-3)
     assert first.model.init.name == "normal" and first.model.init.params["std"] == 1.0
