@@ -200,7 +200,9 @@ class SweepDisplay:
         shown = rows if len(rows) <= room else _most_relevant(rows, room)
         table = Table(box=box.SIMPLE_HEAD, caption=self._caption(rows, len(rows) - len(shown)), caption_justify="left")
         for column in ("run", "status", "epoch", "val acc", "elapsed", "ETA"):
-            table.add_column(column, justify="left" if column in ("run", "status") else "right")
+            # In a narrow terminal the run name wraps (cut, seed=1 and seed=2 would look alike); figures stay whole.
+            table.add_column(column, justify="left" if column in ("run", "status") else "right",
+                             overflow="fold" if column == "run" else "ellipsis", no_wrap=column != "run")
         for r in shown:
             status = f"{r.status} (earlier)" if r.note else r.status
             table.add_row(

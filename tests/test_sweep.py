@@ -427,3 +427,26 @@ def test_sweep_and_run_names_cannot_escape_the_runs_folder(tmp_path, name):
     result = CliRunner().invoke(app, ["sweep", str(folder), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2 and "dots alone" in result.output
     assert not (tmp_path / "runs").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["folder", "s.yaml"]
+
+
+def test_live_table_at_80_columns_keeps_run_names_whole(tmp_path):
+    """Long grid names wrap instead of being cut, so seed=1 and seed=2 can be told apart."""
+    from actexp.display import SweepDisplay
+
+    path = write_sweep(tmp_path, {"model.activation": ["leaky_relu", "gelu"], "model.init": ["xavier_normal", "he_normal"]}, seeds=[1, 2])
+    sweep = load_sweep(path)
+    steps, _ = plan_sweep(sweep, tmp_path / "runs")
+    display = SweepDisplay(Console(file=StringIO(), force_terminal=True, width=80, height=60))
+    display("plan", {"sweep": sweep, "steps": steps, "dir": tmp_path, "removed": [], "jobs": 1})
+    display("run_start", {"name": steps[0].run.name, "dir": "x", "first_epoch": 1, "epochs": 10})
+    display("epoch", {"name": steps[0].run.name, "epoch": 4, "epochs": 10, "val_acc": 0.8125, "val_loss": 0.4})
+    display.close()
+    out = StringIO()
+    Console(file=out, width=80).print(display.__rich__())
+    lines = out.getvalue().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.strip().startswith("run "))
+    width = lines[header].index("status")
+    run_column = "".join(line[:width].strip() for line in lines[header + 2 :] if "·" not in line)
+    assert "…" not in out.getvalue()
+    assert run_column == "".join(step.run.name for step in steps)  # every name whole, in order
+    assert "0.8125" in out.getvalue() and "4/10" in out.getvalue()
