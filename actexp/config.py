@@ -260,6 +260,15 @@ def _check_yaml_shape(text: str, where: str) -> None:
     the values it stands for, so an alias costs one addition however much it expands to."""
     sizes = {}  # anchor -> values it stands for, its own aliases expanded
     stack = [[None, 0]]  # [anchor, values so far] of each open collection, under the stream's total
+    try:
+        _walk_yaml_events(text, where, sizes, stack)
+    except yaml.YAMLError as e:  # newer libyaml scanners stop deep nesting themselves, before the first event
+        if "nesting depth" in str(e):
+            raise ConfigError(f"{where}: the YAML nests deeper than {MAX_YAML_DEPTH} levels; a config is a few levels deep") from None
+        raise
+
+
+def _walk_yaml_events(text: str, where: str, sizes: dict, stack: list) -> None:
     for event in yaml.parse(text, Loader=_LOADER):
         if isinstance(event, yaml.CollectionStartEvent):
             if len(stack) > MAX_YAML_DEPTH:

@@ -207,7 +207,7 @@ def test_failure_isolation_exit_code_and_ledger(tmp_path):
 
 
 # Runs long enough (a second or more each) to be caught part-way.
-LONG_BASE = {**XOR_BASE, "data": {**XOR_BASE["data"], "dataset": {"name": "xor", "n_train": 1000}},
+LONG_BASE = {**XOR_BASE, "data": {**XOR_BASE["data"], "dataset": {"name": "xor", "n_train": 3000}},
              "train": {**XOR_BASE["train"], "epochs": 30}}
 
 
