@@ -15,6 +15,7 @@ import io
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 import warnings
@@ -150,17 +151,11 @@ def read_bounded(path: Path, limit: int) -> bytes | None:
         raise DamagedFile(f"{path}: cannot be read ({e.strerror or e})") from None
     with os.fdopen(fd, "rb") as file:
         info = os.fstat(fd)
-        if not _is_regular(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):
             raise DamagedFile(f"{path}: not a regular file")
         if info.st_size > limit:
             raise DamagedFile(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold; not read")
         return file.read(limit + 1)
-
-
-def _is_regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
 
 
 def read_json(path: Path) -> dict:
@@ -376,15 +371,22 @@ def _remove_stale_temps(folder: Path) -> None:
 
 
 def lock_holder(folder: Path) -> str:
-    """Who holds (or last held) a folder's lock, in words. The holder writes its name just after
+    """Who holds (or last held) a folder's lock, in words. The holder writes its note just after
     taking the lock, so a reader that comes in between looks again a few times."""
     for _ in range(20):
-        with contextlib.suppress(ActexpError, ValueError):
-            holder = json.loads(read_bounded(Path(folder) / LOCK, MAX_LOCK_BYTES) or b"{}")
-            if isinstance(holder, dict) and "pid" in holder:
-                return f"process {holder.get('pid')} on {holder.get('host')} ({holder.get('what')}, since {holder.get('since')})"
+        holder = _lock_note(folder)
+        if "pid" in holder:
+            return f"process {holder.get('pid')} on {holder.get('host')} ({holder.get('what')}, since {holder.get('since')})"
         time.sleep(0.01)
     return "another process"
+
+
+def _lock_note(folder: Path) -> dict:
+    """What the lock file says of its holder ({} when it says nothing readable)."""
+    with contextlib.suppress(ActexpError, ValueError):
+        note = json.loads(read_bounded(Path(folder) / LOCK, MAX_LOCK_BYTES) or b"{}")
+        return note if isinstance(note, dict) else {}
+    return {}
 
 
 def is_locked(folder: Path) -> bool:
@@ -415,7 +417,4 @@ def run_status(run_dir: Path, summary: dict) -> str:
 
 def _locked_here(run_dir: Path) -> bool:
     # A lock taken on another node of a shared file system may not be visible from here.
-    with contextlib.suppress(ActexpError, ValueError):
-        holder = json.loads(read_bounded(Path(run_dir) / LOCK, MAX_LOCK_BYTES) or b"{}")
-        return isinstance(holder, dict) and holder.get("host") == socket.gethostname()
-    return False
+    return _lock_note(run_dir).get("host") == socket.gethostname()
