@@ -206,8 +206,8 @@ def test_failure_isolation_exit_code_and_ledger(tmp_path):
     assert [e["status"] for e in result.runs] == ["completed", "diverged", "pending", "pending"]
 
 
-# Runs long enough (a second or more each) to be caught part-way.
-LONG_BASE = {**XOR_BASE, "data": {**XOR_BASE["data"], "dataset": {"name": "xor", "n_train": 3000}},
+# Runs long enough (a few seconds each) to be caught part-way by a poller that may itself wait for a core.
+LONG_BASE = {**XOR_BASE, "data": {**XOR_BASE["data"], "dataset": {"name": "xor", "n_train": 8000}},
              "train": {**XOR_BASE["train"], "epochs": 30}}
 
 
