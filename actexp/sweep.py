@@ -324,12 +324,18 @@ def run_sweep(
     """Run a sweep into `runs_dir/<sweep name>/`: skip finished runs, re-run failed ones, resume
     interrupted ones. A failing run does not stop the others (unless `fail_fast`). `backend` trains
     the runs: None or "local", this machine, where `jobs` worker processes train in parallel (None:
-    one per GPU on a multi-GPU machine, else 1, in this process); or any `backends.Backend`. On Ctrl-C the ledger is saved and KeyboardInterrupt re-raised (SIGTERM too,
+    one per GPU on a multi-GPU machine, else 1, in this process); "ray", Ray tasks on a local Ray
+    instance (a `backends.raycluster.RayBackend(address=...)` joins a cluster); or any
+    `backends.Backend`. On Ctrl-C the ledger is saved and KeyboardInterrupt re-raised (SIGTERM too,
     as errors.Terminated). With `report`, a finished sweep writes summary.csv, summary.md and
     curves.png next to the ledger. The sweep folder is locked while it runs: a second copy raises
     runs.Busy, or with `wait` waits for the first to finish (and then finds its runs done)."""
-    if backend not in (None, "local") and not isinstance(backend, Backend):
-        raise ConfigError(f"backend {backend!r}: expected local or a backends.Backend")
+    if backend == "ray":
+        from .backends.raycluster import RayBackend
+
+        backend = RayBackend(max_slots=jobs)
+    elif backend not in (None, "local") and not isinstance(backend, Backend):
+        raise ConfigError(f"backend {backend!r}: expected local or ray")
     sweep = load_sweep(path, overrides, grid=grid, seeds=seeds)
     sweep_dir = Path(runs_dir) / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)

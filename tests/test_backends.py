@@ -1,6 +1,6 @@
 """The seam between a sweep's driver and its backends: the driver's part (ledger, fail-fast, stop,
 the interrupt re-raised as it came) with a scripted backend that trains nothing; `execute` on a task
-of several runs; SIGTERM through the local backends."""
+of several runs; SIGTERM through the local backends; --backend ray without Ray installed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from actexp.backends import Backend, Event, Outcome, RunSpec, Task, execute
+from actexp.cli import app
 from actexp.errors import Terminated
 from actexp.runs import read_history, read_ledger, read_summary
 from actexp.sweep import run_sweep
@@ -178,8 +180,27 @@ def test_sigterm_stops_a_sweep_with_143_and_its_runs_resume(tmp_path, jobs):
     assert [r["epoch"] for r in read_history(sweep_dir / result.runs[0]["folder"])] == list(range(0, 31))
 
 
-def test_importing_the_sweep_machinery_does_not_import_torch():
-    code = "import sys, actexp.sweep, actexp.backends, actexp.backends.local, actexp.cli; print('torch' in sys.modules)"
+def test_backend_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    result = CliRunner().invoke(app, ["sweep", str(path), "--backend", "ray", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "pip install 'actexp[ray]'" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ray_options_need_the_ray_backend(tmp_path):
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    for args, words in ((["--address", "auto"], "--address is an option of --backend ray"),
+                        (["--gpus-per-run", "0.5"], "--gpus-per-run is an option of --backend ray"),
+                        (["--backend", "slurm"], "expected local or ray"),
+                        (["--backend", "ray", "--gpus-per-run", "1.5"], "a fraction of one GPU")):
+        result = CliRunner().invoke(app, ["sweep", str(path), *args, "--runs-dir", str(tmp_path / "runs")])
+        assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1, (args, result.output)
+
+
+def test_importing_the_sweep_machinery_imports_neither_torch_nor_ray():
+    code = "import sys, actexp.sweep, actexp.backends, actexp.backends.local, actexp.cli; print('torch' in sys.modules, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ONE_THREAD_ENV, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False"]
+    assert out.split() == ["False", "False"]
 

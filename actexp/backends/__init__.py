@@ -18,8 +18,8 @@ submitted run, however its task ended) and `retry` (a backend that re-runs a los
 error, attempt, attempts). The driver (sweep.py) alone keeps the ledger, decides fail-fast, turns
 Ctrl-C/SIGTERM into `stop()`, and feeds the live table.
 
-Implementations: `local.InProcessBackend` (--jobs 1) and `local.ProcessBackend` (--jobs N).
-Nothing here imports torch.
+Three implementations: `local.InProcessBackend` (--jobs 1), `local.ProcessBackend` (--jobs N) and
+`raycluster.RayBackend` (--backend ray). Nothing here imports torch or ray.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+from ..errors import ActexpError
 from ..runs import CHECKPOINTS, RESULTS, DamagedFile, read_summary, write_json_atomic
 
 
@@ -102,6 +103,13 @@ class Backend:
 
     def close(self) -> None:
         raise NotImplementedError
+
+
+class BackendUnavailable(ActexpError):
+    """The backend asked for cannot run here (its package is missing, its cluster is out of reach,
+    the runs folder is not shared with its nodes): nothing trained; fix the setup and run again."""
+
+    exit_code = 2
 
 
 # ----------------------------------------------------------------------------- executing a task
