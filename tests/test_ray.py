@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from actexp.cli import app
 from actexp.runs import read_history, read_ledger, read_summary
-from actexp.sweep import RunLostWarning, run_sweep
+from actexp.sweep import RunLostWarning, load_sweep, plan_sweep, run_sweep
 from test_sweep import LONG_BASE, ONE_THREAD_ENV, REPO, XOR_BASE, snapshot, statuses, training_mid_way, write_sweep
 
 ray = pytest.importorskip("ray")
@@ -89,6 +89,24 @@ def test_a_killed_worker_is_resumed_and_its_run_ends_as_if_never_stopped(tmp_pat
     assert starts[1]["dir"] == starts[0]["dir"] and starts[1]["first_epoch"] > 1  # resumed in place, from its checkpoint
     local = run_sweep(path, runs_dir=tmp_path / "local", jobs=1, report=False)
     assert metrics(result) == metrics(local)
+
+
+def test_a_worker_lost_more_often_than_allowed_fails_its_run(tmp_path, cluster):
+    path = write_sweep(tmp_path, {"model.activation": ["relu"]}, seeds=[0], base={**LONG_BASE, "train": {**LONG_BASE["train"], "epochs": 40}})
+    pids = []
+
+    def kill_mid_run(event, info):
+        if event == "run_start":
+            pids.append(info["pid"])
+        if event == "epoch" and len(pids) == 1 and info["epoch"] >= 2:
+            os.kill(pids.pop(), signal.SIGKILL)
+
+    result = run_sweep(path, runs_dir=tmp_path / "ray", backend=RayBackend(retries=0), report=False, progress=kill_mid_run)
+    entry = result.runs[0]
+    assert entry["status"] == "failed" and "its worker was lost 1 times" in entry["error"]
+    assert read_summary(result.dir / entry["folder"])["status"] == "failed"  # the folder says so too
+    steps, _ = plan_sweep(load_sweep(path), result.dir)
+    assert [s.action for s in steps] == ["rerun"]  # the same command trains it again
 
 
 def test_ctrl_c_then_the_same_command_retrains_nothing_and_loses_nothing(tmp_path, cluster):

@@ -171,22 +171,37 @@ def _relative(folder, sweep_dir: Path) -> str | None:
 # ----------------------------------------------------------------------------- for backends
 
 
-def ended_without_outcome(run: RunSpec, folder: Path | None, sweep_dir: Path, status: str, error: str | None) -> Outcome:
-    """The outcome of a run whose task ended without returning it (its worker died, or the task was
-    cancelled). The run folder's summary.json is the truth when it holds a result: a worker may die
-    after its run finished. Otherwise the run ends with `status`; a `failed` run's summary says so
-    too, since its dead worker could not."""
+def recorded_outcome(run: RunSpec, folder: Path | None, sweep_dir: Path) -> Outcome | None:
+    """The outcome a run's folder records when its summary.json says the run ended (completed,
+    diverged, failed), a damaged summary being a failure; None when it holds no end."""
     folder = folder or run.folder
     if folder is None:
-        return Outcome(run.name, "pending" if status == "interrupted" else status, None, None if status == "interrupted" else error)
+        return None
     try:
         summary = read_summary(folder)
     except DamagedFile as e:
         return Outcome(run.name, "failed", _relative(folder, sweep_dir), str(e))
     if summary.get("status") in RESULTS + ("failed",):
         return Outcome(run.name, summary["status"], _relative(folder, sweep_dir), summary.get("error"), summary.get("test_acc"), summary.get("wall_seconds"))
-    if status == "failed" and summary.get("status") == "running":
-        write_json_atomic(Path(folder) / "summary.json", {**summary, "status": "failed", "error": error})
+    return None
+
+
+def ended_without_outcome(run: RunSpec, folder: Path | None, sweep_dir: Path, status: str, error: str | None) -> Outcome:
+    """The outcome of a run whose task ended without returning it (its worker died, or the task was
+    cancelled). The run folder's summary.json is the truth when it holds an end: a worker may die
+    after its run finished. Otherwise the run ends with `status` (`interrupted` or `failed`); a
+    failed run's summary says so too, since its dead worker could not. A run interrupted before it
+    began is `pending`."""
+    recorded = recorded_outcome(run, folder, sweep_dir)
+    if recorded is not None:
+        return recorded
+    folder = folder or run.folder
+    if folder is None:
+        return Outcome(run.name, "pending", None) if status == "interrupted" else Outcome(run.name, status, None, error)
+    if status == "failed":
+        summary = read_summary(folder)
+        if summary.get("status") == "running":
+            write_json_atomic(Path(folder) / "summary.json", {**summary, "status": "failed", "error": error})
     return Outcome(run.name, status, _relative(folder, sweep_dir), error)
 
 

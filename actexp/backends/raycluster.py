@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import secrets
 import signal
 import socket
@@ -24,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import Backend, BackendUnavailable, Event, Outcome, Task, cpu_count, ended_without_outcome, execute, resumable
+from . import Backend, BackendUnavailable, Event, Outcome, Task, cpu_count, ended_without_outcome, execute, recorded_outcome, resumable
 
 INSTALL = "pip install 'actexp[ray]'"
 RETRIES = 3
@@ -51,7 +52,7 @@ class RayBackend(Backend):
         self.inbox = None
         self.attempts: dict = {}  # ObjectRef -> _Attempt, for the tasks in Ray's hands
         self.stopping = False
-        self.slots = 1
+        self.slots, self.sized = 1, 0.0
 
     # ------------------------------------------------------------------------- the seam
 
@@ -60,7 +61,7 @@ class RayBackend(Backend):
         self.sweep_dir, self.emit = Path(sweep_dir).absolute(), emit
         if not ray.is_initialized():
             self._init()
-        self.inbox = ray.remote(num_cpus=0)(_Inbox).remote()
+        self.inbox = ray.remote(num_cpus=0)(_Inbox).options(scheduling_strategy=_here(ray)).remote()
         self.remote = ray.remote(_run_task)
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         if not any(node.get("CPU", 0) >= self.cpus for node in nodes):
@@ -128,7 +129,10 @@ class RayBackend(Backend):
                 ray.init(num_cpus=cpu_count(), include_dashboard=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"the Ray cluster at {self.address}" if self.address else "a Ray instance on this machine"
-            raise BackendUnavailable(f"could not start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            hint = ""
+            if self.address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ:
+                hint = " (to a cluster with token authentication, Ray connects by address only with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token)"
+            raise BackendUnavailable(f"could not start or reach {where}: {_first_line(e)}{hint}") from None
         finally:
             if main and sigterm is not None:
                 signal.signal(signal.SIGTERM, sigterm)
@@ -143,7 +147,7 @@ class RayBackend(Backend):
         """How many tasks the cluster runs at once (CPUs / cpus per run); looked at again now and
         then, for nodes that join or leave."""
         now = time.time()
-        if not force and now - getattr(self, "sized", 0) < RESOURCES_EVERY:
+        if not force and now - self.sized < RESOURCES_EVERY:
             return
         self.sized = now
         slots = max(1, math.floor(self.ray.cluster_resources().get("CPU", 0) / self.cpus + 1e-9))
@@ -187,16 +191,26 @@ class RayBackend(Backend):
             return self._ended(attempt, "failed", f"its worker was lost {attempt.tries + 1} times; the last: {error}")
         task, done, again = attempt.task, [], []
         for run in task.runs:
-            outcome = ended_without_outcome(run, attempt.folders.get(run.name), task.sweep_dir, "running", None)
-            if outcome.status == "running":
+            recorded = recorded_outcome(run, attempt.folders.get(run.name), task.sweep_dir)
+            if recorded is None:
                 again.append(resumable(run, attempt.folders.get(run.name)))
             else:
-                done.append(outcome)
+                done.append(recorded)
         if again:
             for run in again:
                 self.emit(Event(run.name, "retry", {"error": f"its worker was lost ({error})", "attempt": attempt.tries + 2, "attempts": self.retries + 1}))
             self.submit(Task(tuple(again), task.sweep_dir), attempt.tries + 1)
         return done
+
+
+def _here(ray):
+    """Schedule beside the driver (the events' actor must not sit on a worker node that may die)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    except Exception:  # (a Ray Client driver has no node of its own: anywhere will do)
+        return "DEFAULT"
 
 
 class _Attempt:
