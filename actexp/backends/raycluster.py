@@ -171,7 +171,7 @@ class RayBackend(Backend):
         except ray.exceptions.TaskCancelledError:
             outcomes = self._ended(attempt, "interrupted", "interrupted")
         except LOST_ERRORS(ray) as e:
-            outcomes = self._lost(attempt, _first_line(e))
+            outcomes = self._lost(attempt, f"{type(e).__name__}: {_first_sentence(e)}")
         except ray.exceptions.RayTaskError as e:  # the task's code raised (execute catches a run's own errors)
             outcomes = self._ended(attempt, "failed", f"the Ray task failed: {_first_line(e.cause) if e.cause else _first_line(e)}")
         except ray.exceptions.RayError as e:
@@ -224,6 +224,11 @@ def LOST_ERRORS(ray) -> tuple[type, ...]:
     e = ray.exceptions
     return tuple(getattr(e, name) for name in ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError", "ObjectLostError")
                  if hasattr(e, name))
+
+
+def _first_sentence(e) -> str:
+    line = _first_line(e)
+    return line.split(". ")[0].rstrip(".") if len(line) > 120 else line
 
 
 def _first_line(e) -> str:
