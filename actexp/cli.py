@@ -147,7 +147,11 @@ def sweep(
     grid: List[str] = typer.Option([], "--grid", help="Sweep a key over values: --grid model.activation=relu,tanh (repeatable: every combination; a YAML list for components: --grid 'model.init=[xavier_normal, {name: normal, std: 0.1}]')."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Repeat every run with these seeds: --seeds 5 (seeds 0-4) or --seeds 0,1,2; replaces a sweep file's seeds. Adding seeds later trains only the new runs."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders; the sweep lives in RUNS_DIR/<sweep name>/."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Trainings in parallel worker processes (default: one per GPU with several GPUs, else 1)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Trainings in parallel worker processes (default: one per GPU with several GPUs, else 1). With --backend ray: at most this many runs at a time."),
+    backend: str = typer.Option("local", "--backend", help="Where the runs train: local (this machine, --jobs) or ray (Ray tasks on a Ray cluster; pip install 'actexp[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: the cluster to join: auto (the one `ray start` runs on this node) or ray://HOST:10001 (Ray Client). Default: a Ray instance on this machine, for this sweep."),
+    cpus_per_run: Optional[float] = typer.Option(None, "--cpus-per-run", min=0.01, help="With --backend ray: CPUs each run asks Ray for (default 1; its torch threads: the whole part, at least 1)."),
+    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", min=0.01, help="With --backend ray: GPUs each CUDA run asks Ray for (default 1; 0.25: four runs share a GPU)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded runs and what would happen to each; train nothing."),
     force: bool = typer.Option(False, "--force", help="Re-run every run, finished or not (new folders; old ones are kept)."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first run that fails or diverges."),
@@ -159,14 +163,27 @@ def sweep(
     from .sweep import load_sweep, parse_grid, parse_seeds, plan_sweep, run_sweep
 
     expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None}
+    if backend not in ("local", "ray"):
+        fail(f"--backend {backend}: expected local or ray", 2)
+    ray_options = {"--address": address, "--cpus-per-run": cpus_per_run, "--gpus-per-run": gpus_per_run}
+    given = [option for option, value in ray_options.items() if value is not None]
+    if backend == "local" and given:
+        fail(f"{given[0]} is an option of --backend ray", 2)
+    if gpus_per_run is not None and gpus_per_run > 1 and gpus_per_run != int(gpus_per_run):
+        fail(f"--gpus-per-run {gpus_per_run}: a fraction of one GPU, or a whole number of GPUs", 2)
     if dry_run:
         swept = load_sweep(path, set_, **expansion)
         steps, _ = plan_sweep(swept, runs_dir / swept.name, force)
         print_table(_dry_run_table(swept, steps, runs_dir / swept.name))
         return
+    runner = None
+    if backend == "ray":
+        from .backends.raycluster import RayBackend
+
+        runner = RayBackend(address, cpus_per_run or 1.0, gpus_per_run, max_slots=jobs)  # says at once when Ray is missing
     display = SweepDisplay(out, quiet)
     try:
-        result = run_sweep(path, set_, **expansion, runs_dir=runs_dir, jobs=jobs, force=force, fail_fast=fail_fast, progress=display, wait=wait)
+        result = run_sweep(path, set_, **expansion, runs_dir=runs_dir, jobs=jobs, backend=runner, force=force, fail_fast=fail_fast, progress=display, wait=wait)
     except KeyboardInterrupt as e:
         display.close()
         stop, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)

@@ -16,17 +16,18 @@ import dataclasses
 import itertools
 import json
 import math
-import os
-import queue
-import signal
 import time
+import warnings
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from .backends import Backend, Event, Outcome, RunSpec, Task, cpu_count, execute  # noqa: F401  (the seam, re-exported)
+from .backends.local import Slot, worker_slots  # noqa: F401
 from .config import SEED_RANGE, Config, _did_you_mean, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
-from .errors import ConfigError, Terminated, sigterm_as_interrupt
-from .runs import CHECKPOINTS, FAILURES, RESULTS, locked, read_ledger, read_summary, write_json_atomic, write_ledger
+from .errors import ConfigError, sigterm_as_interrupt
+from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, read_ledger, read_summary, write_ledger
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
 
 SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
@@ -277,59 +278,7 @@ def _action(entry: dict, sweep_dir: Path, force: bool) -> str:
     return "restart" if folder and (sweep_dir / folder).is_dir() else "new"
 
 
-# ----------------------------------------------------------------------------- running
-
-
-@dataclass(frozen=True)
-class Task:
-    """One run to train, as plain data (it crosses into worker processes)."""
-
-    name: str
-    config: dict
-    sweep_dir: Path
-    folder: Path | None  # resume or restart in this folder; None: a fresh folder
-    resume: bool
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str
-    folder: str | None
-    error: str | None = None
-    test_acc: float | None = None
-    wall_seconds: float | None = None
-
-
-def run_task(task: Task, report: Progress) -> Outcome:
-    """Train one run; never raises: a failure or Ctrl-C becomes the outcome's status."""
-    from .training import train
-
-    folder = {"dir": task.folder}
-
-    def progress(event, info):
-        if event == "start":
-            folder["dir"] = info["dir"]
-            report("run_start", {"dir": str(info["dir"]), "first_epoch": info["first_epoch"], "epochs": info["epochs"]})
-        elif event == "epoch":
-            record = info["record"]
-            report("epoch", {"epoch": record["epoch"], "epochs": info["epochs"], "val_acc": record["val_acc"], "val_loss": record["val_loss"]})
-
-    try:
-        config = config_from_dict(task.config)
-        if task.resume:
-            run = train(config, progress=progress, resume=task.folder)
-        else:
-            run = train(config, runs_dir=task.sweep_dir, progress=progress, run_dir=task.folder)
-    except KeyboardInterrupt:
-        return Outcome("interrupted", _relative(folder["dir"], task.sweep_dir), "interrupted")
-    except Exception as e:
-        return Outcome("failed", _relative(folder["dir"], task.sweep_dir), f"{type(e).__name__}: {e}")
-    s = run.summary
-    return Outcome(run.status, _relative(run.dir, task.sweep_dir), s.get("error"), s.get("test_acc"), s.get("wall_seconds"))
-
-
-def _relative(folder, sweep_dir: Path) -> str | None:
-    return None if folder is None else Path(folder).relative_to(sweep_dir).as_posix()
+# ----------------------------------------------------------------------------- the driver
 
 
 @dataclass(frozen=True)
@@ -352,6 +301,11 @@ class SweepResult:
         return [e for e in self.runs if e["status"] not in RESULTS + ("failed",)]
 
 
+class RunLostWarning(RunFolderWarning):
+    """A run's worker was lost (its process or node died) and the run goes on from its folder
+    elsewhere; the CLI prints these as `warning:` lines."""
+
+
 def run_sweep(
     path: str | Path,
     overrides: list[str] = (),
@@ -360,6 +314,7 @@ def run_sweep(
     seeds: list[int] | None = None,
     runs_dir: str | Path = "runs",
     jobs: int | None = None,
+    backend: Backend | str | None = None,
     force: bool = False,
     fail_fast: bool = False,
     progress: Progress | None = None,
@@ -367,43 +322,58 @@ def run_sweep(
     wait: bool = False,
 ) -> SweepResult:
     """Run a sweep into `runs_dir/<sweep name>/`: skip finished runs, re-run failed ones, resume
-    interrupted ones. A failing run does not stop the others (unless `fail_fast`). `jobs` worker
-    processes train in parallel (None: one per GPU on a multi-GPU machine, else 1). On Ctrl-C the
-    ledger is saved and KeyboardInterrupt re-raised (SIGTERM too, as errors.Terminated). With
-    `report`, a finished sweep writes summary.csv, summary.md and curves.png next to the ledger.
-    The sweep folder is locked while it runs: a second copy raises runs.Busy, or with `wait`
-    waits for the first to finish (and then finds its runs done)."""
+    interrupted ones. A failing run does not stop the others (unless `fail_fast`). `backend` trains
+    the runs: None or "local", this machine, where `jobs` worker processes train in parallel (None:
+    one per GPU on a multi-GPU machine, else 1, in this process); "ray", Ray tasks on a local Ray
+    instance (a `backends.raycluster.RayBackend(address=...)` joins a cluster); or any
+    `backends.Backend`. On Ctrl-C the ledger is saved and KeyboardInterrupt re-raised (SIGTERM too,
+    as errors.Terminated). With `report`, a finished sweep writes summary.csv, summary.md and
+    curves.png next to the ledger. The sweep folder is locked while it runs: a second copy raises
+    runs.Busy, or with `wait` waits for the first to finish (and then finds its runs done)."""
+    if backend == "ray":
+        from .backends.raycluster import RayBackend
+
+        backend = RayBackend(max_slots=jobs)
+    elif backend not in (None, "local") and not isinstance(backend, Backend):
+        raise ConfigError(f"backend {backend!r}: expected local or ray")
     sweep = load_sweep(path, overrides, grid=grid, seeds=seeds)
     sweep_dir = Path(runs_dir) / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with locked(sweep_dir, f"sweep {sweep.name}", wait), sigterm_as_interrupt():
-        return _run_locked(sweep, sweep_dir, jobs, force, fail_fast, progress, report)
+        return _run_locked(sweep, sweep_dir, jobs, backend if isinstance(backend, Backend) else None, force, fail_fast, progress, report)
 
 
-def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, force: bool, fail_fast: bool, progress, report: bool) -> SweepResult:
+def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, force: bool, fail_fast: bool, progress, report: bool) -> SweepResult:
     steps, ledger = plan_sweep(sweep, sweep_dir, force)
     write_ledger(sweep_dir, ledger)
     todo = [s for s in steps if s.action != "skip"]
-    gpus = _gpu_count(sweep) if jobs is None or jobs > 1 else 0
-    jobs = max(1, min(jobs or (gpus if gpus > 1 else 1), len(todo) or 1))
     progress = progress or (lambda event, info: None)
-    progress("plan", {"sweep": sweep, "steps": steps, "dir": sweep_dir, "removed": ledger["removed"], "jobs": jobs})
+    here = sweep_dir.absolute()  # tasks carry absolute paths: workers may run elsewhere
+    by_name = {step.run.name: step for step in todo}
 
-    def record(step: Step, event: str, info: dict) -> None:
-        """Keep the ledger in step with a run's events, then pass them on."""
-        if event == "run_start":
-            step.entry.update(status="running", folder=_relative(info["dir"], sweep_dir), error=None)
+    def plan(slots: int) -> None:
+        progress("plan", {"sweep": sweep, "steps": steps, "dir": sweep_dir, "removed": ledger["removed"], "jobs": slots})
+
+    def record(event: Event) -> None:
+        """Keep the ledger in step with a run's events, then pass them on to the display."""
+        step, info = by_name[event.run], event.info
+        if event.kind == "run_start":
+            step.entry.update(status="running", folder=_relative(info["dir"], here), error=None)
             write_ledger(sweep_dir, ledger)
-        elif event == "run_end":
+        elif event.kind == "run_end":
+            info = dataclasses.asdict(info)
             step.entry.update(status=info["status"], folder=info["folder"] or step.entry["folder"], error=info["error"])
             write_ledger(sweep_dir, ledger)
-        progress(event, {"name": step.run.name, **info})
+        elif event.kind == "retry":
+            warnings.warn(f"{event.run}: {info['error']}; it goes on from its folder (attempt {info['attempt']} of {info['attempts']})", RunLostWarning, stacklevel=2)
+            return
+        progress(event.kind, {"name": event.run, **info})
 
-    tasks = [(step, _task(step, sweep_dir)) for step in todo]
-    if jobs == 1:
-        _run_in_process(tasks, record, fail_fast)
+    if not todo:
+        plan(1)
     else:
-        _run_in_workers(tasks, record, fail_fast, worker_slots(jobs, _cpu_count(), gpus), sweep_dir)
+        backend = backend or _local_backend(sweep, jobs, len(todo))
+        _drive(backend, [_task(step, here) for step in todo], here, record, fail_fast, plan)
     result = SweepResult(sweep.name, sweep_dir, tuple(ledger["runs"]), tuple(ledger["removed"]))
     if report and not result.unfinished and any(e["folder"] for e in result.runs):
         from .report import write_report
@@ -413,37 +383,65 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, force: bool, fail_fast: boo
     return result
 
 
+def _local_backend(sweep: Sweep, jobs: int | None, n_tasks: int) -> Backend:
+    from .backends.local import InProcessBackend, ProcessBackend
+
+    gpus = _gpu_count(sweep) if jobs is None or jobs > 1 else 0
+    jobs = max(1, min(jobs or (gpus if gpus > 1 else 1), n_tasks))
+    return InProcessBackend() if jobs == 1 else ProcessBackend(worker_slots(jobs, cpu_count(), gpus))
+
+
 def _task(step: Step, sweep_dir: Path) -> Task:
+    """A step as a task of one run (a fused group will be one task of several steps)."""
     folder = sweep_dir / step.entry["folder"] if step.action in ("resume", "restart") else None
-    return Task(step.run.name, step.entry["config"], sweep_dir, folder, step.action == "resume")
+    return Task((RunSpec(step.run.name, step.entry["config"], folder, step.action == "resume"),), sweep_dir)
 
 
-def _run_in_process(tasks, record, fail_fast: bool) -> None:
-    for step, task in tasks:
-        outcome = run_task(task, lambda event, info: record(step, event, info))
-        record(step, "run_end", dataclasses.asdict(outcome))
-        if outcome.status == "interrupted":
-            raise KeyboardInterrupt
-        if fail_fast and outcome.status in FAILURES:
-            return
+def _drive(backend: Backend, tasks: list[Task], sweep_dir: Path, record, fail_fast: bool, started) -> None:
+    """Hand the tasks to the backend, at most `backend.slots` at a time, and pass its events to
+    `record` until every submitted run has ended. After a failure with `fail_fast`, nothing more is
+    submitted (runs in training finish). Ctrl-C or SIGTERM asks the backend to stop (its runs save
+    as interrupted) and waits up to WORKER_STOP_SECONDS for them; a second one stops waiting. The
+    interrupt is then re-raised, as it came."""
+    pending = deque(tasks)
+    running: dict[str, Task] = {}  # run name -> its task, for the runs submitted and not ended
+    state = {"stopping": False}
+
+    def on_event(event: Event) -> None:
+        if event.run not in running:
+            return  # not a run of ours (a backend's stray event)
+        record(event)
+        if event.kind == "run_end":
+            del running[event.run]
+            state["stopping"] = state["stopping"] or (fail_fast and event.info.status in FAILURES)
+
+    interrupt = deadline = None
+    try:
+        backend.start(sweep_dir, on_event)
+        started(backend.slots)
+        while True:
+            try:
+                while pending and not state["stopping"] and len(set(map(id, running.values()))) < backend.slots:
+                    task = pending.popleft()
+                    running.update((name, task) for name in task.names)
+                    backend.submit(task)
+                if not running or (deadline and time.time() > deadline):
+                    break
+                backend.poll(0.5)
+            except KeyboardInterrupt as e:
+                if interrupt is not None:
+                    break  # a second Ctrl-C: don't wait; the ledger resumes `running` runs all the same
+                interrupt, state["stopping"] = e, True
+                deadline = time.time() + WORKER_STOP_SECONDS
+                backend.stop()
+    finally:
+        backend.close()
+    if interrupt is not None:
+        raise interrupt
 
 
-# ----------------------------------------------------------------------------- worker processes
-
-
-@dataclass(frozen=True)
-class Slot:
-    threads: int  # torch threads: the CPU cores divided between workers, so they don't oversubscribe
-    gpu: int | None  # the GPU this worker sees (one run per GPU), None: as the config says
-
-
-def worker_slots(jobs: int, cpus: int, gpus: int) -> list[Slot]:
-    threads = max(1, cpus // jobs)
-    return [Slot(threads, i % gpus if gpus > 1 else None) for i in range(jobs)]
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def _relative(folder, sweep_dir: Path) -> str | None:
+    return None if folder is None else Path(folder).relative_to(sweep_dir).as_posix()
 
 
 def _gpu_count(sweep: Sweep) -> int:
@@ -452,135 +450,3 @@ def _gpu_count(sweep: Sweep) -> int:
     import torch
 
     return torch.cuda.device_count()
-
-
-class _Worker:
-    def __init__(self, context, slot: Slot, index: int, events):
-        self.tasks = context.Queue()
-        self.process = context.Process(target=_worker_main, args=(index, slot, self.tasks, events, os.getpid()), daemon=True)
-        self.process.start()
-        self.step = None
-        self.seen_dead = False
-
-    def give(self, step, task) -> None:
-        self.step, self.seen_dead = step, False
-        self.tasks.put(task)
-
-    def lost_its_run(self) -> bool:
-        """Whether the process died (killed from outside, e.g. out of memory) with a run in hand.
-        It takes two looks: its last message may still be on its way through the queue."""
-        if self.step is None or self.process.is_alive():
-            return False
-        lost, self.seen_dead = self.seen_dead, True
-        return lost
-
-
-def _run_in_workers(tasks, record, fail_fast: bool, slots: list[Slot], sweep_dir: Path) -> None:
-    """Hand runs to worker processes one at a time; their events come back on one queue.
-    Ctrl-C reaches this process only (workers ignore SIGINT); it stops the workers with SIGTERM,
-    which they turn into KeyboardInterrupt so that their runs are saved as interrupted."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-    events = context.Queue()
-    pending = list(tasks)
-    workers = [_Worker(context, slot, i, events) for i, slot in enumerate(slots)]
-    stopping = interrupted = False
-
-    def hand_out(worker):
-        if pending and not stopping:
-            worker.give(*pending.pop(0))
-
-    for worker in workers:
-        hand_out(worker)
-    deadline = None
-    try:
-        while any(w.step for w in workers):
-            try:
-                index, event, info = events.get(timeout=0.5)
-            except queue.Empty:
-                for i, worker in enumerate(workers):
-                    if worker.lost_its_run():
-                        message = f"the worker process died (exit code {worker.process.exitcode})"
-                        _mark_failed(worker.step, message, sweep_dir)
-                        record(worker.step, "run_end", {"status": "failed", "folder": None, "error": message, "test_acc": None, "wall_seconds": None})
-                        worker.step = None
-                        if pending and not stopping:
-                            workers[i] = _Worker(context, slots[i], i, events)
-                            hand_out(workers[i])
-                if deadline and time.time() > deadline:
-                    break
-                continue
-            except KeyboardInterrupt:
-                if interrupted:
-                    break  # a second Ctrl-C: don't wait; the ledger resumes `running` runs all the same
-                stopping = interrupted = True
-                deadline = time.time() + WORKER_STOP_SECONDS
-                for w in workers:
-                    if w.step and w.process.is_alive():
-                        os.kill(w.process.pid, signal.SIGTERM)
-                continue
-            worker = workers[index]
-            if event != "outcome":
-                record(worker.step, event, info)
-                continue
-            record(worker.step, "run_end", dataclasses.asdict(info))
-            worker.step = None
-            stopping = stopping or (fail_fast and info.status in FAILURES)
-            hand_out(worker)
-    finally:
-        for w in workers:
-            if w.process.is_alive():
-                w.tasks.put(None)
-        for w in workers:
-            w.process.join(timeout=5)
-            if w.process.is_alive():
-                w.process.kill()
-    if interrupted:
-        raise KeyboardInterrupt
-
-
-def _mark_failed(step: Step, message: str, sweep_dir: Path) -> None:
-    """Say in the run's own summary.json what its dead worker could not: the run failed."""
-    folder = step.entry.get("folder")
-    summary = read_summary(sweep_dir / folder) if folder else {}
-    if summary.get("status") == "running":
-        write_json_atomic(sweep_dir / folder / "summary.json", {**summary, "status": "failed", "error": message})
-
-
-def _worker_main(index: int, slot: Slot, tasks, events, parent_pid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _interrupt)
-    if slot.gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)  # before torch initialises CUDA
-    import torch
-
-    torch.set_num_threads(slot.threads)
-
-    def report(event, info):
-        if os.getppid() != parent_pid:
-            raise KeyboardInterrupt  # the sweep was killed: stop, leaving the run resumable
-        events.put((index, event, info))
-
-    try:
-        while (task := _next_task(tasks, parent_pid)) is not None:
-            outcome = run_task(task, report)
-            events.put((index, "outcome", outcome))
-            if outcome.status == "interrupted":
-                break
-    except KeyboardInterrupt:
-        pass
-
-
-def _next_task(tasks, parent_pid: int):
-    while os.getppid() == parent_pid:
-        try:
-            return tasks.get(timeout=1.0)
-        except queue.Empty:
-            continue
-    return None
-
-
-def _interrupt(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the run save itself
-    raise Terminated("stopped by the sweep")

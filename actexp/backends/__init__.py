@@ -1,0 +1,218 @@
+"""The seam between a sweep's driver and what trains its runs.
+
+A **task** is plain data (it crosses into worker processes and onto other nodes): one run, or
+several that train together (a fused group), each keyed by its ledger name. `execute(task, report)`
+trains a task wherever it lands and returns one `Outcome` per run; every backend calls it in its
+worker. A **backend** runs the tasks the driver submits and sends their events back to it:
+
+    start(sweep_dir, emit)   set up (spawn workers, join a cluster); events go to emit(Event)
+    slots                    how many tasks it runs at once; the driver keeps at most that many submitted
+    submit(task)             run a task (the driver submits only while fewer than `slots` are in flight)
+    poll(timeout)            wait up to `timeout` seconds and pass what happened to emit
+    stop()                   graceful: runs in training save themselves as interrupted
+    close()                  let go of everything (always called, after stop or not)
+
+Events are `Event(run, kind, info)`: `run_start` (info: dir, first_epoch, epochs, pid, host),
+`epoch` (epoch, epochs, val_acc, val_loss), `run_end` (info: the run's Outcome; exactly one per
+submitted run, however its task ended) and `retry` (a backend that re-runs a lost task says so:
+error, attempt, attempts). The driver (sweep.py) alone keeps the ledger, decides fail-fast, turns
+Ctrl-C/SIGTERM into `stop()`, and feeds the live table.
+
+Three implementations: `local.InProcessBackend` (--jobs 1), `local.ProcessBackend` (--jobs N) and
+`raycluster.RayBackend` (--backend ray). Nothing here imports torch or ray.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+from ..errors import ActexpError
+from ..runs import CHECKPOINTS, RESULTS, DamagedFile, read_summary, write_json_atomic
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a task."""
+
+    name: str  # its name in the sweep's ledger
+    config: dict  # its resolved config as plain data (config_to_dict)
+    folder: Path | None  # resume or restart in this folder (absolute); None: a fresh folder
+    resume: bool
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a backend runs: one run, or several trained together (a fused group). Its paths are
+    absolute: a worker on another node, or in another working directory, finds the same folders."""
+
+    runs: tuple[RunSpec, ...]
+    sweep_dir: Path  # absolute; a fresh run folder is made in it
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(run.name for run in self.runs)
+
+    @property
+    def device(self) -> str:
+        """The train.device its runs ask for (a fused group's runs share one device)."""
+        return self.runs[0].config.get("train", {}).get("device", "auto")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended. `status` is a run status (completed, diverged, failed, interrupted), or
+    `pending` for a run of a task that stopped before this run began."""
+
+    name: str
+    status: str
+    folder: str | None  # relative to the sweep folder; None: it ended before it had one
+    error: str | None = None
+    test_acc: float | None = None
+    wall_seconds: float | None = None
+
+
+class Event(NamedTuple):
+    run: str  # the run's ledger name
+    kind: str  # run_start, epoch, run_end, retry
+    info: Any  # a dict; for run_end, the Outcome
+
+
+Report = Callable[[str, str, dict], None]  # report(run name, kind, info)
+
+
+class Backend:
+    """What the driver needs from a backend (see the module's docstring)."""
+
+    slots: int = 1
+
+    def start(self, sweep_dir: Path, emit: Callable[[Event], None]) -> None:
+        raise NotImplementedError
+
+    def submit(self, task: Task) -> None:
+        raise NotImplementedError
+
+    def poll(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class BackendUnavailable(ActexpError):
+    """The backend asked for cannot run here (its package is missing, its cluster is out of reach,
+    the runs folder is not shared with its nodes): nothing trained; fix the setup and run again."""
+
+    exit_code = 2
+
+
+# ----------------------------------------------------------------------------- executing a task
+
+
+def execute(task: Task, report: Report) -> list[Outcome]:
+    """Train a task and return one Outcome per run, in the task's order. Never raises for a run's
+    own failure (a bad config, a diverging run) nor for Ctrl-C/SIGTERM: those are outcomes
+    (`failed`, `diverged`, `interrupted`); the runs in training save themselves first.
+    `report(run name, kind, info)` hears run_start and epoch events as they happen; run_end is the
+    backend's to send, from what this returns.
+
+    A task of several runs trains them one after another here; a fused group will train them
+    together (one stepper, one recorder per run) and return their outcomes the same way."""
+    outcomes = []
+    for i, run in enumerate(task.runs):
+        outcome = train_run(run, task.sweep_dir, lambda kind, info, name=run.name: report(name, kind, info))
+        outcomes.append(outcome)
+        if outcome.status == "interrupted":
+            outcomes += [Outcome(later.name, "pending", _relative(later.folder, task.sweep_dir)) for later in task.runs[i + 1:]]
+            break
+    return outcomes
+
+
+def train_run(run: RunSpec, sweep_dir: Path, report: Callable[[str, dict], None]) -> Outcome:
+    """Train one run; never raises: a failure or Ctrl-C becomes the outcome's status."""
+    from ..config import config_from_dict
+    from ..training import train
+
+    folder = {"dir": run.folder}
+
+    def progress(event, info):
+        if event == "start":
+            folder["dir"] = info["dir"]
+            report("run_start", {"dir": str(info["dir"]), "first_epoch": info["first_epoch"], "epochs": info["epochs"],
+                                 "pid": os.getpid(), "host": socket.gethostname()})
+        elif event == "epoch":
+            record = info["record"]
+            report("epoch", {"epoch": record["epoch"], "epochs": info["epochs"], "val_acc": record["val_acc"], "val_loss": record["val_loss"]})
+
+    try:
+        config = config_from_dict(run.config)
+        if run.resume:
+            trained = train(config, progress=progress, resume=run.folder)
+        else:
+            trained = train(config, runs_dir=sweep_dir, progress=progress, run_dir=run.folder)
+    except KeyboardInterrupt:
+        return Outcome(run.name, "interrupted", _relative(folder["dir"], sweep_dir), "interrupted")
+    except Exception as e:
+        return Outcome(run.name, "failed", _relative(folder["dir"], sweep_dir), f"{type(e).__name__}: {e}")
+    s = trained.summary
+    return Outcome(run.name, trained.status, _relative(trained.dir, sweep_dir), s.get("error"), s.get("test_acc"), s.get("wall_seconds"))
+
+
+def _relative(folder, sweep_dir: Path) -> str | None:
+    return None if folder is None else Path(folder).relative_to(sweep_dir).as_posix()
+
+
+# ----------------------------------------------------------------------------- for backends
+
+
+def recorded_outcome(run: RunSpec, folder: Path | None, sweep_dir: Path) -> Outcome | None:
+    """The outcome a run's folder records when its summary.json says the run ended (completed,
+    diverged, failed), a damaged summary being a failure; None when it holds no end."""
+    folder = folder or run.folder
+    if folder is None:
+        return None
+    try:
+        summary = read_summary(folder)
+    except DamagedFile as e:
+        return Outcome(run.name, "failed", _relative(folder, sweep_dir), str(e))
+    if summary.get("status") in RESULTS + ("failed",):
+        return Outcome(run.name, summary["status"], _relative(folder, sweep_dir), summary.get("error"), summary.get("test_acc"), summary.get("wall_seconds"))
+    return None
+
+
+def ended_without_outcome(run: RunSpec, folder: Path | None, sweep_dir: Path, status: str, error: str | None) -> Outcome:
+    """The outcome of a run whose task ended without returning it (its worker died, or the task was
+    cancelled). The run folder's summary.json is the truth when it holds an end: a worker may die
+    after its run finished. Otherwise the run ends with `status` (`interrupted` or `failed`); a
+    failed run's summary says so too, since its dead worker could not. A run interrupted before it
+    began is `pending`."""
+    recorded = recorded_outcome(run, folder, sweep_dir)
+    if recorded is not None:
+        return recorded
+    folder = folder or run.folder
+    if folder is None:
+        return Outcome(run.name, "pending", None) if status == "interrupted" else Outcome(run.name, status, None, error)
+    if status == "failed":
+        summary = read_summary(folder)
+        if summary.get("status") == "running":
+            write_json_atomic(Path(folder) / "summary.json", {**summary, "status": "failed", "error": error})
+    return Outcome(run.name, status, _relative(folder, sweep_dir), error)
+
+
+def resumable(run: RunSpec, folder: Path | None) -> RunSpec:
+    """The same run, set to go on in `folder` (where its lost attempt trained): from its last
+    checkpoint when there is one, else started over in that folder."""
+    folder = folder or run.folder
+    if folder is None or not Path(folder).is_dir():
+        return RunSpec(run.name, run.config, None, False)
+    return RunSpec(run.name, run.config, Path(folder), (Path(folder) / CHECKPOINTS / "last.pt").exists())
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,0 +1,176 @@
+"""The Ray backend on one local Ray instance (2 CPUs), started once for this module: the same
+results as the local backend, a killed worker's run resumed, Ctrl-C then the same command, a
+failing config, the shared-storage probe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from actexp.cli import app
+from actexp.runs import read_history, read_ledger, read_summary
+from actexp.sweep import RunLostWarning, load_sweep, plan_sweep, run_sweep
+from test_sweep import LONG_BASE, ONE_THREAD_ENV, REPO, XOR_BASE, snapshot, statuses, training_mid_way, write_sweep
+
+ray = pytest.importorskip("ray")
+
+from actexp.backends import raycluster  # noqa: E402
+from actexp.backends.raycluster import RayBackend  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """One local Ray instance for the whole session: 2 CPUs, so two runs train at a time (1 thread each)."""
+    sigterm = signal.getsignal(signal.SIGTERM)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    signal.signal(signal.SIGTERM, sigterm)  # ray.init's own (sys.exit) would change later tests' SIGTERM
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def metrics(result) -> dict:
+    """Each run's per-epoch records (without their timings) and test accuracy."""
+    out = {}
+    for e in result.runs:
+        folder = result.dir / e["folder"]
+        history = [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(folder)]
+        out[e["name"]] = (history, read_summary(folder).get("test_acc"))
+    return out
+
+
+def test_a_grid_on_ray_gives_the_local_statuses_and_metrics(tmp_path, cluster):
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"], "optim.lr": [0.01, 1e12]}, base={**XOR_BASE, "optim": {"optimizer": "sgd", "lr": 0.01}})
+    local = run_sweep(path, runs_dir=tmp_path / "local", jobs=1, report=False)
+    events = []
+    remote = run_sweep(path, runs_dir=tmp_path / "ray", backend=RayBackend(), report=False, progress=lambda event, info: events.append((event, info)))
+    assert [e["status"] for e in remote.runs] == [e["status"] for e in local.runs]
+    assert [e["status"] for e in remote.runs][:2] == ["completed", "diverged"]  # (relu at lr 1e12 diverges)
+    assert metrics(remote) == metrics(local)
+    assert events[0][1]["jobs"] == 2  # the cluster's 2 CPUs, one per run
+    for e in remote.runs:  # epochs arrive live, each run's between its start and its end
+        kinds = [event for event, info in events if info.get("name") == e["name"]]
+        assert kinds == ["run_start"] + ["epoch"] * 3 * (e["status"] == "completed") + ["run_end"]
+    assert read_summary(remote.dir / remote.runs[0]["folder"])["threads"] == 1
+    assert not list(remote.dir.glob(".probe-*"))  # the storage probe cleans up
+
+
+def test_a_killed_worker_is_resumed_and_its_run_ends_as_if_never_stopped(tmp_path, cluster):
+    base = {**LONG_BASE, "train": {**LONG_BASE["train"], "epochs": 40}}
+    path = write_sweep(tmp_path, {"model.activation": ["relu"]}, seeds=[0], base=base)
+    starts, killed = [], []
+
+    def kill_mid_run(event, info):
+        if event == "run_start":
+            starts.append(info)
+        if event == "epoch" and not killed and info["epoch"] >= 3:
+            os.kill(starts[0]["pid"], signal.SIGKILL)  # the worker process dies mid-run, as on a lost node
+            killed.append(info["epoch"])
+
+    with pytest.warns(RunLostWarning, match="its worker was lost"):
+        result = run_sweep(path, runs_dir=tmp_path / "ray", backend=RayBackend(), report=False, progress=kill_mid_run)
+    assert [e["status"] for e in result.runs] == ["completed"]
+    assert killed and len(starts) == 2 and starts[1]["pid"] != starts[0]["pid"]
+    assert starts[1]["dir"] == starts[0]["dir"] and starts[1]["first_epoch"] > 1  # resumed in place, from its checkpoint
+    local = run_sweep(path, runs_dir=tmp_path / "local", jobs=1, report=False)
+    assert metrics(result) == metrics(local)
+
+
+def test_a_worker_lost_more_often_than_allowed_fails_its_run(tmp_path, cluster):
+    path = write_sweep(tmp_path, {"model.activation": ["relu"]}, seeds=[0], base={**LONG_BASE, "train": {**LONG_BASE["train"], "epochs": 40}})
+    pids = []
+
+    def kill_mid_run(event, info):
+        if event == "run_start":
+            pids.append(info["pid"])
+        if event == "epoch" and len(pids) == 1 and info["epoch"] >= 2:
+            os.kill(pids.pop(), signal.SIGKILL)
+
+    result = run_sweep(path, runs_dir=tmp_path / "ray", backend=RayBackend(retries=0), report=False, progress=kill_mid_run)
+    entry = result.runs[0]
+    assert entry["status"] == "failed" and "its worker was lost 1 times" in entry["error"]
+    assert read_summary(result.dir / entry["folder"])["status"] == "failed"  # the folder says so too
+    steps, _ = plan_sweep(load_sweep(path), result.dir)
+    assert [s.action for s in steps] == ["rerun"]  # the same command trains it again
+
+
+def test_ctrl_c_then_the_same_command_retrains_nothing_and_loses_nothing(tmp_path, cluster):
+    # Runs of a few seconds each: Ray's events reach the ledger up to half a second late.
+    base = {**LONG_BASE, "data": {**LONG_BASE["data"], "dataset": {"name": "xor", "n_train": 4000}}}
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"]}, base=base)
+    runs = tmp_path / "runs"
+    sweep_dir = runs / "xor_sweep"
+    command = [sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet", "--backend", "ray", "--address", cluster]
+    env = {**ONE_THREAD_ENV, "RAY_AUTH_MODE": "token"}  # the token of `ray.init`'s instance, in ~/.ray (Ray asks this for an explicit address)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        entries = read_ledger(sweep_dir).get("runs", [])
+        if any(e["status"] == "completed" for e in entries) and any(training_mid_way(sweep_dir, e) for e in entries):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=90)[0].decode()
+    assert process.returncode == 130, output
+    assert "run the same command again to resume" in output
+    before = read_ledger(sweep_dir)["runs"]
+    assert {e["status"] for e in before} <= {"completed", "interrupted", "pending"} and "interrupted" in {e["status"] for e in before}
+    finished = {e["name"]: snapshot(sweep_dir / e["folder"]) for e in before if e["status"] == "completed"}
+    for e in before:
+        if e["status"] == "interrupted":
+            assert read_summary(sweep_dir / e["folder"])["status"] == "interrupted"  # the run saved itself
+
+    result = run_sweep(path, runs_dir=runs, backend=RayBackend(), report=False)
+    assert [e["status"] for e in result.runs] == ["completed"] * 3
+    for e, old in zip(result.runs, before):
+        if old["status"] == "completed":
+            assert snapshot(sweep_dir / e["folder"]) == finished[e["name"]]  # not re-trained
+        if old["status"] == "interrupted":
+            assert e["folder"] == old["folder"]  # resumed in place
+        assert [r["epoch"] for r in read_history(sweep_dir / e["folder"])] == list(range(0, 31))
+
+
+def test_a_failing_config_fails_once_and_is_not_retried(tmp_path, cluster):
+    path = write_sweep(tmp_path, {"data.val_size": [100, 5000]})  # 5000 > the 400 samples: the data split fails
+    events = []
+    result = run_sweep(path, runs_dir=tmp_path / "runs", backend=RayBackend(), report=False, progress=lambda event, info: events.append((event, info)))
+    assert [e["status"] for e in result.runs] == ["completed", "failed"]
+    assert "val_size" in result.runs[1]["error"] and result.runs[1]["folder"] is None
+    assert [event for event, info in events if info.get("name") == "val_size=5000"] == ["run_end"]
+    assert statuses(result.dir) == {"val_size=100": "completed", "val_size=5000": "failed"}
+
+
+def test_a_runs_folder_the_workers_do_not_share_is_refused_in_one_line(tmp_path, cluster, monkeypatch):
+    elsewhere = tmp_path / "a node's own disk"
+    monkeypatch.setattr(raycluster, "_probe_target", lambda sweep_dir: elsewhere)
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    result = CliRunner().invoke(app, ["sweep", str(path), "--backend", "ray", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "is not shared with Ray node" in result.output and "Mount one shared folder" in result.output
+    assert list(elsewhere.glob(".probe-*"))  # the probe did write, elsewhere
+    assert statuses(tmp_path / "runs" / "xor_sweep") == {"activation=relu": "pending", "activation=tanh": "pending"}
+    assert ray.is_initialized()  # a Ray the sweep did not start is left running
+
+
+def test_what_no_node_can_run_is_refused_not_left_waiting(tmp_path, cluster):
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    result = CliRunner().invoke(app, ["sweep", str(path), "--backend", "ray", "--cpus-per-run", "3", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "no node of the Ray cluster has that many CPUs (at most 2)" in result.output, result.output
+    gpu = run_sweep(path, ["train.device=cuda"], runs_dir=tmp_path / "runs", backend=RayBackend(), report=False)
+    assert [e["status"] for e in gpu.runs] == ["failed", "failed"] and "no node of the cluster has any" in gpu.runs[0]["error"]
