@@ -230,6 +230,16 @@ def cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def hear_signals() -> None:
+    """preexec_fn for a subprocess a test will signal: a shell that runs a job in the background
+    (`make test &`, some CI harnesses) ignores SIGINT for it, children inherit that, and Python
+    then never turns Ctrl-C into KeyboardInterrupt. The child gets the default dispositions back."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_dirs(runs_dir: Path) -> list[Path]:
     """Every run folder (holding summary.json) under runs_dir."""
     return sorted(p.parent for p in Path(runs_dir).rglob("summary.json"))

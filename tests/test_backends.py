@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from actexp.backends import Backend, Event, Outcome, RunSpec, Task, execute
 from actexp.cli import app
 from actexp.errors import Terminated
+from conftest import hear_signals
 from actexp.runs import read_history, read_ledger, read_summary
 from actexp.sweep import run_sweep
 from test_sweep import LONG_BASE, ONE_THREAD_ENV, REPO, XOR_BASE, statuses, training_mid_way, write_sweep
@@ -163,7 +164,7 @@ def test_sigterm_stops_a_sweep_with_143_and_its_runs_resume(tmp_path, jobs):
     runs = tmp_path / "runs"
     sweep_dir = runs / "xor_sweep"
     process = subprocess.Popen([sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet", "--jobs", jobs],
-                               cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=hear_signals)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         entries = read_ledger(sweep_dir).get("runs", [])

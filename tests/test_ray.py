@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from actexp.cli import app
 from actexp.runs import read_history, read_ledger, read_summary
 from actexp.sweep import RunLostWarning, load_sweep, plan_sweep, run_sweep
+from conftest import hear_signals
 from test_sweep import LONG_BASE, ONE_THREAD_ENV, REPO, XOR_BASE, snapshot, statuses, training_mid_way, write_sweep
 
 ray = pytest.importorskip("ray")
@@ -117,7 +118,7 @@ def test_ctrl_c_then_the_same_command_retrains_nothing_and_loses_nothing(tmp_pat
     sweep_dir = runs / "xor_sweep"
     command = [sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet", "--backend", "ray", "--address", cluster]
     env = {**ONE_THREAD_ENV, "RAY_AUTH_MODE": "token"}  # the token of `ray.init`'s instance, in ~/.ray (Ray asks this for an explicit address)
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=hear_signals)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         entries = read_ledger(sweep_dir).get("runs", [])

@@ -23,6 +23,7 @@ from actexp.errors import ConfigError
 
 from actexp.runs import read_history, read_summary
 from actexp.sweep import load_sweep, plan_sweep, read_ledger, run_sweep, worker_slots
+from conftest import hear_signals
 
 REPO = Path(__file__).resolve().parents[1]
 XOR_BASE = {
@@ -215,7 +216,7 @@ def signal_sweep_when(path: Path, runs: Path, ready, signum) -> tuple[int, str]:
     """Start `actexp sweep` in a subprocess; send it `signum` once `ready(sweep_dir, ledger entries)`."""
     sweep_dir = runs / "xor_sweep"
     process = subprocess.Popen([sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet"],
-                               cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=hear_signals)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if ready(sweep_dir, read_ledger(sweep_dir).get("runs", [])):

@@ -26,7 +26,7 @@ import actexp.runs as runs
 from actexp.config import config_from_dict, config_to_yaml
 from actexp.runs import is_locked, read_history, read_ledger, read_summary
 
-from conftest import REPO, cli, run_dirs, tiny_config, write_yaml
+from conftest import REPO, cli, hear_signals, run_dirs, tiny_config, write_yaml
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 # Long enough (a few seconds on these machines) to be caught part-way; no data files needed.
@@ -56,7 +56,7 @@ def one_error_line(output: str) -> str:
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "actexp", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "actexp", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=hear_signals)
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:
