@@ -111,8 +111,9 @@ def test_a_worker_lost_more_often_than_allowed_fails_its_run(tmp_path, cluster):
 
 
 def test_ctrl_c_then_the_same_command_retrains_nothing_and_loses_nothing(tmp_path, cluster):
-    # Runs of a few seconds each: Ray's events reach the ledger up to half a second late.
-    base = {**LONG_BASE, "data": {**LONG_BASE["data"], "dataset": {"name": "xor", "n_train": 4000}}}
+    # Runs of several seconds each: Ray's events reach the ledger up to half a second late, and on a
+    # busy machine the cancel takes a while to reach the tasks.
+    base = {**LONG_BASE, "data": {**LONG_BASE["data"], "dataset": {"name": "xor", "n_train": 12000}}}
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"]}, base=base)
     runs = tmp_path / "runs"
     sweep_dir = runs / "xor_sweep"
