@@ -11,9 +11,11 @@ L1/L2/activity penalties, max-norm, gradient clipping, early stopping and diagno
   and then stacked. Its own MLP stays alive, its parameters turned into views of its slice of the
   stacked ones (member k's nn.Linear weight is stacked[k]): evaluation, diagnostics and
   checkpoints read the member's ordinary MLP, so its run folder is a solo run's.
-- The optimizer step runs torch's own optimizers (the same factory as a solo run, fused kernels where
-  torch has them) over contiguous segments of members whose optimizer settings are equal: one
-  segment, one call, when every member shares them; a segment steps views of its slice otherwise.
+- The optimizer step runs torch's own optimizers (the same factory as a solo run: fused kernels
+  where torch has them) over the members' own parameters, which are views of the stack: one call
+  for each contiguous segment of members whose optimizer settings are equal (one call in all when
+  every member shares them). A multi-tensor kernel treats each member's tensor as the solo run's
+  optimizer treats it, and each keeps its own state (step counts included).
 - A member that diverges or stops early is retired: the others are re-stacked without it (from the
   same per-member state a checkpoint holds), so it is frozen and no longer costs its update.
 
@@ -115,7 +117,7 @@ def group_bytes(configs) -> dict[str, int]:
     state, best weights and diagnostics; the data once (plus each member's epoch order); every
     member's training batch at once (one stacked step), an evaluation or probe batch one member at
     a time; and, for retiring a member (early stopping, divergence), a second copy of the
-    parameters and two of the optimizer state (the re-stacked group is built from per-member copies)."""
+    parameters (the others are re-stacked)."""
     from .data import dataset_shape
     from .resources import INT64, PASSES, estimate_bytes
 
@@ -127,7 +129,7 @@ def group_bytes(configs) -> dict[str, int]:
     total["training batch"] = sum(e["training batch"] for e in estimates)
     total["evaluation batch"] = max(e["evaluation batch"] for e in estimates)
     total["probe batch"] = max(e["probe batch"] for e in estimates)
-    total["retiring"] = total["parameters"] + 2 * total["optimizer state"] if len(configs) > 1 else 0
+    total["retiring"] = total["parameters"] if len(configs) > 1 else 0
     total["total"] = sum(v for k, v in total.items() if k not in PASSES) + max(total[k] for k in PASSES)
     return total
 
@@ -174,6 +176,7 @@ def _stacked_linear():
         @staticmethod
         def backward(ctx, grad):
             x, weight = ctx.saved_tensors
+            grad = grad.contiguous()  # (batch norm's comes back transposed)
             grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
             grad_weight = weight_grad(x, grad) if ctx.needs_input_grad[1] else None
             grad_bias = grad.sum(1) if ctx.needs_input_grad[2] else None
@@ -323,7 +326,9 @@ def _batch_norm(z, norm):
         eps=norm["eps"],
     )
     norm["num_batches_tracked"].add_(1)
-    return out.view(b, k, u).transpose(0, 1)
+    # Contiguous per member, as a solo run's is: reductions (such as the next layer's bias
+    # gradient) then sum each member's numbers in the same order whatever K is.
+    return out.view(b, k, u).transpose(0, 1).contiguous()
 
 
 # ----------------------------------------------------------------------------- the stepper
@@ -347,13 +352,11 @@ class Member:
 
 @dataclass
 class _Segment:
-    """Members start..end share their optimizer settings: one optimizer (and schedule) steps their
-    slice of every stacked parameter (the stacked parameters themselves when it is all of them)."""
+    """Members start..end share their optimizer settings: one optimizer (and schedule) steps all
+    their parameters (each member's own, in its order, one member after the other)."""
 
     start: int
     end: int
-    params: list
-    views: bool
     optimizer: object
     scheduler: object
 
@@ -376,6 +379,9 @@ class Stepper:
         self.model = StackedMLP([m.model for m in members], prelu)
         self.model.bind([m.model for m in members])
         self.slices = _slices(members, prelu)
+        self.n_params = [len(list(m.model.parameters())) for m in members]
+        # Where each member's own parameters find their gradients: (parameter, stacked index).
+        self.handoff = [[(p, self.model.index[name]) for name, p in m.model.named_parameters()] for m in members]
         self.segments = self._segments()
         device = data.x_train.device
         self.device = device
@@ -404,54 +410,20 @@ class Stepper:
         for end in range(1, self.k + 1):
             if end < self.k and keys[end] == keys[start]:
                 continue
-            whole = (start, end) == (0, self.k)
-            params = self.model.params if whole else [nn.Parameter(p.data[start:end]) for p in self.model.params]
-            optimizer, scheduler = optimizer_for(self.members[start].config, params)
-            states = [m.optimizer_state for m in self.members[start:end]]
+            members = self.members[start:end]
+            optimizer, scheduler = optimizer_for(members[0].config, [p for m in members for p in m.model.parameters()])
+            states = [m.optimizer_state for m in members]
             if any(s is not None for s in states):
                 if any(s is None for s in states):
                     raise ValueError("a segment mixes members that start afresh with members that resume")
-                optimizer.load_state_dict(self._stack_states(start, end))
+                optimizer.load_state_dict(_joined(members))
                 if scheduler is not None:
-                    scheduler.load_state_dict(self.members[start].scheduler_state)
-            segments.append(_Segment(start, end, params, not whole, optimizer, scheduler))
+                    scheduler.load_state_dict(members[0].scheduler_state)
+            segments.append(_Segment(start, end, optimizer, scheduler))
             start = end
-        for m in self.members:  # loaded into the segments: no second copy
+        for m in self.members:  # held by the segments' optimizers now
             m.optimizer_state = m.scheduler_state = None
         return segments
-
-    def _member_params(self, k: int) -> list[int]:
-        """Stacked parameter index of each of member k's own parameters, in its order."""
-        return [self.model.index[name] for name, _ in self.members[k].model.named_parameters()]
-
-    def _stack_states(self, start: int, end: int) -> dict:
-        """One optimizer state dict for a segment from its members' own (a solo optimizer's
-        state_dict each): per-parameter tensors stacked along K, scalars (a step count) shared."""
-        states = {}
-        maps = [dict((i, j) for j, i in enumerate(self._member_params(k))) for k in range(start, end)]
-        for i, param in enumerate(self.model.params):
-            entries = [m.optimizer_state["state"].get(own[i]) if i in own else None for m, own in zip(self.members[start:end], maps)]
-            present = [e for e in entries if e is not None]
-            if not present:
-                continue
-            stacked = {}
-            for key, ref in present[0].items():
-                if torch.is_tensor(ref) and ref.dim() > 0:
-                    parts = []
-                    for entry in entries:
-                        value = entry[key] if entry is not None else torch.zeros_like(ref)
-                        if value.shape != param.shape[1:]:
-                            raise ValueError(f"optimizer state {key} has shape {tuple(value.shape)}, expected {tuple(param.shape[1:])}")
-                        parts.append(value)
-                    stacked[key] = torch.stack(parts)
-                else:
-                    if any(_differs(e.get(key), ref) for e in present):
-                        raise ValueError(f"members of one segment disagree on optimizer state {key}")
-                    stacked[key] = ref
-            states[i] = stacked
-        group = dict(self.members[start].optimizer_state["param_groups"][0])
-        group["params"] = list(range(len(self.model.params)))
-        return {"state": states, "param_groups": [group]}
 
     def _segment_of(self, k: int) -> _Segment:
         return next(s for s in self.segments if s.start <= k < s.end)
@@ -467,18 +439,13 @@ class Stepper:
     # -- per-member state, in the single-model form of a solo run's checkpoint
 
     def optimizer_state(self, k: int) -> dict:
-        """Member k's optimizer state_dict as its solo optimizer would write it (copies)."""
+        """Member k's optimizer state_dict, as its solo optimizer would write it."""
         segment = self._segment_of(k)
-        row = k - segment.start
+        offset = sum(self.n_params[segment.start : k])
         full = segment.optimizer.state_dict()
-        own = self._member_params(k)
-        state = {}
-        for j, i in enumerate(own):
-            entry = full["state"].get(i)
-            if entry is not None:
-                state[j] = {key: _member_slice(value, row) for key, value in entry.items()}
+        state = {j: full["state"][offset + j] for j in range(self.n_params[k]) if offset + j in full["state"]}
         group = {key: value for key, value in full["param_groups"][0].items() if key != "params"}
-        group["params"] = list(range(len(own)))
+        group["params"] = list(range(self.n_params[k]))
         return {"state": state, "param_groups": [group]}
 
     def scheduler_state(self, k: int):
@@ -517,7 +484,10 @@ class Stepper:
             member = self.members[k]
             member.optimizer_state, member.scheduler_state = states[k]
             members.append(member)
-        return Stepper(members, self.data)
+        stepper = Stepper(members, self.data)
+        if stepper.tracker is not None and self.tracker.start is not None:  # mid-epoch: its figures so far
+            stepper.tracker.carry(self.tracker, keep)
+        return stepper
 
     # -- the epoch
 
@@ -563,14 +533,15 @@ class Stepper:
                 self.tracker.after_backward()
             if self.grad_clip is not None:
                 _clip_per_member(params, self.grad_clip)
+            grads = [p.grad.unbind(0) for p in params]
+            for member, own in enumerate(self.handoff):
+                for p, i in own:
+                    p.grad = grads[i][member]
             for segment in self.segments:
-                if segment.views:
-                    for view, p in zip(segment.params, params):
-                        view.grad = p.grad[segment.start : segment.end]
                 segment.optimizer.step()
-                if segment.views:
-                    for view in segment.params:
-                        view.grad = None
+            for own in self.handoff:
+                for p, _ in own:
+                    p.grad = None
             if self.max_norm is not None:
                 _apply_max_norm(weights, self.max_norm)
             loss_sum += losses.detach() * b
@@ -627,10 +598,16 @@ def _rates(model_config) -> list[float]:
     return list(dropout) if isinstance(dropout, tuple) else [dropout] * len(model_config.hidden)
 
 
-def _member_slice(value, row: int):
-    if torch.is_tensor(value):
-        return _own(value[row] if value.dim() > 0 else value)
-    return value
+def _joined(members) -> dict:
+    """One optimizer state_dict for a segment from its members' own (each a solo optimizer's)."""
+    state, offset = {}, 0
+    for m in members:
+        for j, entry in m.optimizer_state["state"].items():
+            state[offset + int(j)] = entry
+        offset += len(list(m.model.parameters()))
+    group = dict(members[0].optimizer_state["param_groups"][0])
+    group["params"] = list(range(offset))
+    return {"state": state, "param_groups": [group]}
 
 
 def _own(tensor, copy: bool = False):
@@ -639,12 +616,6 @@ def _own(tensor, copy: bool = False):
     tensor = tensor.detach()
     whole = tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
     return tensor.clone(memory_format=torch.contiguous_format) if copy or not whole else tensor
-
-
-def _differs(a, b) -> bool:
-    if torch.is_tensor(a) and torch.is_tensor(b):
-        return not torch.equal(a.cpu(), b.cpu())
-    return a != b
 
 
 def _own_storage(model) -> None:
@@ -699,6 +670,11 @@ class StackedTracker:
         with torch.no_grad():
             self.grad_sums += torch.stack([torch.linalg.vector_norm(w.grad, dim=(1, 2)) for w in self.weights])
         self.steps += 1
+
+    def carry(self, other: StackedTracker, keep: list[int]) -> None:
+        """Take over the kept members' figures of the epoch so far from `other`."""
+        self.start = [s[keep] for s in other.start]
+        self.grad_sums, self.steps = other.grad_sums[:, keep], other.steps
 
     def end_epoch(self) -> list:
         """Each member's `layers` list (None for a member without diagnostics)."""
