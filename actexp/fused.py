@@ -4,17 +4,18 @@ batch order and dropout draws), dropout rates, optimizer and its hyperparameters
 L1/L2/activity penalties, max-norm, gradient clipping, early stopping and diagnostics.
 
 - Weights are stacked as [K, out, in] and every layer is one batched matmul (baddbmm) for all
-  members; members are sorted so that each activation covers a contiguous slice of K and is applied
-  per slice. Nothing reduces across members: the loss is each member's mean, summed over members,
-  so each member's gradient is exactly its own.
+  members. Members are sorted by seed, then activation: members of one seed draw the same batches,
+  so the first layer (most of an MLP's arithmetic) is one large matmul per seed, and each
+  activation is applied to its contiguous slices of K. Nothing reduces across members: the loss
+  is each member's mean, summed over members, so each member's gradient is exactly its own.
 - Each member is built by model.build_model with its own seed, exactly as its solo run builds it,
   and then stacked. Its own MLP stays alive, its parameters turned into views of its slice of the
   stacked ones (member k's nn.Linear weight is stacked[k]): evaluation, diagnostics and
   checkpoints read the member's ordinary MLP, so its run folder is a solo run's.
 - The optimizer step runs torch's own optimizers (the same factory as a solo run: fused kernels
   where torch has them) over the members' own parameters, which are views of the stack: one call
-  for each contiguous segment of members whose optimizer settings are equal (one call in all when
-  every member shares them). A multi-tensor kernel treats each member's tensor as the solo run's
+  for each set of members whose optimizer settings are equal (one call in all when every member
+  shares them). A multi-tensor kernel treats each member's tensor as the solo run's
   optimizer treats it, and each keeps its own state (step counts included).
 - A member that diverges or stops early is retired: the others are re-stacked without it (from the
   same per-member state a checkpoint holds), so it is frozen and no longer costs its update.
@@ -56,10 +57,10 @@ def group_key(config) -> tuple | None:
     return (data, tuple(model.hidden), pieces, model.batch_norm, train.batch_size, train.epochs, train.device)
 
 
-def member_order(config) -> tuple[str, str]:
-    """Sort key within a group: by activation (so each covers a contiguous slice of K), then by
-    optimizer settings (so members that share them form contiguous segments)."""
-    return activation_key(config), optimizer_key(config)
+def member_order(config) -> tuple:
+    """Sort key within a group: by seed (members of one seed share their batches: contiguous, their
+    first layer is one matmul), then by activation (contiguous slices), then optimizer settings."""
+    return config.train.seed, activation_key(config), optimizer_key(config)
 
 
 def activation_key(config) -> str:
@@ -202,6 +203,47 @@ def stacked_linear(x, weight, bias):
     return _stacked_linear().apply(x, weight, bias)
 
 
+@functools.cache
+def _shared_input_linear():
+    """The first layer where runs of members draw the same batch (they share a seed): x [S, B, in]
+    holds one batch per run, `runs` the (start, end) of each run in K. Each run's layer is one
+    matmul, x @ [W_start; ...; W_end-1]^T, far closer to the machine's peak than K small ones, and
+    each member's share of it is the very sum F.linear computes (as is its weight gradient's)."""
+
+    class SharedInputLinear(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias, runs):
+            ctx.save_for_backward(x)
+            ctx.runs = runs
+            _, out_features, in_features = weight.shape
+            b = x.shape[1]
+            out = x.new_empty(weight.shape[0], b, out_features)
+            for j, (start, end) in enumerate(runs):
+                n = end - start
+                z = torch.addmm(bias[start:end].reshape(-1), x[j], weight[start:end].reshape(n * out_features, in_features).t())
+                out[start:end] = z.view(b, n, out_features).transpose(0, 1)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            grad = grad.contiguous()
+            k, b, out_features = grad.shape
+            in_features = x.shape[2]
+            grad_weight = grad_bias = None
+            if ctx.needs_input_grad[1]:
+                grad_weight = grad.new_empty(k, out_features, in_features)
+                for j, (start, end) in enumerate(ctx.runs):
+                    n = end - start
+                    rows = grad[start:end].transpose(0, 1).reshape(b, n * out_features)
+                    torch.mm(rows.t(), x[j], out=grad_weight[start:end].view(n * out_features, in_features))
+            if ctx.needs_input_grad[2]:
+                grad_bias = grad.sum(1)
+            return None, grad_weight, grad_bias, None
+
+    return SharedInputLinear
+
+
 @dataclass
 class _Slice:
     """Members start..end share an activation: `module` (a member's own activation module), or
@@ -282,13 +324,17 @@ class StackedMLP:
             for name, buffer in model.named_buffers():
                 buffer.data = self.buffers[name][k]
 
-    def forward(self, x, slices: list[_Slice], masks=None, keep_activations: bool = False):
-        """Training-mode logits [K, B, classes] for x [K, B, features], and (when asked) each hidden
+    def forward(self, x, slices: list[_Slice], masks=None, keep_activations: bool = False, runs=None):
+        """Training-mode logits [K, B, classes] for x [K, B, features] (or, with `runs`, x
+        [S, B, features]: one batch per run of members that share it), and (when asked) each hidden
         layer's activations before dropout (for activity penalties)."""
         activations = []
         h = x
         for index, layer in enumerate(self.layers):
-            z = stacked_linear(h, layer["weight"], layer["bias"])
+            if index == 0 and runs is not None:
+                z = _shared_input_linear().apply(h, layer["weight"], layer["bias"], runs)
+            else:
+                z = stacked_linear(h, layer["weight"], layer["bias"])
             if layer["norm"] is not None:
                 z = _batch_norm(z, layer["norm"])
             a = self._activate(index, z, slices)
@@ -300,9 +346,11 @@ class StackedMLP:
         return stacked_linear(h, self.output["weight"], self.output["bias"]), activations
 
     def _activate(self, index: int, z, slices: list[_Slice]):
+        # split, not indexing: its backward is one concatenation, where each slice's would be a
+        # zero tensor of the whole stack plus an addition
+        pieces = z.split([s.end - s.start for s in slices]) if len(slices) > 1 else (z,)
         parts = []
-        for s in slices:
-            part = z if len(slices) == 1 else z[s.start : s.end]
+        for s, part in zip(slices, pieces):
             if s.prelu:  # nn.PReLU's x > 0 ? x : slope·x, with a slope per member
                 slope = self.layers[index]["slope"][s.start : s.end].view(-1, 1, 1)
                 parts.append(torch.where(part > 0, part, slope * part))
@@ -352,11 +400,10 @@ class Member:
 
 @dataclass
 class _Segment:
-    """Members start..end share their optimizer settings: one optimizer (and schedule) steps all
-    their parameters (each member's own, in its order, one member after the other)."""
+    """Members (positions in the stack) that share their optimizer settings: one optimizer (and
+    schedule) steps all their parameters (each member's own, in its order, one after the other)."""
 
-    start: int
-    end: int
+    members: list[int]
     optimizer: object
     scheduler: object
 
@@ -385,6 +432,8 @@ class Stepper:
         self.segments = self._segments()
         device = data.x_train.device
         self.device = device
+        if self.k > 1 and device.type == "cpu":
+            keep_freed_memory()
 
         def per_member(values, absent=0.0):
             values = [absent if v is None else float(v) for v in values]
@@ -405,28 +454,33 @@ class Stepper:
     # -- optimizers
 
     def _segments(self) -> list[_Segment]:
-        keys = [optimizer_key(m.config) for m in self.members]
-        segments, start = [], 0
-        for end in range(1, self.k + 1):
-            if end < self.k and keys[end] == keys[start]:
-                continue
-            members = self.members[start:end]
+        by_key: dict[str, list[int]] = {}
+        for k, m in enumerate(self.members):
+            by_key.setdefault(optimizer_key(m.config), []).append(k)
+        segments = []
+        for positions in by_key.values():
+            members = [self.members[k] for k in positions]
             optimizer, scheduler = optimizer_for(members[0].config, [p for m in members for p in m.model.parameters()])
             states = [m.optimizer_state for m in members]
             if any(s is not None for s in states):
                 if any(s is None for s in states):
-                    raise ValueError("a segment mixes members that start afresh with members that resume")
+                    raise ValueError("members that start afresh cannot share an optimizer with members that resume")
                 optimizer.load_state_dict(_joined(members))
                 if scheduler is not None:
                     scheduler.load_state_dict(members[0].scheduler_state)
-            segments.append(_Segment(start, end, optimizer, scheduler))
-            start = end
+            segments.append(_Segment(positions, optimizer, scheduler))
         for m in self.members:  # held by the segments' optimizers now
             m.optimizer_state = m.scheduler_state = None
+        self._place = {}  # member -> (its segment, the offset of its parameters in the segment's)
+        for segment in segments:
+            offset = 0
+            for k in segment.members:
+                self._place[k] = (segment, offset)
+                offset += self.n_params[k]
         return segments
 
     def _segment_of(self, k: int) -> _Segment:
-        return next(s for s in self.segments if s.start <= k < s.end)
+        return self._place[k][0]
 
     def lrs(self) -> list[float]:
         return [self._segment_of(k).optimizer.param_groups[0]["lr"] for k in range(self.k)]
@@ -440,8 +494,7 @@ class Stepper:
 
     def optimizer_state(self, k: int) -> dict:
         """Member k's optimizer state_dict, as its solo optimizer would write it."""
-        segment = self._segment_of(k)
-        offset = sum(self.n_params[segment.start : k])
+        segment, offset = self._place[k]
         full = segment.optimizer.state_dict()
         state = {j: full["state"][offset + j] for j in range(self.n_params[k]) if offset + j in full["state"]}
         group = {key: value for key, value in full["param_groups"][0].items() if key != "params"}
@@ -502,6 +555,11 @@ class Stepper:
         n, k, batch_size = len(y), self.k, self.batch_size
         device = x.device
         orders = torch.stack([torch.randperm(n, device=device, generator=m.batch_order) for m in self.members])
+        # Members of one seed draw one batch order: their first layer shares its input.
+        runs = _runs([m.config.train.seed for m in self.members])
+        if len(runs) == k or not all(torch.equal(orders[start], orders[i]) for start, end in runs for i in range(start + 1, end)):
+            runs = None
+        heads = orders[[start for start, _ in runs]] if runs is not None else None
         loss_sum = torch.zeros(k, device=device)
         correct = torch.zeros(k, device=device, dtype=torch.int64)
         params = self.model.params
@@ -511,10 +569,11 @@ class Stepper:
         if self.tracker is not None:
             self.tracker.begin_epoch()
         for step in range(steps):
-            index = orders[:, step * batch_size : (step + 1) * batch_size if step < steps - 1 else n]
-            xb, yb = x[index], y[index]
+            batch = slice(step * batch_size, (step + 1) * batch_size if step < steps - 1 else n)
+            index = orders[:, batch]
+            xb, yb = x[index if runs is None else heads[:, batch]], y[index]
             b = index.shape[1]
-            logits, activations = self.model.forward(xb, self.slices, self._masks(b), activity)
+            logits, activations = self.model.forward(xb, self.slices, self._masks(b), activity, runs)
             losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(k, b).mean(1)
             total = losses.sum()
             if self.l1 is not None:
@@ -579,18 +638,21 @@ def steps_per_epoch(n: int, batch_size: int, batch_norm: bool) -> int:
 
 
 def _slices(members, prelu: list[bool]) -> list[_Slice]:
-    slices = []
-    keys = [activation_key(m.config) for m in members]
-    start = 0
-    for end in range(1, len(members) + 1):
-        if end < len(members) and keys[end] == keys[start]:
-            continue
-        if len(set(keys[start:end])) != 1 or keys[start] in keys[:start]:
-            raise ValueError("members must be sorted by activation (fused.member_order)")
-        modules = [layer.activation for layer in members[start].model.hidden]
-        slices.append(_Slice(start, end, modules, prelu[start]))
-        start = end
-    return slices
+    """The contiguous runs of members with one activation."""
+    return [
+        _Slice(start, end, [layer.activation for layer in members[start].model.hidden], prelu[start])
+        for start, end in _runs([activation_key(m.config) for m in members])
+    ]
+
+
+def _runs(keys: list) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal consecutive keys."""
+    runs, start = [], 0
+    for end in range(1, len(keys) + 1):
+        if end == len(keys) or keys[end] != keys[start]:
+            runs.append((start, end))
+            start = end
+    return runs
 
 
 def _rates(model_config) -> list[float]:
@@ -616,6 +678,26 @@ def _own(tensor, copy: bool = False):
     tensor = tensor.detach()
     whole = tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
     return tensor.clone(memory_format=torch.contiguous_format) if copy or not whole else tensor
+
+
+def keep_freed_memory() -> None:
+    """A fused step allocates and frees tensors of tens of MB (K members' activations and
+    gradients); glibc gives such blocks back to the system when they are freed and faults them in
+    again on the next step (10,000 page faults a step for 54 members of 784-256-256-10, a tenth of
+    its time). Raise its mmap and trim thresholds for this process so that it keeps them. The cost:
+    the process holds on to its peak memory until it ends. Nothing happens where the C library is
+    not glibc."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: free heap is given back beyond 1 GiB only
+    except (OSError, AttributeError):
+        pass
 
 
 def _own_storage(model) -> None:

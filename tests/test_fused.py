@@ -123,18 +123,19 @@ def test_group_key_lets_members_differ_in_everything_but_shapes_data_and_schedul
     assert group_key(cfg("m2", model={"activation": {"name": "maxout", "k": 2}})) != group_key(cfg("m3", model={"activation": {"name": "maxout", "k": 3}}))
 
 
-def test_plan_groups_sorts_members_by_activation_and_splits_by_size_and_memory():
+def test_plan_groups_sorts_members_by_seed_and_activation_and_splits_by_size_and_memory():
     configs = [
         cfg("relu0"), cfg("tanh0", model={"activation": "tanh"}), cfg("wide", model={"hidden": [64]}),
         cfg("relu1", train={**TRAIN, "seed": 1}), cfg("tanh1", model={"activation": "tanh"}, optim={"lr": 0.01}),
         cfg("sigmoid0", model={"activation": "sigmoid"}),
     ]
-    assert plan_groups(configs) == [[0, 3, 5, 1, 4], [2]]  # relu, sigmoid, tanh: each a contiguous slice
-    assert plan_groups(configs, max_group=2) == [[0, 3], [5, 1], [4], [2]]
-    assert plan_groups(configs, available=1) == [[0], [3], [5], [1], [4], [2]]
-    two = group_bytes([configs[0], configs[3]])["total"]
-    assert group_bytes([configs[0]])["total"] < two < group_bytes([configs[0], configs[3], configs[5]])["total"]
-    assert plan_groups(configs, available=two) == [[0, 3], [5, 1], [4], [2]]
+    # seed 0 (relu, sigmoid, tanh at lr 0.003 then 0.01), then seed 1: seeds and activations contiguous
+    assert plan_groups(configs) == [[0, 5, 1, 4, 3], [2]]
+    assert plan_groups(configs, max_group=2) == [[0, 5], [1, 4], [3], [2]]
+    assert plan_groups(configs, available=1) == [[0], [5], [1], [4], [3], [2]]
+    two = group_bytes([configs[0], configs[5]])["total"]
+    assert group_bytes([configs[0]])["total"] < two < group_bytes([configs[0], configs[5], configs[1]])["total"]
+    assert plan_groups(configs, available=two) == [[0, 5], [1, 4], [3], [2]]
 
 
 def test_train_group_refuses_configs_of_different_groups_and_groups_that_cannot_fit(tmp_path, data_root, monkeypatch):
@@ -186,6 +187,27 @@ def test_a_fused_member_is_its_solo_run_bit_for_bit(tmp_path, data_root, configs
         assert "hidden.0.activation.weight" not in last(group[0].dir)["model"]
 
 
+def test_members_of_one_seed_share_their_first_layers_batches(tmp_path, data_root, monkeypatch):
+    runs_seen = []
+    real = fused._shared_input_linear()
+
+    class Spy(real):
+        @staticmethod
+        def forward(ctx, x, weight, bias, runs):
+            runs_seen.append((tuple(x.shape), runs))
+            return real.forward(ctx, x, weight, bias, runs)
+
+    monkeypatch.setattr(fused, "_shared_input_linear", lambda: Spy)
+    configs = [cfg("a"), cfg("b", model={"activation": "tanh"}), cfg("c", train={**TRAIN, "seed": 1})]
+    stepper, _ = make_stepper(configs, tmp_path)
+    stepper.train_epoch()
+    assert runs_seen[0] == ((2, 50, 784), [(0, 2), (2, 3)])  # seed 0's two members, then seed 1's
+    alone, _ = make_stepper([configs[2]], tmp_path)  # one member: the plain batched matmul
+    runs_seen.clear()
+    alone.train_epoch()
+    assert runs_seen == []
+
+
 def test_dropout_masks_are_the_ones_f_dropout_draws_for_the_seed(tmp_path, data_root):
     stepper, _ = make_stepper([cfg("plain"), cfg("dropping", model={"hidden": [32], "dropout": 0.3}, train={**TRAIN, "seed": 1})], tmp_path)
     torch.manual_seed(5)
@@ -198,7 +220,7 @@ def test_dropout_masks_are_the_ones_f_dropout_draws_for_the_seed(tmp_path, data_
 
 def test_each_member_has_its_own_learning_rate_one_at_zero_stays_put(tmp_path, data_root):
     stepper, _ = make_stepper([cfg("moving"), cfg("still", optim={"optimizer": "adam", "lr": 0.01}, train={**TRAIN, "seed": 1})], tmp_path)
-    assert [(s.start, s.end) for s in stepper.segments] == [(0, 1), (1, 2)]
+    assert [s.members for s in stepper.segments] == [[0], [1]]
     stepper.segments[1].optimizer.param_groups[0]["lr"] = 0.0
     before = [{k: v.clone() for k, v in m.model.state_dict().items()} for m in stepper.members]
     losses, _ = stepper.train_epoch()
