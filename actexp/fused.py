@@ -81,7 +81,8 @@ def plan_groups(configs, max_group: int | None = None, available: int | None = N
     member_order; a group is split where it would exceed `max_group` members or the device memory
     (`available` bytes; default: what resources.available_bytes reports for the group's device).
     Groups come in the order of their first config; a config whose key is None is a group of one."""
-    from .resources import available_bytes
+    from .data import dataset_shape
+    from .resources import available_bytes, estimate_bytes
 
     buckets: dict = {}
     for index, config in enumerate(configs):
@@ -94,15 +95,16 @@ def plan_groups(configs, max_group: int | None = None, available: int | None = N
         device = configs[indices[0]].train.device
         if device not in rooms:
             rooms[device] = available if available is not None else available_bytes(_resolved(device))
-        chunk: list[int] = []
+        shape = dataset_shape(configs[indices[0]].data.dataset)
+        chunk, size = [], _GroupSize(shape)
         for index in indices:
-            grown = chunk + [index]
-            too_many = max_group is not None and len(grown) > max_group
-            if chunk and (too_many or group_bytes([configs[i] for i in grown])["total"] > rooms[device]):
+            estimate = estimate_bytes(configs[index], *shape)
+            too_many = max_group is not None and len(chunk) + 1 > max_group
+            if chunk and (too_many or size.total_with(estimate) > rooms[device]):
                 groups.append(chunk)
-                chunk = [index]
-            else:
-                chunk = grown
+                chunk, size = [], _GroupSize(shape)
+            chunk.append(index)
+            size.add(estimate)
         groups.append(chunk)
     return groups
 
@@ -120,19 +122,49 @@ def group_bytes(configs) -> dict[str, int]:
     a time; and, for retiring a member (early stopping, divergence), a second copy of the
     parameters (the others are re-stacked)."""
     from .data import dataset_shape
-    from .resources import INT64, PASSES, estimate_bytes
+    from .resources import estimate_bytes
 
     shape = dataset_shape(configs[0].data.dataset)
-    estimates = [estimate_bytes(config, *shape) for config in configs]
-    kept = ("parameters", "gradients", "optimizer state", "best weights", "diagnostics")
-    total = {key: sum(e[key] for e in estimates) for key in kept}
-    total["data"] = estimates[0]["data"] + INT64 * shape[1] * (len(configs) - 1)
-    total["training batch"] = sum(e["training batch"] for e in estimates)
-    total["evaluation batch"] = max(e["evaluation batch"] for e in estimates)
-    total["probe batch"] = max(e["probe batch"] for e in estimates)
-    total["retiring"] = total["parameters"] if len(configs) > 1 else 0
-    total["total"] = sum(v for k, v in total.items() if k not in PASSES) + max(total[k] for k in PASSES)
-    return total
+    size = _GroupSize(shape)
+    for config in configs:
+        size.add(estimate_bytes(config, *shape))
+    return size.items()
+
+
+class _GroupSize:
+    """group_bytes, kept up to date member by member (plan_groups grows groups one at a time)."""
+
+    SUMMED = ("parameters", "gradients", "optimizer state", "best weights", "diagnostics", "training batch")
+    LARGEST = ("evaluation batch", "probe batch")
+
+    def __init__(self, shape):
+        self.samples = shape[1]
+        self.members = 0
+        self.values = dict.fromkeys(self.SUMMED + self.LARGEST, 0)
+        self.data = 0
+
+    def add(self, estimate: dict) -> None:
+        self.members += 1
+        self.data = estimate["data"]
+        for key in self.SUMMED:
+            self.values[key] += estimate[key]
+        for key in self.LARGEST:
+            self.values[key] = max(self.values[key], estimate[key])
+
+    def items(self) -> dict[str, int]:
+        from .resources import INT64, PASSES
+
+        items = dict(self.values)
+        items["data"] = self.data + INT64 * self.samples * max(self.members - 1, 0)  # each member's epoch order
+        items["retiring"] = items["parameters"] if self.members > 1 else 0
+        items["total"] = sum(v for k, v in items.items() if k not in PASSES) + max(items[k] for k in PASSES)
+        return items
+
+    def total_with(self, estimate: dict) -> int:
+        grown = _GroupSize((0, self.samples, 0))
+        grown.members, grown.data, grown.values = self.members, self.data, dict(self.values)
+        grown.add(estimate)
+        return grown.items()["total"]
 
 
 # ----------------------------------------------------------------------------- optimizers

@@ -174,8 +174,10 @@ def train_group(
                 runs = _fit(list(members), list(recorders), data)
             except KeyboardInterrupt:
                 raise
-            except Exception:
-                runs = [r.run for r in recorders]  # each recorded as failed (or finished before)
+            except Exception as e:
+                # Each recorded as failed (or finished before); one that had not opened its folder
+                # yet (another member's failed first) did not start.
+                runs = [r.run or ActexpError(f"{r.folder}: did not start ({type(e).__name__}: {e})") for r in recorders]
             for i, run in zip(indices, runs):
                 results[i] = run
     return results
@@ -354,6 +356,7 @@ class Recorder:
                     f"from here on its metrics can differ in the last digits from an uninterrupted run (bit-identity needs equal thread counts)"
                 )
         self.metrics_pending = False  # a metrics write that did not finish: finish() writes the files again
+        self.opened = False  # its folder holds this session's files (a failure from here on is recorded)
         self.ended: str | None = None
         self.run: Run | None = None
 
@@ -366,6 +369,7 @@ class Recorder:
         """Write the folder's first files and announce the run. The metrics files exist from the
         start (with their header), and a resumed run's drop the epochs after its checkpoint; from
         here on each finished epoch rewrites them."""
+        self.opened = True
         if fused > 1:
             # Its wall time and each epoch's seconds are the group's, shared by its members.
             self.summary["fused"] = {"members": fused}
@@ -527,12 +531,12 @@ def _fit(members: list[Member], recorders: list[Recorder], data: Data) -> list[R
         return [recorder.run for recorder in recorders]
     except KeyboardInterrupt as e:
         for recorder in recorders:
-            if recorder.ended is None:
+            if recorder.opened and recorder.ended is None:
                 _finish_anyway(recorder.finish, "interrupted", error=str(e) or "interrupted (Ctrl-C)")
         raise
     except Exception as e:
         for recorder in recorders:
-            if recorder.ended is None:
+            if recorder.opened and recorder.ended is None:
                 _finish_anyway(recorder.finish, "failed", error=str(e) if isinstance(e, ActexpError) else f"{type(e).__name__}: {e}")
         raise
 

@@ -390,6 +390,21 @@ def test_a_member_that_cannot_start_does_not_stop_the_others(tmp_path, data_root
     assert read_summary(done.dir)["status"] == "completed"
 
 
+def test_an_interrupt_before_a_member_opened_its_folder_leaves_that_folder_alone(tmp_path, data_root):
+    def stop_at_start(event, info):
+        if event == "start":
+            raise KeyboardInterrupt
+
+    folders = [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(KeyboardInterrupt):
+        train_group([cfg("a"), cfg("b", train={**TRAIN, "seed": 1})], folders, progress_for=[stop_at_start, None])
+    assert read_summary(folders[0])["status"] == "interrupted" and (folders[0] / "config.yaml").is_file()
+    assert not (folders[1] / "summary.json").exists()  # it never started: nothing claims otherwise
+    runs = train_group([cfg("a"), cfg("b", train={**TRAIN, "seed": 1})], folders, resume=[True, False])
+    assert isinstance(runs[0], ActexpError) and "nothing to resume" in str(runs[0])
+    assert runs[1].status == "completed" and runs[1].dir == folders[1]
+
+
 SIGTERM_DRIVER = """
 import sys, torch
 torch.set_num_threads(1)
