@@ -56,10 +56,12 @@ OUTPUT_LAYER = "output"
 class Tracker:
     """Collects an epoch's weight-side figures during training and measures the probe after it."""
 
-    def __init__(self, model, x_train, y_train, seed: int, batch_size: int):
+    def __init__(self, model, x_train, y_train, seed: int, batch_size: int, probe=None):
+        """`probe`: the (x, y) that choose_probe(x_train, y_train, seed) returns, when the caller
+        has it already (members of a fused group with equal seeds share one)."""
         self.model, self.batch_size = model, batch_size
         self.weights = [linear.weight for linear in model.linears()]
-        self.probe_x, self.probe_y = choose_probe(x_train, y_train, seed)
+        self.probe_x, self.probe_y = probe if probe is not None else choose_probe(x_train, y_train, seed)
         self.grad_sums = [torch.zeros((), device=x_train.device) for _ in self.weights]
         self.steps = 0
         self.start = None

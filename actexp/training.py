@@ -1,7 +1,10 @@
-"""The training loop: one config in, one run folder out.
+"""The training loop: configs in, run folders out. A run is a Recorder (its folder: config.yaml,
+summary.json, metrics files, checkpoints, best epoch and early stopping, how it ended); the
+arithmetic is a fused.Stepper of K >= 1 members. `train` is K = 1; `train_group` trains a fused
+group, K recorders around one stepper, in the same loop.
 
-Speed by design: every split is one tensor on the device, batches are index slices of a per-epoch
-permutation drawn on the device, and losses/accuracies accumulate on the device and are read once
+Speed by design: every split is one tensor on the device, batches are index slices of per-epoch
+permutations drawn on the device, and losses/accuracies accumulate on the device and are read once
 per epoch (and every few steps only when someone watches the progress bar).
 """
 
@@ -19,11 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .components import OPTIMIZERS, SCHEDULES
 from .config import Config, as_config, config_hash, config_to_yaml
 from .data import Data, dataset_shape, load_data
-from .diagnostics import Tracker, diagnostic_warnings
+from .diagnostics import Tracker, choose_probe, diagnostic_warnings
 from .errors import ActexpError, ConfigError, sigterm_as_interrupt, signals_deferred
+from .fused import Member, Stepper, group_bytes, group_key, member_order, optimizer_for, steps_per_epoch
 from .model import MLP, build_model, count_parameters
 from .resources import available_bytes, check_fits, estimate_bytes
 from .runs import (
@@ -95,24 +98,104 @@ def train(
     device = resolve_device(config.train.device)
     # Refuse, in milliseconds and before anything is read or allocated, a run that cannot fit.
     check_fits(estimate_bytes(config, *dataset_shape(config.data.dataset)), available_bytes(str(device)), str(device))
-    # The run seeds torch's global RNG (dropout draws from it); fork_rng gives the caller's back.
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with contextlib.ExitStack() as held, sigterm_as_interrupt(), torch.random.fork_rng(devices=devices):
+    with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device):
         if resume:
-            folder = Path(resume)
-            if not (folder / "summary.json").is_file():
-                raise ActexpError(f"{folder}: not a run folder (no summary.json)")
-            held.enter_context(locked(folder, "training"))  # before any check: a run still training is refused
-            _check_resumable(folder, config)
-        torch.manual_seed(config.train.seed)
+            _claim_for_resume(Path(resume), config, held)
         data = load_data(config.data, device)
-        model = build_model(config.model, data.n_features, data.n_classes).to(device)
-        optimizer, scheduler = build_optimizer(config, model)
-        if not resume:
-            folder = Path(run_dir) if run_dir else new_run_dir(runs_dir, config.name)
-            folder.mkdir(parents=True, exist_ok=True)
-            held.enter_context(locked(folder, "training"))
-        return _fit(config, folder, device, data, model, optimizer, scheduler, progress, resume=bool(resume))
+        member, recorder = _prepare(config, device, data, held, progress, runs_dir=runs_dir,
+                                    folder=Path(resume or run_dir) if (resume or run_dir) else None, resume=bool(resume))
+        (run,) = _fit([member], [recorder], data)
+        return run
+
+
+def train_group(
+    configs: list[Config | dict | str | Path],
+    run_dirs: list[str | Path | None] | None = None,
+    *,
+    runs_dir: str | Path = "runs",
+    resume: list[bool] | None = None,
+    progress_for: list[Progress | None] | None = None,
+) -> list[Run | ActexpError]:
+    """Train configs that share a fused.group_key as one stacked model; each writes its own run
+    folder, as `train` would, and gets its own progress events ("start", "step", "epoch", "end").
+
+    run_dirs[i]: the folder to train config i into (None: a fresh one under runs_dir/<name>/), or,
+    with resume[i], the run folder to continue from its last checkpoint. Members that resume from
+    different epochs train one after the other, each set fused.
+
+    Returns, in the order of `configs`, each member's Run (its status completed, diverged, stopped
+    early or failed: a failure inside the shared computation fails every member still training),
+    or the ActexpError that kept that member from starting (nothing written to its folder: a
+    damaged checkpoint, a run already completed, a folder another process holds). Ctrl-C and
+    SIGTERM record every unfinished member as interrupted, then KeyboardInterrupt is raised.
+    Raises ConfigError or ActexpError for what stops the whole group before anything is written
+    (a device that is missing, a group that cannot fit in memory, missing data), and ValueError for
+    configs that do not share a group key."""
+    configs = [as_config(c) for c in configs]
+    k = len(configs)
+    run_dirs = list(run_dirs) if run_dirs is not None else [None] * k
+    resume = list(resume) if resume is not None else [False] * k
+    progress_for = list(progress_for) if progress_for is not None else [None] * k
+    if not k or not len(run_dirs) == len(resume) == len(progress_for) == k:
+        raise ValueError("train_group: give one run_dir, resume flag and progress per config")
+    keys = {group_key(c) for c in configs}
+    if len(keys) != 1 or None in keys:
+        raise ValueError("train_group: these configs cannot train as one group (plan them with fused.plan_groups)")
+    if any(resume[i] and run_dirs[i] is None for i in range(k)):
+        raise ValueError("train_group: a member to resume needs its run folder in run_dirs")
+    device = resolve_device(configs[0].train.device)
+    check_fits(group_bytes(configs), available_bytes(str(device)), str(device))
+    results: list = [None] * k
+    order = sorted(range(k), key=lambda i: (member_order(configs[i]), i))
+    with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device):
+        claimed = []
+        for i in order:
+            try:
+                if resume[i]:
+                    _claim_for_resume(Path(run_dirs[i]), configs[i], held)
+                claimed.append(i)
+            except ActexpError as e:
+                results[i] = e
+        data = load_data(configs[0].data, device)
+        probes: dict = {}
+        started: dict[int, list] = {}  # first epoch -> [(index, member, recorder)]
+        for i in claimed:
+            try:
+                folder = Path(run_dirs[i]) if run_dirs[i] is not None else None
+                member, recorder = _prepare(configs[i], device, data, held, progress_for[i], runs_dir=runs_dir,
+                                            folder=folder, resume=resume[i], probes=probes)
+            except ActexpError as e:
+                results[i] = e
+                continue
+            started.setdefault(recorder.start_epoch, []).append((i, member, recorder))
+        for entries in started.values():
+            indices, members, recorders = zip(*entries)
+            try:
+                runs = _fit(list(members), list(recorders), data)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                # Each recorded as failed (or finished before); one that had not opened its folder
+                # yet (another member's failed first) did not start.
+                runs = [r.run or ActexpError(f"{r.folder}: did not start ({type(e).__name__}: {e})") for r in recorders]
+            for i, run in zip(indices, runs):
+                results[i] = run
+    return results
+
+
+@contextlib.contextmanager
+def _own_rng(device: torch.device):
+    """Runs seed torch's global RNG (weight init draws from it); fork_rng gives the caller's back."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _claim_for_resume(folder: Path, config: Config, held: contextlib.ExitStack) -> None:
+    if not (folder / "summary.json").is_file():
+        raise ActexpError(f"{folder}: not a run folder (no summary.json)")
+    held.enter_context(locked(folder, "training"))  # before any check: a run still training is refused
+    _check_resumable(folder, config)
 
 
 def _check_resumable(folder: Path, config: Config) -> None:
@@ -125,20 +208,70 @@ def _check_resumable(folder: Path, config: Config) -> None:
         raise ConfigError(f"{folder}: the config differs from the run's config.yaml; a resumed run keeps its config (start a new run to change it)")
 
 
+def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, folder: Path | None, resume: bool, probes=None):
+    """Build a member exactly as its solo run starts (seed, build_model, the optimizer's argument
+    checks), load its checkpoint when it resumes, and make its recorder; a fresh member's folder is
+    created (and locked) only once all of that succeeded. Nothing is written yet."""
+    tc = config.train
+    torch.manual_seed(tc.seed)
+    model = build_model(config.model, data.n_features, data.n_classes).to(device)
+    # Dropout draws from the run's own generator, in the state a solo run's global RNG has here.
+    dropout = torch.Generator(device=device)
+    if device.type == "cpu":
+        dropout.set_state(torch.get_rng_state())
+    else:
+        dropout.manual_seed(tc.seed)
+    batch_order = torch.Generator(device=device).manual_seed(tc.seed)
+    optimizer, scheduler = build_optimizer(config, model)
+    tracker = None
+    if tc.diagnostics:
+        probes = {} if probes is None else probes
+        if tc.seed not in probes:
+            probes[tc.seed] = choose_probe(data.x_train, data.y_train, tc.seed)
+        tracker = Tracker(model, data.x_train, data.y_train, tc.seed, tc.batch_size, probe=probes[tc.seed])
+    member = Member(config, model, dropout, batch_order, tracker)
+    state = None
+    if resume:
+        # Read before anything is written: a checkpoint that cannot be loaded leaves the folder as it was.
+        state = _resume_state(folder, tc, count_parameters(model))
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            dropout.set_state(state["rng"]["torch" if device.type == "cpu" else "cuda"])
+            batch_order.set_state(state["rng"]["batch_order"])
+            _check_state_shapes(optimizer)
+            member.optimizer_state = optimizer.state_dict()
+            member.scheduler_state = scheduler.state_dict() if scheduler is not None else None
+            best = {key: state["best"][key] for key in ("value", "epoch", "waited")}
+            best_model = state["best_model"] and {k: v.to(device) for k, v in state["best_model"].items()}
+            epoch = int(state["epoch"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DamagedFile(f"{folder / CHECKPOINTS / 'last.pt'}: does not fit this run's model and optimizer ({str(e).splitlines()[0][:120]})") from None
+        state = {**state, "best": best, "best_model": best_model, "epoch": epoch}
+    else:
+        folder = Path(folder) if folder else new_run_dir(runs_dir, config.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        held.enter_context(locked(folder, "training"))
+    recorder = Recorder(config, folder, device, data, member, progress, state)
+    return member, recorder
+
+
+def _check_state_shapes(optimizer) -> None:
+    """torch's load_state_dict checks the groups, not the tensors: a state of another shape would
+    fail only at the first step, after the run folder was written to."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                    raise ValueError(f"optimizer state {key} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)}")
+
+
 def build_optimizer(config: Config, model: MLP):
-    opt = config.optim
-    try:
-        optimizer = OPTIMIZERS[opt.optimizer.name](
-            model.parameters(), opt.lr, opt.weight_decay, **_tuples(opt.optimizer.params)
-        )
-        scheduler = SCHEDULES[opt.schedule.name](optimizer, config.train.epochs, **opt.schedule.params)
-    except ValueError as e:  # torch's own argument checks
-        raise ConfigError(f"optim: {e}") from None
-    return optimizer, scheduler
-
-
-def _tuples(params) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    """The config's optimizer and schedule over the model's parameters (a list of tensors also
+    does); torch's own argument checks become ConfigError."""
+    return optimizer_for(config, list(model.parameters()) if isinstance(model, torch.nn.Module) else list(model))
 
 
 @dataclass
@@ -167,159 +300,253 @@ class _Best:
         return improved
 
 
-def _fit(config, folder, device, data: Data, model, optimizer, scheduler, progress, resume: bool) -> Run:
-    tc = config.train
-    stopping = tc.early_stopping
-    monitor = stopping.monitor if stopping else "val_loss"
-    minimize = monitor.endswith("loss") if not stopping or stopping.mode == "auto" else stopping.mode == "min"
-    best = _Best(monitor, minimize, stopping.min_delta if stopping else 0.0)
-    # A run's result is one epoch, its selected epoch: the best by the monitor (val_loss unless early
-    # stopping names another), or the last with early_stopping.restore_best false. Its weights are the
-    # ones tested, and every command reports that epoch's figures, so a ranked validation figure and
-    # the test figure beside it always come from the same weights.
-    selects_best = not stopping or stopping.restore_best
-    batch_order = torch.Generator(device=device).manual_seed(tc.seed)
-    history, best_weights, start_epoch = [], None, 1
-    # Diagnostics add an epoch-0 record (the model as initialized) and a `layers` list to each epoch.
-    tracker = Tracker(model, data.x_train, data.y_train, tc.seed, tc.batch_size) if tc.diagnostics else None
-    baseline = []
-    started = time.time()
-    summary = {
-        "status": "running",
-        "name": config.name,
-        "run_id": folder.name,
-        "config_hash": config_hash(config),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "device": str(device),
-        # Matrix multiplies sum in a thread-count-dependent order: same seed + same threads = same metrics.
-        "threads": torch.get_num_threads(),
-        "n_params": count_parameters(model),
-        "data": {"dataset": config.data.dataset.name, "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
-        "versions": _versions(),
-    }
-    if tracker:
-        summary["diagnostics"] = {"probe_samples": len(tracker.probe_y), "saturates_both_sides": tracker.saturates_both_sides()}
-    if resume:
-        # Read before anything is written: a checkpoint that cannot be loaded leaves the folder as it was.
-        state = _resume_state(folder, tc, count_parameters(model))
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-            batch_order.set_state(state["rng"]["batch_order"])
+class Recorder:
+    """One run's folder and bookkeeping: config.yaml, summary.json, the metrics files, checkpoints,
+    the best epoch and early stopping, and how the run ended (`finish`). It never touches a batch:
+    the stepper computes, the loop hands each recorder its member's figures."""
+
+    def __init__(self, config: Config, folder: Path, device, data: Data, member: Member, progress, state: dict | None):
+        tc = config.train
+        self.config, self.folder, self.progress = config, folder, progress
+        self.stopping = stopping = tc.early_stopping
+        monitor = stopping.monitor if stopping else "val_loss"
+        minimize = monitor.endswith("loss") if not stopping or stopping.mode == "auto" else stopping.mode == "min"
+        self.best = _Best(monitor, minimize, stopping.min_delta if stopping else 0.0)
+        # A run's result is one epoch, its selected epoch: the best by the monitor (val_loss unless early
+        # stopping names another), or the last with early_stopping.restore_best false. Its weights are the
+        # ones tested, and every command reports that epoch's figures, so a ranked validation figure and
+        # the test figure beside it always come from the same weights.
+        self.selects_best = not stopping or stopping.restore_best
+        self.history, self.baseline, self.best_weights = [], [], None
+        self.start_epoch = 1
+        self.started = time.time()
+        self.diagnostics = member.tracker is not None
+        self.summary = {
+            "status": "running",
+            "name": config.name,
+            "run_id": folder.name,
+            "config_hash": config_hash(config),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "device": str(device),
+            # Matrix multiplies sum in a thread-count-dependent order: same seed + same threads = same metrics.
+            "threads": torch.get_num_threads(),
+            "n_params": count_parameters(member.model),
+            "data": {"dataset": config.data.dataset.name, "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
+            "versions": _versions(),
+        }
+        if member.tracker:
+            self.summary["diagnostics"] = {"probe_samples": len(member.tracker.probe_y), "saturates_both_sides": member.tracker.saturates_both_sides()}
+        self.resumed = state is not None
+        if state is not None:
             for key in ("value", "epoch", "waited"):
-                setattr(best, key, state["best"][key])
-            best_weights = state["best_model"] and {k: v.to(device) for k, v in state["best_model"].items()}
-            start_epoch = int(state["epoch"]) + 1
-        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            raise DamagedFile(f"{folder / CHECKPOINTS / 'last.pt'}: does not fit this run's model and optimizer ({str(e).splitlines()[0][:120]})") from None
-        records = read_history(folder)
-        baseline = [r for r in records if r["epoch"] == 0]
-        history = [r for r in records if 1 <= r["epoch"] <= state["epoch"]]
-        previous = read_summary(folder)
-        summary["started"] = state.get("started", summary["started"])
-        started -= state.get("wall_seconds", 0.0)
-        summary["notes"] = [n for n in previous.get("notes", []) if isinstance(n, str)] if isinstance(previous.get("notes"), list) else []
-        if previous.get("threads") not in (None, summary["threads"]):
-            summary["notes"].append(
-                f"resumed at epoch {start_epoch} with {summary['threads']} torch threads where the run had {previous['threads']}: "
-                f"from here on its metrics can differ in the last digits from an uninterrupted run (bit-identity needs equal thread counts)"
-            )
-    metrics_pending = False  # a metrics write that did not finish: finish() writes the files again
+                setattr(self.best, key, state["best"][key])
+            self.best_weights = state["best_model"]
+            self.start_epoch = state["epoch"] + 1
+            records = read_history(folder)
+            self.baseline = [r for r in records if r["epoch"] == 0]
+            self.history = [r for r in records if 1 <= r["epoch"] <= state["epoch"]]
+            previous = read_summary(folder)
+            self.summary["started"] = state.get("started", self.summary["started"])
+            self.started -= state.get("wall_seconds", 0.0)
+            notes = previous.get("notes")
+            self.summary["notes"] = [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
+            if previous.get("threads") not in (None, self.summary["threads"]):
+                self.summary["notes"].append(
+                    f"resumed at epoch {self.start_epoch} with {self.summary['threads']} torch threads where the run had {previous['threads']}: "
+                    f"from here on its metrics can differ in the last digits from an uninterrupted run (bit-identity needs equal thread counts)"
+                )
+        self.metrics_pending = False  # a metrics write that did not finish: finish() writes the files again
+        self.opened = False  # its folder holds this session's files (a failure from here on is recorded)
+        self.ended: str | None = None
+        self.run: Run | None = None
 
-    def record_metrics() -> None:
-        nonlocal metrics_pending
-        metrics_pending = True
-        write_metrics(folder, baseline + history)
-        metrics_pending = False
+    def record_metrics(self) -> None:
+        self.metrics_pending = True
+        write_metrics(self.folder, self.baseline + self.history)
+        self.metrics_pending = False
 
-    ended = None
+    def open(self, steps: int, fused: int) -> None:
+        """Write the folder's first files and announce the run. The metrics files exist from the
+        start (with their header), and a resumed run's drop the epochs after its checkpoint; from
+        here on each finished epoch rewrites them."""
+        self.opened = True
+        if fused > 1:
+            # Its wall time and each epoch's seconds are the group's, shared by its members.
+            self.summary["fused"] = {"members": fused}
+        if not self.resumed:
+            write_text_atomic(self.folder / "config.yaml", config_to_yaml(self.config))
+        write_json_atomic(self.folder / "summary.json", self.summary)
+        self.record_metrics()
+        if self.progress:
+            self.progress("start", {"dir": self.folder, "config": self.config, "summary": self.summary,
+                                    "epochs": self.config.train.epochs, "steps": steps, "first_epoch": self.start_epoch})
 
-    def finish(status: str, **extra) -> Run:
-        nonlocal ended
-        summary.update(status=status, wall_seconds=round(time.time() - started, 3), epochs_completed=len(history), **extra)
-        summary.update(_best_fields(history, best))
-        if tracker:
-            activation = config.model.activation.name
-            summary["warnings"] = diagnostic_warnings(baseline + history, activation, summary["diagnostics"]["saturates_both_sides"])
-        if metrics_pending:
-            record_metrics()
-        write_json_atomic(folder / "summary.json", summary)
-        ended = status
-        if progress:
-            progress("end", {"dir": folder, "summary": summary})
-        return Run(folder, summary, history)
+    def epoch_zero(self, val_loss: float, val_acc: float, layers: list[dict]) -> None:
+        """The epoch-0 record (the model as initialized): after the "start" event, so the caller
+        knows the run folder by then."""
+        self.baseline = [{"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "layers": layers}]
+        self.record_metrics()
 
-    try:
-        if not resume:
-            write_text_atomic(folder / "config.yaml", config_to_yaml(config))
-        write_json_atomic(folder / "summary.json", summary)
-        # The metrics files exist from the start (with their header), and a resumed run's drop the
-        # epochs after its checkpoint; from here on each finished epoch rewrites them.
-        record_metrics()
-        steps_per_epoch = _steps(len(data.y_train), tc.batch_size, config.model.batch_norm)
-        if progress:
-            progress("start", {"dir": folder, "config": config, "summary": summary, "epochs": tc.epochs, "steps": steps_per_epoch, "first_epoch": start_epoch})
-        # The epoch-0 record: after the "start" event, so the caller knows the run folder by then.
-        if tracker and not resume:
-            val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
-            baseline = [{"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "layers": tracker.epoch_zero()}]
-            record_metrics()
-        for epoch in range(start_epoch, tc.epochs + 1):
-            tick = time.time()
-            lr = optimizer.param_groups[0]["lr"]
-            if tracker:
-                tracker.begin_epoch()
-            train_loss, train_acc = train_epoch(model, optimizer, data, config, batch_order, epoch, progress, tracker)
-            if not math.isfinite(train_loss):
-                return finish("diverged", error=_diverged_message(config, epoch))
-            val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
-            layers = tracker.end_epoch() if tracker else None
-            record = {
-                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "seconds": round(time.time() - tick, 4),
+    def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        if self.progress:
+            self.progress("step", {"epoch": epoch, "step": step, "steps": steps, "loss": loss})
+
+    def append(self, record: dict) -> None:
+        """Part of the epoch's commit (inside signals_deferred)."""
+        self.history.append(record)
+        self.record_metrics()
+
+    def keep(self, record: dict, stepper: Stepper, position: int) -> bool:
+        """The rest of the epoch's commit (inside signals_deferred, after the schedules stepped):
+        the best epoch, and the checkpoints. Returns whether the epoch improved on the best."""
+        improved = self.best.update(record)
+        if improved and self.selects_best:
+            self.best_weights = stepper.model_state(position, copy=True)
+        policy = self.config.train.checkpoint
+        save_last, save_best = policy in ("last", "both"), improved and policy in ("best", "both")
+        if save_last or save_best:
+            checkpoint = {
+                "epoch": record["epoch"],
+                "model": stepper.model_state(position),
+                "optimizer": stepper.optimizer_state(position),
+                "scheduler": stepper.scheduler_state(position),
+                "rng": stepper.rng_state(position),
+                "best": {"value": self.best.value, "epoch": self.best.epoch, "waited": self.best.waited},
+                "best_model": self.best_weights,
+                "started": self.summary["started"],
+                "wall_seconds": time.time() - self.started,
             }
-            if layers is not None:
-                record["layers"] = layers
-            with signals_deferred():  # the epoch is on disk whole (record, metrics files, checkpoint) or not at all
-                history.append(record)
-                record_metrics()
-                if scheduler is not None:
-                    scheduler.step()
-                improved = best.update(record)
-                if improved and selects_best:
-                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                checkpoint = _checkpoint(model, optimizer, scheduler, batch_order, best, best_weights, epoch, summary, started)
-                if tc.checkpoint in ("last", "both"):
-                    save_checkpoint(checkpoint, folder / CHECKPOINTS / "last.pt")
-                if improved and tc.checkpoint in ("best", "both"):
-                    save_checkpoint(checkpoint, folder / CHECKPOINTS / "best.pt")
-            if progress:
-                progress("epoch", {"record": record, "improved": improved, "epochs": tc.epochs})
-            if stopping and not improved and best.waited >= stopping.patience:
-                summary["stopped_early"] = True
-                break
-        selected = len(history)
-        if selects_best and best.epoch != selected and best_weights is not None:  # (None: a checkpoint from before this rule)
-            model.load_state_dict(best_weights)
-            selected = best.epoch
+            if save_last:
+                save_checkpoint(checkpoint, self.folder / CHECKPOINTS / "last.pt")
+            if save_best:
+                save_checkpoint(checkpoint, self.folder / CHECKPOINTS / "best.pt")
+        return improved
+
+    def announce(self, record: dict, improved: bool) -> None:
+        if self.progress:
+            self.progress("epoch", {"record": record, "improved": improved, "epochs": self.config.train.epochs})
+
+    def stops_early(self, improved: bool) -> bool:
+        stopping = self.stopping
+        if stopping and not improved and self.best.waited >= stopping.patience:
+            self.summary["stopped_early"] = True
+            return True
+        return False
+
+    def complete(self, model: MLP, data: Data) -> Run:
+        """The selected epoch's weights (the best, unless restore_best is off) on the test set, then
+        finish: `model` is the member's own MLP, out of the stack or at the end of training."""
+        selected = len(self.history)
+        if self.selects_best and self.best.epoch != selected and self.best_weights is not None:  # (None: a checkpoint from before this rule)
+            model.load_state_dict(self.best_weights)
+            selected = self.best.epoch
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
-        summary.setdefault("stopped_early", False)
-        chosen = next(r for r in history if r["epoch"] == selected)
+        self.summary.setdefault("stopped_early", False)
+        chosen = next(r for r in self.history if r["epoch"] == selected)
         result = {key: chosen[key] for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
-        return finish("completed", selected_epoch=selected, **result, test_loss=test_loss, test_acc=test_acc)
+        return self.finish("completed", selected_epoch=selected, **result, test_loss=test_loss, test_acc=test_acc)
+
+    def finish(self, status: str, **extra) -> Run:
+        summary = self.summary
+        summary.update(status=status, wall_seconds=round(time.time() - self.started, 3), epochs_completed=len(self.history), **extra)
+        summary.update(_best_fields(self.history, self.best))
+        if self.diagnostics:
+            activation = self.config.model.activation.name
+            summary["warnings"] = diagnostic_warnings(self.baseline + self.history, activation, summary["diagnostics"]["saturates_both_sides"])
+        if self.metrics_pending:
+            self.record_metrics()
+        write_json_atomic(self.folder / "summary.json", summary)
+        self.ended = status
+        self.run = Run(self.folder, summary, self.history)
+        if self.progress:
+            self.progress("end", {"dir": self.folder, "summary": summary})
+        return self.run
+
+
+def _fit(members: list[Member], recorders: list[Recorder], data: Data) -> list[Run]:
+    """The loop: K recorders around one stepper (K = 1 for a solo run). Members all start at the
+    same epoch. A member that diverges or stops early leaves the stepper (the others go on); each
+    epoch is committed for every member at once, under signals_deferred."""
+    config = members[0].config
+    steps = steps_per_epoch(len(data.y_train), config.train.batch_size, config.model.batch_norm)
+    live = list(range(len(members)))  # members (and recorders) still training, in stepper order
+    try:
+        for recorder in recorders:
+            recorder.open(steps, len(members))
+        for member, recorder in zip(members, recorders):
+            if member.tracker is not None and not recorder.resumed:
+                val_loss, val_acc = evaluate(member.model, data.x_val, data.y_val)
+                recorder.epoch_zero(val_loss, val_acc, member.tracker.epoch_zero())
+        stepper = Stepper(members, data)
+        for epoch in range(recorders[0].start_epoch, config.train.epochs + 1):
+            tick = time.time()
+            lrs = stepper.lrs()
+
+            def report(step, total, losses, live=live, epoch=epoch):
+                for position, i in enumerate(live):
+                    recorders[i].step(epoch, step, total, losses[position])
+
+            watched = any(recorders[i].progress for i in live)
+            train_losses, train_accs = train_epoch(stepper, epoch, report if watched else None)
+            diverged = [p for p, loss in enumerate(train_losses) if not math.isfinite(loss)]
+            for position in diverged:
+                i = live[position]
+                recorders[i].finish("diverged", error=_diverged_message(members[i].config, epoch))
+            if diverged:
+                stepper = stepper.without(diverged)
+                kept = [p for p in range(len(live)) if p not in diverged]
+                live, lrs = [live[p] for p in kept], [lrs[p] for p in kept]
+                train_losses, train_accs = [train_losses[p] for p in kept], [train_accs[p] for p in kept]
+                if stepper is None:
+                    break
+            validation = [evaluate(members[i].model, data.x_val, data.y_val) for i in live]
+            layers = stepper.tracker.end_epoch() if stepper.tracker is not None else [None] * len(live)
+            seconds = round(time.time() - tick, 4)
+            records = []
+            for position in range(len(live)):
+                record = {
+                    "epoch": epoch, "train_loss": train_losses[position], "train_acc": train_accs[position],
+                    "val_loss": validation[position][0], "val_acc": validation[position][1], "lr": lrs[position], "seconds": seconds,
+                }
+                if layers[position] is not None:
+                    record["layers"] = layers[position]
+                records.append(record)
+            with signals_deferred():  # the epoch is on disk whole (records, metrics files, checkpoints) or not at all
+                for position, i in enumerate(live):
+                    recorders[i].append(records[position])
+                stepper.step_schedules()
+                improved = [recorders[i].keep(records[position], stepper, position) for position, i in enumerate(live)]
+            for position, i in enumerate(live):
+                recorders[i].announce(records[position], improved[position])
+            stopped = [p for p, i in enumerate(live) if recorders[i].stops_early(improved[p])]
+            if stopped:
+                stepper = stepper.without(stopped)
+                for position in stopped:
+                    recorders[live[position]].complete(members[live[position]].model, data)
+                live = [i for p, i in enumerate(live) if p not in stopped]
+                if stepper is None:
+                    break
+        for i in live:
+            recorders[i].complete(members[i].model, data)
+        return [recorder.run for recorder in recorders]
     except KeyboardInterrupt as e:
-        if ended is None:
-            _finish_anyway(finish, "interrupted", error=str(e) or "interrupted (Ctrl-C)")
+        for recorder in recorders:
+            if recorder.opened and recorder.ended is None:
+                _finish_anyway(recorder.finish, "interrupted", error=str(e) or "interrupted (Ctrl-C)")
         raise
     except Exception as e:
-        if ended is None:
-            _finish_anyway(finish, "failed", error=str(e) if isinstance(e, ActexpError) else f"{type(e).__name__}: {e}")
+        for recorder in recorders:
+            if recorder.opened and recorder.ended is None:
+                _finish_anyway(recorder.finish, "failed", error=str(e) if isinstance(e, ActexpError) else f"{type(e).__name__}: {e}")
         raise
+
+
+def train_epoch(stepper: Stepper, epoch: int, progress=None) -> tuple[list[float], list[float]]:
+    """One pass over the training split for every member of the stepper: per member (mean
+    cross-entropy, accuracy), nan for a member whose loss diverged. `progress(step, steps, losses)`
+    hears the members' current losses every few steps."""
+    report_every = max(1, stepper.steps_per_epoch() // PROGRESS_UPDATES_PER_EPOCH)
+    return stepper.train_epoch(progress, report_every)
 
 
 def _finish_anyway(finish, status: str, error: str) -> None:
@@ -341,71 +568,8 @@ def _resume_state(folder: Path, tc, n_params: int) -> dict:
     return load_checkpoint(last, max_bytes=4 * 6 * n_params + (64 << 20))
 
 
-def train_epoch(model: MLP, optimizer, data: Data, config: Config, batch_order, epoch: int, progress, tracker=None) -> tuple[float, float]:
-    """One pass over the training split; returns (mean cross-entropy, accuracy), or nan if the loss diverged.
-    A diagnostics `tracker` sees the gradients after each backward (before clipping)."""
-    reg, batch_size = config.regularization, config.train.batch_size
-    x, y = data.x_train, data.y_train
-    n = len(y)
-    model.train()
-    order = torch.randperm(n, device=x.device, generator=batch_order)
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    weights = [linear.weight for linear in model.linears()]
-    activity = reg.activity_l1 > 0 or reg.activity_l2 > 0
-    steps = _steps(n, batch_size, config.model.batch_norm)
-    report_every = max(1, steps // PROGRESS_UPDATES_PER_EPOCH)
-    for step in range(steps):
-        index = order[step * batch_size : (step + 1) * batch_size if step < steps - 1 else n]
-        xb, yb = x[index], y[index]
-        if activity:
-            logits, activations = model.forward_with_activations(xb)
-        else:
-            logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
-        total = loss
-        if reg.l1 > 0:
-            total = total + reg.l1 * sum(w.abs().sum() for w in weights)
-        if reg.l2 > 0:
-            total = total + reg.l2 * sum(w.square().sum() for w in weights)
-        if activity:
-            # Keras divides a layer's activity penalty by the batch size: a per-sample penalty.
-            if reg.activity_l1 > 0:
-                total = total + reg.activity_l1 * sum(a.abs().sum() for a in activations) / len(yb)
-            if reg.activity_l2 > 0:
-                total = total + reg.activity_l2 * sum(a.square().sum() for a in activations) / len(yb)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if tracker is not None:
-            tracker.after_backward()
-        if config.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        if reg.max_norm:
-            _apply_max_norm(weights, reg.max_norm)
-        loss_sum += loss.detach() * len(yb)
-        correct += (logits.argmax(1) == yb).sum()
-        if progress and (step + 1) % report_every == 0:
-            live = loss.item()
-            progress("step", {"epoch": epoch, "step": step + 1, "steps": steps, "loss": live})
-            if not math.isfinite(live):
-                return math.nan, math.nan
-    return loss_sum.item() / n, correct.item() / n
-
-
 def _steps(n: int, batch_size: int, batch_norm: bool) -> int:
-    """Batches per epoch; with batch norm a lone last sample joins the previous batch, since
-    BatchNorm cannot normalize a batch of one."""
-    steps = math.ceil(n / batch_size)
-    return steps - 1 if batch_norm and n % batch_size == 1 and n > 1 else steps
-
-
-@torch.no_grad()
-def _apply_max_norm(weights, max_norm: float) -> None:
-    # Each row of a Linear weight is one unit's incoming weights (Keras MaxNorm on a Dense kernel).
-    for w in weights:
-        norms = w.norm(dim=1, keepdim=True)
-        w.mul_(norms.clamp(max=max_norm) / norms.clamp(min=1e-12))
+    return steps_per_epoch(n, batch_size, batch_norm)
 
 
 @torch.inference_mode()
@@ -422,24 +586,6 @@ def evaluate(model: MLP, x, y) -> tuple[float, float]:
         correct += (logits.argmax(1) == yb).sum()
     model.train(was_training)
     return loss_sum.item() / len(y), correct.item() / len(y)
-
-
-def _checkpoint(model, optimizer, scheduler, batch_order, best, best_weights, epoch, summary, started) -> dict:
-    return {
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(batch_order.device) if batch_order.device.type == "cuda" else None,
-            "batch_order": batch_order.get_state(),
-        },
-        "best": {"value": best.value, "epoch": best.epoch, "waited": best.waited},
-        "best_model": best_weights,
-        "started": summary["started"],
-        "wall_seconds": time.time() - started,
-    }
 
 
 def _best_fields(history: list[dict], best: _Best) -> dict:

@@ -381,10 +381,10 @@ def test_later_divergence_keeps_finished_epochs(tmp_path, data_root, monkeypatch
 
     original = training.train_epoch
 
-    def poisoned(model, optimizer, data, config, batch_order, epoch, progress, tracker):
-        assert tracker is not None  # diagnostics are on by default
-        loss, acc = original(model, optimizer, data, config, batch_order, epoch, progress, tracker)
-        return (math.inf, acc) if epoch == 3 else (loss, acc)
+    def poisoned(stepper, epoch, progress):
+        assert stepper.tracker is not None  # diagnostics are on by default
+        losses, accs = original(stepper, epoch, progress)
+        return ([math.inf] * len(losses), accs) if epoch == 3 else (losses, accs)
 
     monkeypatch.setattr(training, "train_epoch", poisoned)
     run = actexp.train(tiny_config(train={"epochs": 5}), runs_dir=tmp_path / "runs")
