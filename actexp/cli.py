@@ -157,6 +157,8 @@ def sweep(
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first run that fails or diverges."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table; the final table only."),
     wait: bool = typer.Option(False, "--wait", help="If another process is running this sweep, wait for it to finish instead of exiting."),
+    fused: bool = typer.Option(False, "--fused", help="Train runs that share layer shapes, data, batch size and epochs as one stacked model per group (each still writes its own run folder); --dry-run shows the groups."),
+    max_group: Optional[int] = typer.Option(None, "--max-group", min=1, help="With --fused: at most this many runs in one group (groups are also split to fit the device's memory)."),
 ):
     """Run a family of experiments; run the same command again to resume it."""
     from .display import SweepDisplay, comparison_table
@@ -171,10 +173,18 @@ def sweep(
         fail(f"{given[0]} is an option of --backend ray", 2)
     if gpus_per_run is not None and gpus_per_run > 1 and gpus_per_run != int(gpus_per_run):
         fail(f"--gpus-per-run {gpus_per_run}: a fraction of one GPU, or a whole number of GPUs", 2)
+    if max_group is not None and not fused:
+        fail("--max-group is an option of --fused", 2)
     if dry_run:
         swept = load_sweep(path, set_, **expansion)
         steps, _ = plan_sweep(swept, runs_dir / swept.name, force)
-        print_table(_dry_run_table(swept, steps, runs_dir / swept.name))
+        groups = None
+        if fused:
+            from .sweep import plan_tasks
+
+            tasks = plan_tasks([s for s in steps if s.action != "skip"], runs_dir / swept.name, fused=True, max_group=max_group)
+            groups = {name: i for i, task in enumerate(tasks, 1) for name in task.names}
+        print_table(_dry_run_table(swept, steps, runs_dir / swept.name, groups))
         return
     runner = None
     if backend == "ray":
@@ -183,7 +193,8 @@ def sweep(
         runner = RayBackend(address, cpus_per_run or 1.0, gpus_per_run, max_slots=jobs)  # says at once when Ray is missing
     display = SweepDisplay(out, quiet)
     try:
-        result = run_sweep(path, set_, **expansion, runs_dir=runs_dir, jobs=jobs, backend=runner, force=force, fail_fast=fail_fast, progress=display, wait=wait)
+        result = run_sweep(path, set_, **expansion, runs_dir=runs_dir, jobs=jobs, backend=runner, force=force, fail_fast=fail_fast, progress=display,
+                           wait=wait, fused=fused, max_group=max_group)
     except KeyboardInterrupt as e:
         display.close()
         stop, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
@@ -201,7 +212,9 @@ def sweep(
         fail(f"stopped early: {len(result.unfinished)} runs not trained; run the same command again to continue", 1)
 
 
-def _dry_run_table(swept, steps, sweep_dir):
+def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
+    from collections import Counter
+
     from rich.table import Table
 
     from .varying import key_labels
@@ -209,10 +222,14 @@ def _dry_run_table(swept, steps, sweep_dir):
     labels = key_labels(list(swept.keys))
     table = Table(title=f"{swept.name}: {len(steps)} runs → {sweep_dir}", title_justify="left")
     table.add_column("run", overflow="fold")
-    for column in [*(labels[k] for k in swept.keys), "action"]:
+    for column in [*(labels[k] for k in swept.keys), "action", *(["group"] if groups is not None else [])]:
         table.add_column(column)
     for step in steps:
-        table.add_row(step.run.name, *(step.run.labels[k] for k in swept.keys), step.action)
+        group = [str(groups.get(step.run.name, ""))] if groups is not None else []
+        table.add_row(step.run.name, *(step.run.labels[k] for k in swept.keys), step.action, *group)
+    if groups:
+        sizes = sorted(Counter(groups.values()).values(), reverse=True)
+        table.caption = f"--fused: {len(sizes)} tasks (group sizes {', '.join(map(str, sizes))}); a run alone in its group trains solo"
     return table
 
 

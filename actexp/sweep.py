@@ -320,6 +320,8 @@ def run_sweep(
     progress: Progress | None = None,
     report: bool = True,
     wait: bool = False,
+    fused: bool = False,
+    max_group: int | None = None,
 ) -> SweepResult:
     """Run a sweep into `runs_dir/<sweep name>/`: skip finished runs, re-run failed ones, resume
     interrupted ones. A failing run does not stop the others (unless `fail_fast`). `backend` trains
@@ -329,7 +331,9 @@ def run_sweep(
     `backends.Backend`. On Ctrl-C the ledger is saved and KeyboardInterrupt re-raised (SIGTERM too,
     as errors.Terminated). With `report`, a finished sweep writes summary.csv, summary.md and
     curves.png next to the ledger. The sweep folder is locked while it runs: a second copy raises
-    runs.Busy, or with `wait` waits for the first to finish (and then finds its runs done)."""
+    runs.Busy, or with `wait` waits for the first to finish (and then finds its runs done). With
+    `fused`, runs that share their layer shapes, data, batch size and epochs train as one stacked
+    model per group (at most `max_group` runs), each still writing its own run folder."""
     if backend == "ray":
         from .backends.raycluster import RayBackend
 
@@ -340,10 +344,12 @@ def run_sweep(
     sweep_dir = Path(runs_dir) / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with locked(sweep_dir, f"sweep {sweep.name}", wait), sigterm_as_interrupt():
-        return _run_locked(sweep, sweep_dir, jobs, backend if isinstance(backend, Backend) else None, force, fail_fast, progress, report)
+        return _run_locked(sweep, sweep_dir, jobs, backend if isinstance(backend, Backend) else None, force, fail_fast, progress, report,
+                           fused, max_group)
 
 
-def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, force: bool, fail_fast: bool, progress, report: bool) -> SweepResult:
+def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, force: bool, fail_fast: bool, progress, report: bool,
+                fused: bool = False, max_group: int | None = None) -> SweepResult:
     steps, ledger = plan_sweep(sweep, sweep_dir, force)
     write_ledger(sweep_dir, ledger)
     todo = [s for s in steps if s.action != "skip"]
@@ -373,7 +379,7 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
         plan(1)
     else:
         backend = backend or _local_backend(sweep, jobs, len(todo))
-        _drive(backend, [_task(step, here) for step in todo], here, record, fail_fast, plan)
+        _drive(backend, plan_tasks(todo, here, fused, max_group), here, record, fail_fast, plan)
     result = SweepResult(sweep.name, sweep_dir, tuple(ledger["runs"]), tuple(ledger["removed"]))
     if report and not result.unfinished and any(e["folder"] for e in result.runs):
         from .report import write_report
@@ -391,10 +397,21 @@ def _local_backend(sweep: Sweep, jobs: int | None, n_tasks: int) -> Backend:
     return InProcessBackend() if jobs == 1 else ProcessBackend(worker_slots(jobs, cpu_count(), gpus))
 
 
-def _task(step: Step, sweep_dir: Path) -> Task:
-    """A step as a task of one run (a fused group will be one task of several steps)."""
+def plan_tasks(steps: list[Step], sweep_dir: Path, fused: bool = False, max_group: int | None = None) -> list[Task]:
+    """The steps to train as tasks: one run each, or with `fused`, one task per group of runs that
+    train as one stacked model (fused.plan_groups: same layer shapes, data, batch size and epochs,
+    split to fit the device's memory and `max_group`); a run that fuses with nothing is a task alone."""
+    if not fused:
+        return [Task((_spec(step, sweep_dir),), sweep_dir) for step in steps]
+    from .fused import plan_groups
+
+    groups = plan_groups([step.run.config for step in steps], max_group)
+    return [Task(tuple(_spec(steps[i], sweep_dir) for i in group), sweep_dir, fused=len(group) > 1) for group in groups]
+
+
+def _spec(step: Step, sweep_dir: Path) -> RunSpec:
     folder = sweep_dir / step.entry["folder"] if step.action in ("resume", "restart") else None
-    return Task((RunSpec(step.run.name, step.entry["config"], folder, step.action == "resume"),), sweep_dir)
+    return RunSpec(step.run.name, step.entry["config"], folder, step.action == "resume")
 
 
 def _drive(backend: Backend, tasks: list[Task], sweep_dir: Path, record, fail_fast: bool, started) -> None:

@@ -451,3 +451,45 @@ def test_live_table_at_80_columns_keeps_run_names_whole(tmp_path):
     assert "…" not in out.getvalue()
     assert run_column == "".join(step.run.name for step in steps)  # every name whole, in order
     assert "0.8125" in out.getvalue() and "4/10" in out.getvalue()
+
+
+# ----------------------------------------------------------------------------- --fused
+
+
+def test_fused_sweep_groups_runs_and_writes_ordinary_run_folders(tmp_path):
+    grid = {"model.activation": ["relu", "tanh", "sigmoid"], "model.hidden": [[8], [16]]}
+    path = write_sweep(tmp_path, grid, seeds=[0, 1])
+    runs = tmp_path / "runs"
+    dry = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--fused", "--dry-run"], env={"COLUMNS": "200"})
+    assert dry.exit_code == 0 and "--fused: 2 tasks (group sizes 6, 6)" in dry.output  # one group per layer shape
+    capped = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--fused", "--max-group", "4", "--dry-run"], env={"COLUMNS": "200"})
+    assert "--fused: 4 tasks (group sizes 4, 4, 2, 2)" in capped.output
+    result = run_sweep(path, runs_dir=runs, fused=True, report=False)
+    assert [e["status"] for e in result.runs] == ["completed"] * 12
+    for entry in result.runs:  # each member's folder is an ordinary run folder
+        folder = result.dir / entry["folder"]
+        assert {"config.yaml", "summary.json", "metrics.jsonl", "metrics.csv"} <= {p.name for p in folder.iterdir()}
+        assert (folder / "checkpoints" / "last.pt").is_file() and read_summary(folder)["name"] == entry["name"]
+    # A later solo run of the same sweep finds every run done.
+    steps, _ = plan_sweep(load_sweep(path), result.dir)
+    assert {s.action for s in steps} == {"skip"}
+
+
+def test_an_interrupted_fused_group_resumes_from_its_members_checkpoints(tmp_path):
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "gelu"]}, base={**XOR_BASE, "train": {**XOR_BASE["train"], "epochs": 4}})
+    runs = tmp_path / "runs"
+
+    def stop(event, info):
+        if event == "epoch" and info["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(path, runs_dir=runs, fused=True, progress=stop, report=False)
+    sweep_dir = runs / "xor_sweep"
+    assert set(statuses(sweep_dir).values()) == {"interrupted"}
+    steps, _ = plan_sweep(load_sweep(path), sweep_dir)
+    assert [s.action for s in steps] == ["resume"] * 3
+    result = run_sweep(path, runs_dir=runs, fused=True, report=False)
+    assert [e["status"] for e in result.runs] == ["completed"] * 3
+    for entry in result.runs:
+        assert [r["epoch"] for r in read_history(sweep_dir / entry["folder"])] == [0, 1, 2, 3, 4]

@@ -51,6 +51,7 @@ class Task:
 
     runs: tuple[RunSpec, ...]
     sweep_dir: Path  # absolute; a fresh run folder is made in it
+    fused: bool = False  # train the runs together as one stacked model (training.train_group)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -122,8 +123,10 @@ def execute(task: Task, report: Report) -> list[Outcome]:
     `report(run name, kind, info)` hears run_start and epoch events as they happen; run_end is the
     backend's to send, from what this returns.
 
-    A task of several runs trains them one after another here; a fused group will train them
-    together (one stepper, one recorder per run) and return their outcomes the same way."""
+    A fused task trains its runs together (one stepper, one recorder per run); any other task of
+    several runs trains them one after another."""
+    if task.fused:
+        return _train_group(task, report)
     outcomes = []
     for i, run in enumerate(task.runs):
         outcome = train_run(run, task.sweep_dir, lambda kind, info, name=run.name: report(name, kind, info))
@@ -134,12 +137,9 @@ def execute(task: Task, report: Report) -> list[Outcome]:
     return outcomes
 
 
-def train_run(run: RunSpec, sweep_dir: Path, report: Callable[[str, dict], None]) -> Outcome:
-    """Train one run; never raises: a failure or Ctrl-C becomes the outcome's status."""
-    from ..config import config_from_dict
-    from ..training import train
-
-    folder = {"dir": run.folder}
+def _progress(folder: dict, report: Callable[[str, dict], None]):
+    """A training progress callback that passes a run's start and epochs on as task events and keeps
+    its folder in `folder["dir"]` once it exists."""
 
     def progress(event, info):
         if event == "start":
@@ -150,6 +150,16 @@ def train_run(run: RunSpec, sweep_dir: Path, report: Callable[[str, dict], None]
             record = info["record"]
             report("epoch", {"epoch": record["epoch"], "epochs": info["epochs"], "val_acc": record["val_acc"], "val_loss": record["val_loss"]})
 
+    return progress
+
+
+def train_run(run: RunSpec, sweep_dir: Path, report: Callable[[str, dict], None]) -> Outcome:
+    """Train one run; never raises: a failure or Ctrl-C becomes the outcome's status."""
+    from ..config import config_from_dict
+    from ..training import train
+
+    folder = {"dir": run.folder}
+    progress = _progress(folder, report)
     try:
         config = config_from_dict(run.config)
         if run.resume:
@@ -162,6 +172,44 @@ def train_run(run: RunSpec, sweep_dir: Path, report: Callable[[str, dict], None]
         return Outcome(run.name, "failed", _relative(folder["dir"], sweep_dir), f"{type(e).__name__}: {e}")
     s = trained.summary
     return Outcome(run.name, trained.status, _relative(trained.dir, sweep_dir), s.get("error"), s.get("test_acc"), s.get("wall_seconds"))
+
+
+def _train_group(task: Task, report: Report) -> list[Outcome]:
+    """Train a fused task's runs as one stacked model; never raises, like train_run."""
+    from ..config import config_from_dict
+    from ..training import Run, train_group
+
+    folders = [{"dir": run.folder} for run in task.runs]
+    progress = [_progress(folder, lambda kind, info, name=run.name: report(name, kind, info)) for folder, run in zip(folders, task.runs)]
+
+    def unfinished(status: str, error: str) -> list[Outcome]:
+        """After the group stopped: what each member's folder records (a member may have finished
+        first), else `status` (`pending` for an interrupted member that never began)."""
+        outcomes = []
+        for run, folder in zip(task.runs, folders):
+            where = Path(folder["dir"]) if folder["dir"] else None
+            recorded = recorded_outcome(run, where, task.sweep_dir)
+            if recorded is None:
+                began = where is not None or status == "failed"
+                recorded = Outcome(run.name, status if began else "pending", _relative(where, task.sweep_dir), error)
+            outcomes.append(recorded)
+        return outcomes
+
+    try:
+        results = train_group([config_from_dict(run.config) for run in task.runs], [run.folder for run in task.runs],
+                              runs_dir=task.sweep_dir, resume=[run.resume for run in task.runs], progress_for=progress)
+    except KeyboardInterrupt:
+        return unfinished("interrupted", "interrupted")
+    except Exception as e:
+        return unfinished("failed", f"{type(e).__name__}: {e}")
+    outcomes = []
+    for run, folder, result in zip(task.runs, folders, results):
+        if isinstance(result, Run):
+            s = result.summary
+            outcomes.append(Outcome(run.name, result.status, _relative(result.dir, task.sweep_dir), s.get("error"), s.get("test_acc"), s.get("wall_seconds")))
+        else:  # the member could not start (a damaged checkpoint, a folder another process holds)
+            outcomes.append(Outcome(run.name, "failed", _relative(folder["dir"], task.sweep_dir), str(result)))
+    return outcomes
 
 
 def _relative(folder, sweep_dir: Path) -> str | None:
