@@ -152,6 +152,15 @@ def accept_cifar_checksums(monkeypatch, folder: Path) -> None:
 
 
 @pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts on one thread, and a test that changes the count (a resume on another
+    thread count) leaves the next one on one thread."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
     """Every test: no real download can start (mirrors point at a closed local port), the default
     data root is an empty temporary folder, and relative paths (runs/) land in tmp_path."""

@@ -22,16 +22,6 @@ from actexp.sweep import run_sweep
 from test_sweep import LONG_BASE, ONE_THREAD_ENV, REPO, XOR_BASE, statuses, training_mid_way, write_sweep
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class ScriptedBackend(Backend):
     """Trains nothing: each poll moves every submitted run one step on (run_start, 2 epochs,
     run_end). `ends` gives a run's final status (default completed); `interrupt_at` raises these

@@ -35,16 +35,6 @@ def cluster():
     ray.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def metrics(result) -> dict:
     """Each run's per-epoch records (without their timings) and test accuracy."""
     out = {}

@@ -39,16 +39,6 @@ XOR_BASE = {
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_sweep(folder: Path, grid: dict, seeds=None, base=None, name="xor_sweep", filename="sweep.yaml") -> Path:
     spec = {"name": name, "base": base if base is not None else XOR_BASE, "grid": grid}
     if seeds is not None:

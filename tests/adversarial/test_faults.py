@@ -40,14 +40,6 @@ LONG_XOR = {
 SHORT_XOR = {**LONG_XOR, "train": {**LONG_XOR["train"], "epochs": 4}}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def one_error_line(output: str) -> str:
     lines = [line for line in output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), output
