@@ -17,7 +17,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import actexp
 from actexp import fused
 from actexp.config import config_from_dict, config_to_dict
 from actexp.data import load_data
