@@ -379,6 +379,8 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
         plan(1)
     else:
         backend = backend or _local_backend(sweep, jobs, len(todo))
+        if fused and max_group is None:  # one group per worker: fused groups in parallel, one thread each
+            max_group = math.ceil(len(todo) / max(1, backend.slots))
         _drive(backend, plan_tasks(todo, here, fused, max_group), here, record, fail_fast, plan)
     result = SweepResult(sweep.name, sweep_dir, tuple(ledger["runs"]), tuple(ledger["removed"]))
     if report and not result.unfinished and any(e["folder"] for e in result.runs):

@@ -28,7 +28,8 @@ from actexp.data import Data, load_data  # noqa: E402
 from actexp.diagnostics import Tracker  # noqa: E402
 from actexp.errors import DatasetMissing  # noqa: E402
 from actexp.model import build_model  # noqa: E402
-from actexp.training import build_optimizer, evaluate, train_epoch  # noqa: E402
+from actexp.fused import Member, Stepper  # noqa: E402
+from actexp.training import evaluate, train_epoch  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "relu_xavier.yaml"
 
@@ -46,16 +47,18 @@ def fashion_mnist_or_random(config) -> tuple[Data, str]:
 
 
 def one_epoch(config, data: Data, diagnostics: bool) -> float:
-    """Seconds for epoch 1 of a fresh relu_xavier model, as the training loop runs it."""
+    """Seconds for epoch 1 of a fresh relu_xavier model, as the training loop runs it (a stepper of
+    one member, as a solo run trains)."""
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, data.n_features, data.n_classes)
-    optimizer, _ = build_optimizer(config, model)
+    dropout = torch.Generator().set_state(torch.get_rng_state())
     batch_order = torch.Generator().manual_seed(config.train.seed)
     tracker = Tracker(model, data.x_train, data.y_train, config.train.seed, config.train.batch_size) if diagnostics else None
+    stepper = Stepper([Member(config, model, dropout, batch_order, tracker)], data)
     tick = time.perf_counter()
     if tracker:
         tracker.begin_epoch()
-    train_epoch(model, optimizer, data, config, batch_order, 1, None, tracker)
+    train_epoch(stepper, 1)
     evaluate(model, data.x_val, data.y_val)
     if tracker:
         tracker.end_epoch()
