@@ -10,7 +10,7 @@ from .config import Config, config_from_dict, load_config  # noqa: E402  (torch-
 
 # The Python API beside the CLI, imported on first use: name -> module.
 _LAZY = {
-    "train": "training", "Run": "training", "evaluate": "training",
+    "train": "training", "train_group": "training", "Run": "training", "evaluate": "training",
     "run_sweep": "sweep", "load_sweep": "sweep",
     "compare": "report", "plot": "plots", "list_runs": "report",
 }
@@ -24,4 +24,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'actexp' has no attribute {name!r}")
 
 
-__all__ = ["Config", "Run", "compare", "config_from_dict", "list_runs", "load_config", "load_sweep", "plot", "run_sweep", "train"]
+__all__ = ["Config", "Run", "compare", "config_from_dict", "list_runs", "load_config", "load_sweep", "plot", "run_sweep", "train", "train_group"]
