@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import statistics
 import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -97,10 +96,7 @@ def _ledger_or_nothing(path: Path) -> dict:
 
 def read_run(folder: Path) -> RunData:
     """One run folder; DamagedFile if one of its files is."""
-    summary = read_summary(folder)
-    for key in METRICS:  # the result figures (older readers do not check them)
-        if summary.get(key) is not None and not _is_figure(summary[key], finite=False):
-            raise DamagedFile(f"{Path(folder) / 'summary.json'}: {key} is not a number ({summary[key]!r:.40})")
+    summary = read_summary(folder)  # it checks that the result figures are numbers
     return RunData(folder, read_config(folder), {**summary, "status": run_status(folder, summary)}, read_history(folder))
 
 
@@ -131,10 +127,8 @@ def run_result(run: RunData) -> dict | None:
     return result
 
 
-def _is_figure(value, finite: bool = True) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return math.isfinite(value) or not finite
+def _is_figure(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 # ----------------------------------------------------------------------------- grouping
