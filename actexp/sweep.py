@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .backends import Backend, Event, Outcome, RunSpec, Task, cpu_count, execute  # noqa: F401  (the seam, re-exported)
+from .backends import Backend, Event, Outcome, RunSpec, Task, _relative, cpu_count, execute  # noqa: F401  (the seam, re-exported)
 from .backends.local import Slot, worker_slots  # noqa: F401
 from .config import SEED_RANGE, Config, _did_you_mean, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
 from .errors import ConfigError, sigterm_as_interrupt
@@ -457,10 +457,6 @@ def _drive(backend: Backend, tasks: list[Task], sweep_dir: Path, record, fail_fa
         backend.close()
     if interrupt is not None:
         raise interrupt
-
-
-def _relative(folder, sweep_dir: Path) -> str | None:
-    return None if folder is None else Path(folder).relative_to(sweep_dir).as_posix()
 
 
 def _gpu_count(sweep: Sweep) -> int:
