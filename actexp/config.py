@@ -140,6 +140,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig | None = spec(None, doc="null/false: off; true or a mapping: on")
     checkpoint: Literal["none", "best", "last", "both"] = spec("last", doc="which checkpoints to keep")
     diagnostics: bool = spec(True, doc="per-layer gradient, weight and activation figures each epoch (diagnostics.csv)")
+    threads: int | Literal["auto"] = spec("auto", range=Range(1, 1024), doc="torch threads on a CPU; auto: the cores other processes leave free, checked twice a second")
 
 
 @dataclass(frozen=True)
@@ -413,8 +414,14 @@ def _parse(tp, value, path: str, rng: Range | None = None, registry: str | None 
         if inner is not Component and dataclasses.is_dataclass(inner) and isinstance(value, bool):
             return inner() if value else None  # early_stopping: true
         return _parse(inner, value, path, rng, registry)
-    if origin in (typing.Union, _UnionType):  # a number or a list of them (model.dropout): the value's shape picks
-        inner = next(a for a in args if (typing.get_origin(a) is tuple) == isinstance(value, (list, tuple)))
+    if origin in (typing.Union, _UnionType):
+        # The value's shape picks: a list (model.dropout's rates), a word (train.threads: auto), else a number.
+        def fits(arm) -> bool:
+            if isinstance(value, (list, tuple)) or typing.get_origin(arm) is tuple:
+                return isinstance(value, (list, tuple)) and typing.get_origin(arm) is tuple
+            return (typing.get_origin(arm) is Literal) == isinstance(value, str)
+
+        inner = next((a for a in args if fits(a)), next(a for a in args if typing.get_origin(a) is not tuple))
         return _parse(inner, value, path, rng, registry)
     if tp is Component:
         return parse_component(value, path, registry)
@@ -612,10 +619,37 @@ def config_to_yaml(config: Config) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
 
 
+# Keys config_hash leaves out: how a run is computed or watched, not which experiment it is.
+UNHASHED_KEYS = ("train.threads",)
+# Keys added after run folders first recorded a hash, left out while at their default, so that
+# runs recorded before a key existed are still recognised as the same experiments.
+LATER_KEYS = {}
+
+
 def config_hash(config: Config) -> str:
     """A short stable hash of the resolved config (sweeps use it to recognise finished runs)."""
-    text = json.dumps(config_to_dict(config), sort_keys=True)
+    plain = config_to_dict(config)
+    for key in UNHASHED_KEYS:
+        _drop(plain, key)
+    for key, default in LATER_KEYS.items():
+        if _lookup(plain, key) == default:
+            _drop(plain, key)
+    text = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _lookup(plain: dict, dotted: str):
+    *parents, last = dotted.split(".")
+    for part in parents:
+        plain = plain.get(part, {})
+    return plain.get(last)
+
+
+def _drop(plain: dict, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        plain = plain.get(part, {})
+    plain.pop(last, None)
 
 
 def as_config(config: Config | Mapping | str | Path) -> Config:

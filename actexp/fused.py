@@ -47,14 +47,15 @@ F = LazyModule("torch.nn.functional")
 
 def group_key(config) -> tuple | None:
     """What the members of one fused group must share, as a hashable key: the data and its split,
-    the layer shapes (hidden widths, maxout's pieces, batch norm), batch size, epochs and device.
+    the layer shapes (hidden widths, maxout's pieces, batch norm), batch size, epochs, device and
+    torch threads (one process computes the group).
     None for a config that must train alone (none today: every config the stepper can train
     solo it can train fused)."""
     model, train = config.model, config.train
     activation = model.activation
     pieces = activation.params["k"] if activation.name == "maxout" else 1
     data = json.dumps(config_to_dict(config)["data"], sort_keys=True)
-    return (data, tuple(model.hidden), pieces, model.batch_norm, train.batch_size, train.epochs, train.device)
+    return (data, tuple(model.hidden), pieces, model.batch_norm, train.batch_size, train.epochs, train.device, train.threads)
 
 
 def member_order(config) -> tuple:
@@ -579,10 +580,11 @@ class Stepper:
     def steps_per_epoch(self) -> int:
         return steps_per_epoch(len(self.data.y_train), self.batch_size, self.batch_norm)
 
-    def train_epoch(self, progress=None, report_every: int = 0) -> tuple[list[float], list[float]]:
+    def train_epoch(self, progress=None, report_every: int = 0, each_step=None) -> tuple[list[float], list[float]]:
         """One pass over the training split for every member: each member's (mean cross-entropy,
         accuracy), nan for a member whose loss became non-finite. `progress(step, steps, losses)`
-        is called every `report_every` steps with the members' current losses."""
+        is called every `report_every` steps with the members' current losses, `each_step()` after
+        every step."""
         x, y = self.data.x_train, self.data.y_train
         n, k, batch_size = len(y), self.k, self.batch_size
         device = x.device
@@ -637,6 +639,8 @@ class Stepper:
                 _apply_max_norm(weights, self.max_norm)
             loss_sum += losses.detach() * b
             correct += (logits.argmax(-1) == yb).sum(1)
+            if each_step is not None:
+                each_step()
             if progress is not None and report_every and (step + 1) % report_every == 0:
                 live = losses.tolist()
                 progress(step + 1, steps, live)

@@ -42,6 +42,7 @@ from .runs import (
     write_metrics,
     write_text_atomic,
 )
+from .threads import describe as describe_threads, thread_policy
 
 # progress(event, info): events "start", "step", "epoch", "end"; the CLI draws them with rich.
 Progress = Callable[[str, dict], None]
@@ -98,13 +99,13 @@ def train(
     device = resolve_device(config.train.device)
     # Refuse, in milliseconds and before anything is read or allocated, a run that cannot fit.
     check_fits(estimate_bytes(config, *dataset_shape(config.data.dataset)), available_bytes(str(device)), str(device))
-    with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device):
+    with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device), thread_policy(config.train.threads, device) as threads:
         if resume:
             _claim_for_resume(Path(resume), config, held)
         data = load_data(config.data, device)
         member, recorder = _prepare(config, device, data, held, progress, runs_dir=runs_dir,
                                     folder=Path(resume or run_dir) if (resume or run_dir) else None, resume=bool(resume))
-        (run,) = _fit([member], [recorder], data)
+        (run,) = _fit([member], [recorder], data, threads)
         return run
 
 
@@ -147,7 +148,7 @@ def train_group(
     check_fits(group_bytes(configs), available_bytes(str(device)), str(device))
     results: list = [None] * k
     order = sorted(range(k), key=lambda i: (member_order(configs[i]), i))
-    with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device):
+    with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device), thread_policy(configs[0].train.threads, device) as threads:
         claimed = []
         for i in order:
             try:
@@ -171,7 +172,7 @@ def train_group(
         for entries in started.values():
             indices, members, recorders = zip(*entries)
             try:
-                runs = _fit(list(members), list(recorders), data)
+                runs = _fit(list(members), list(recorders), data, threads)
             except KeyboardInterrupt:
                 raise
             except Exception as e:
@@ -328,7 +329,8 @@ class Recorder:
             "config_hash": config_hash(config),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "device": str(device),
-            # Matrix multiplies sum in a thread-count-dependent order: same seed + same threads = same metrics.
+            # Matrix multiplies may sum in a thread-count-dependent order: same seed + same threads = same
+            # metrics (with train.threads: auto, the most it may use; thread_policy says which it used).
             "threads": torch.get_num_threads(),
             "n_params": count_parameters(member.model),
             "data": {"dataset": config.data.dataset.name, "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
@@ -355,6 +357,7 @@ class Recorder:
                     f"resumed at epoch {self.start_epoch} with {self.summary['threads']} torch threads where the run had {previous['threads']}: "
                     f"from here on its metrics can differ in the last digits from an uninterrupted run (bit-identity needs equal thread counts)"
                 )
+        self.threads = None  # the threads.thread_policy the run computes under (set by _fit)
         self.metrics_pending = False  # a metrics write that did not finish: finish() writes the files again
         self.opened = False  # its folder holds this session's files (a failure from here on is recorded)
         self.ended: str | None = None
@@ -450,6 +453,8 @@ class Recorder:
         summary = self.summary
         summary.update(status=status, wall_seconds=round(time.time() - self.started, 3), epochs_completed=len(self.history), **extra)
         summary.update(_best_fields(self.history, self.best))
+        if self.threads is not None:
+            summary["thread_policy"] = describe_threads(self.config.train.threads, self.threads)
         if self.diagnostics:
             activation = self.config.model.activation.name
             summary["warnings"] = diagnostic_warnings(self.baseline + self.history, activation, summary["diagnostics"]["saturates_both_sides"])
@@ -463,11 +468,14 @@ class Recorder:
         return self.run
 
 
-def _fit(members: list[Member], recorders: list[Recorder], data: Data) -> list[Run]:
+def _fit(members: list[Member], recorders: list[Recorder], data: Data, threads) -> list[Run]:
     """The loop: K recorders around one stepper (K = 1 for a solo run). Members all start at the
     same epoch. A member that diverges or stops early leaves the stepper (the others go on); each
-    epoch is committed for every member at once, under signals_deferred."""
+    epoch is committed for every member at once, under signals_deferred. `threads` is the
+    threads.thread_policy in force (its tick runs every step)."""
     config = members[0].config
+    for recorder in recorders:
+        recorder.threads = threads
     steps = steps_per_epoch(len(data.y_train), config.train.batch_size, config.model.batch_norm)
     live = list(range(len(members)))  # members (and recorders) still training, in stepper order
     try:
@@ -487,7 +495,7 @@ def _fit(members: list[Member], recorders: list[Recorder], data: Data) -> list[R
                     recorders[i].step(epoch, step, total, losses[position])
 
             watched = any(recorders[i].progress for i in live)
-            train_losses, train_accs = train_epoch(stepper, epoch, report if watched else None)
+            train_losses, train_accs = train_epoch(stepper, epoch, report if watched else None, threads.tick)
             diverged = [p for p, loss in enumerate(train_losses) if not math.isfinite(loss)]
             for position in diverged:
                 i = live[position]
@@ -541,12 +549,12 @@ def _fit(members: list[Member], recorders: list[Recorder], data: Data) -> list[R
         raise
 
 
-def train_epoch(stepper: Stepper, epoch: int, progress=None) -> tuple[list[float], list[float]]:
+def train_epoch(stepper: Stepper, epoch: int, progress=None, each_step=None) -> tuple[list[float], list[float]]:
     """One pass over the training split for every member of the stepper: per member (mean
     cross-entropy, accuracy), nan for a member whose loss diverged. `progress(step, steps, losses)`
-    hears the members' current losses every few steps."""
+    hears the members' current losses every few steps; `each_step()` is called after every step."""
     report_every = max(1, stepper.steps_per_epoch() // PROGRESS_UPDATES_PER_EPOCH)
-    return stepper.train_epoch(progress, report_every)
+    return stepper.train_epoch(progress, report_every, each_step)
 
 
 def _finish_anyway(finish, status: str, error: str) -> None:

@@ -381,9 +381,9 @@ def test_later_divergence_keeps_finished_epochs(tmp_path, data_root, monkeypatch
 
     original = training.train_epoch
 
-    def poisoned(stepper, epoch, progress):
+    def poisoned(stepper, epoch, progress, each_step=None):
         assert stepper.tracker is not None  # diagnostics are on by default
-        losses, accs = original(stepper, epoch, progress)
+        losses, accs = original(stepper, epoch, progress, each_step)
         return ([math.inf] * len(losses), accs) if epoch == 3 else (losses, accs)
 
     monkeypatch.setattr(training, "train_epoch", poisoned)

@@ -1,0 +1,117 @@
+"""How many torch threads a run computes with, on a machine it may share.
+
+torch's OpenMP threads spin while they wait for each other. When another process holds one of the
+cores, a matrix multiply split over every core waits for the thread that got no core: measured on
+2 cores (bench/contention.py), an epoch that takes 0.86 s alone takes 2.5 s beside a Python busy
+loop and 14 s beside a second torch training, where one thread takes 1.1 and 1.3 s. One thread
+always would cost a quiet machine about 25%, and a passive wait policy doubles the quiet time.
+
+So by default (`train.threads: auto`) a ThreadGovernor watches, twice a second, how much CPU the
+other processes of the machine take (/proc/stat less this process's own time) and computes with
+the cores they leave: all of them on a quiet machine, fewer while others are busy. Thread counts only
+change the order in which a matrix multiply sums, so the metrics of a run are identical whatever
+count it used wherever the BLAS library splits a multiply over rows and columns only (measured:
+MKL, for 1 and 2 threads, on these networks); `train.threads: N` fixes the count, for runs that
+must be bit-identical anywhere. summary.json records the policy and the counts used.
+
+torch is imported on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+from .components import LazyModule
+
+torch = LazyModule("torch")
+
+CHECK_SECONDS = 0.5  # how often the governor looks; reading /proc/stat takes ~30 µs
+
+
+def busy_others(previous: tuple[float, float, float] | None) -> tuple[tuple[float, float, float], float | None]:
+    """(a new sample, the cores other processes kept busy since `previous`, None without one or
+    where /proc/stat cannot be read). A sample is (wall seconds, the machine's competing busy
+    seconds, this process's CPU seconds)."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()
+    except OSError:
+        return previous, None
+    if len(fields) < 8 or fields[0] != b"cpu":
+        return previous, None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    tick = os.sysconf("SC_CLK_TCK")
+    # Niced processes count too: where the kernel groups processes by session (autogroup, the
+    # default of most distributions) a process niced in another session competes as an equal.
+    busy = user + nice + system + irq + softirq + steal
+    own = os.times()
+    sample = (time.monotonic(), busy / tick, own.user + own.system)
+    if previous is None:
+        return sample, None
+    wall = sample[0] - previous[0]
+    if wall <= 0:
+        return previous, None
+    others = (sample[1] - previous[1]) - (sample[2] - previous[2])
+    return sample, max(others, 0.0) / wall
+
+
+class ThreadGovernor:
+    """Sets torch's thread count to the cores other processes leave free (at least 1, at most
+    `most`), checked every CHECK_SECONDS by `tick()` (called once per training step: a clock
+    read when it is not time)."""
+
+    def __init__(self, most: int, cores: int | None = None, read=busy_others, every: float = CHECK_SECONDS):
+        self.most, self.read, self.every = most, read, every
+        self.cores = cores or os.cpu_count() or 1
+        self.sample, _ = read(None)
+        self.next_check = time.monotonic() + every
+        self.used = {torch.get_num_threads()}
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + self.every
+        self.sample, others = self.read(self.sample)
+        if others is None:
+            return
+        # The cores left, rounded: a process that takes 0.3 of a core leaves the whole core to us.
+        threads = max(1, min(self.most, round(self.cores - others)))
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+            self.used.add(threads)
+
+
+class _Fixed:
+    def __init__(self, threads: int):
+        self.used = {threads}
+
+    def tick(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def thread_policy(threads, device):
+    """Compute with `threads` (train.threads: "auto" or a count) for the duration: yields the
+    object whose `tick()` the training loop calls each step and whose `used` set says which counts
+    ran. torch's thread count is restored afterwards. On a GPU the count only matters for the
+    little the CPU computes, and is left as it is."""
+    before = torch.get_num_threads()
+    if threads != "auto":
+        torch.set_num_threads(threads)
+        policy = _Fixed(threads)
+    elif device.type != "cpu" or before == 1:
+        policy = _Fixed(before)
+    else:
+        policy = ThreadGovernor(before)
+    try:
+        yield policy
+    finally:
+        torch.set_num_threads(before)
+
+
+def describe(threads, policy) -> dict:
+    """summary.json's record of the choice."""
+    return {"policy": "auto" if threads == "auto" else "fixed", "used": sorted(policy.used)}

@@ -1,0 +1,105 @@
+"""train.threads: the governor that computes with the cores other processes leave free, the fixed
+count, and what summary.json records."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import actexp
+from actexp.config import config_hash, config_from_dict
+from actexp.errors import ConfigError
+from actexp.threads import ThreadGovernor, busy_others, thread_policy
+
+from conftest import tiny_config
+
+
+class FakeStat:
+    """busy_others with a script of how many cores the other processes take at each check."""
+
+    def __init__(self, others: list[float]):
+        self.others = list(others)
+
+    def __call__(self, previous):
+        if previous is None:
+            return "sample", None
+        return "sample", self.others.pop(0)
+
+
+def test_the_governor_gives_up_the_cores_others_take_and_takes_them_back():
+    torch.set_num_threads(2)
+    governor = ThreadGovernor(2, cores=2, read=FakeStat([1.0, 1.0, 0.1, 0.6, 2.0]), every=0)
+    seen = []
+    for _ in range(5):
+        governor.tick()
+        seen.append(torch.get_num_threads())
+    # a core taken: 1 thread; the machine quiet again: 2; 0.6 of a core taken rounds to a whole core
+    assert seen == [1, 1, 2, 1, 1]
+    assert governor.used == {1, 2}
+
+
+def test_the_governor_stays_within_its_bounds_and_waits_between_checks():
+    torch.set_num_threads(4)
+    governor = ThreadGovernor(4, cores=8, read=FakeStat([0.0, 7.5]), every=0)
+    governor.tick()
+    assert torch.get_num_threads() == 4  # never more than it was given, though 8 cores are free
+    governor.tick()
+    assert torch.get_num_threads() == 1  # never fewer than one
+    slow = ThreadGovernor(4, cores=8, read=FakeStat([]), every=3600)
+    slow.tick()  # not yet time: reads nothing (the script is empty)
+    assert torch.get_num_threads() == 1
+
+
+def test_a_busy_process_is_seen():
+    sample, _ = busy_others(None)
+    if sample is None:
+        pytest.skip("no /proc/stat here")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)
+        sample, _ = busy_others(None)
+        time.sleep(1.0)
+        _, others = busy_others(sample)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert others >= 0.5  # the loop's core (more where the machine is busy with other work too)
+
+
+def test_a_policy_restores_the_count_it_found():
+    torch.set_num_threads(2)
+    with thread_policy(1, torch.device("cpu")) as policy:
+        assert torch.get_num_threads() == 1 and policy.used == {1}
+    assert torch.get_num_threads() == 2
+    with thread_policy("auto", torch.device("cpu")) as policy:
+        assert isinstance(policy, ThreadGovernor) and policy.most == 2
+    assert torch.get_num_threads() == 2
+
+
+def test_summary_records_the_choice_and_fixed_counts_repeat_exactly(data_root, tmp_path):
+    torch.set_num_threads(2)
+    runs = [actexp.train(tiny_config(train={"epochs": 2, "batch_size": 50, "seed": 0, "device": "cpu", "threads": t}), runs_dir=tmp_path)
+            for t in (1, 1, "auto")]
+    fixed, again, auto = (r.summary for r in runs)
+    assert fixed["threads"] == 1 and fixed["thread_policy"] == {"policy": "fixed", "used": [1]}
+    assert auto["threads"] == 2 and auto["thread_policy"]["policy"] == "auto"
+    assert set(auto["thread_policy"]["used"]) <= {1, 2}
+    def figures(run):
+        return [{k: v for k, v in record.items() if k != "seconds"} for record in run.history]
+
+    assert figures(runs[0]) == figures(runs[1])
+    assert torch.get_num_threads() == 2  # the caller's count is back
+
+
+def test_threads_is_validated_and_leaves_the_experiment_unchanged():
+    assert config_from_dict(tiny_config(train={"threads": "auto"})).train.threads == "auto"
+    for bad, message in ((0, "out of range"), ("two", "auto"), (True, "integer"), ([2], "integer")):
+        with pytest.raises(ConfigError, match=rf"train\.threads: .*{message}"):
+            config_from_dict(tiny_config(train={"threads": bad}))
+    # how many threads compute a run does not make it another experiment (sweeps recognise it)
+    hashes = {config_hash(config_from_dict(tiny_config(train={"threads": t}))) for t in (1, 2, "auto")}
+    assert len(hashes) == 1
