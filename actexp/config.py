@@ -173,8 +173,11 @@ MAX_YAML_VALUES = 100_000  # values with every alias expanded; a config has abou
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read a YAML config, apply `key=value` overrides, validate. Raises ConfigError."""
+def load_config(path: str | Path, overrides: list[str] = (), *, rename: bool = True) -> Config:
+    """Read a YAML config, apply `key=value` overrides, validate. Raises ConfigError. With
+    overrides, the config is named after them too (varying.override_name: `relu_xavier,activation=tanh`),
+    so that a run trained with them is not filed and titled as the config without them; `rename`
+    False keeps the file's name (sweeps name their runs themselves)."""
     path = Path(path)
     raw = read_yaml(path)
     if raw is None:
@@ -183,7 +186,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"{_shown_path(path)}: expected a mapping of sections (data, model, optim, ...), got {_kind(raw)}")
     raw.setdefault("name", path.stem)
     try:
-        return config_from_dict(apply_overrides(raw, overrides))
+        applied = apply_overrides(raw, overrides)
+        if rename and isinstance(applied.get("name"), str):  # another type: the validator names it
+            from .varying import override_name
+
+            applied["name"] = override_name(applied["name"], overrides)
+        return config_from_dict(applied)
     except ConfigError as e:
         raise ConfigError(f"{_shown_path(path)}: {e}") from None
     except RecursionError:  # read_yaml bounds the nesting; this is the last resort
