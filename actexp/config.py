@@ -140,6 +140,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig | None = spec(None, doc="null/false: off; true or a mapping: on")
     checkpoint: Literal["none", "best", "last", "both"] = spec("last", doc="which checkpoints to keep")
     diagnostics: bool = spec(True, doc="per-layer gradient, weight and activation figures each epoch (diagnostics.csv)")
+    tensorboard: bool = spec(False, doc="also write each epoch's figures as TensorBoard events to the run's tensorboard/ (pip install 'actexp[tensorboard]')")
 
 
 @dataclass(frozen=True)

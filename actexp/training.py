@@ -99,6 +99,10 @@ def train(
     folder is created."""
     config = with_overrides(config, overrides)
     device = resolve_device(config.train.device)
+    if config.train.tensorboard:
+        from .board import require_tensorboard
+
+        require_tensorboard()
     # Refuse, in milliseconds and before anything is read or allocated, a run that cannot fit.
     check_fits(estimate_bytes(config, *dataset_shape(config.data.dataset)), available_bytes(str(device)), str(device))
     with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device):
@@ -148,6 +152,10 @@ def train_group(
     if any(resume[i] and run_dirs[i] is None for i in range(k)):
         raise ValueError("train_group: a member to resume needs its run folder in run_dirs")
     device = resolve_device(configs[0].train.device)
+    if any(c.train.tensorboard for c in configs):
+        from .board import require_tensorboard
+
+        require_tensorboard()
     check_fits(group_bytes(configs), available_bytes(str(device)), str(device))
     results: list = [None] * k
     order = sorted(range(k), key=lambda i: (member_order(configs[i]), i))
@@ -380,6 +388,7 @@ class Recorder:
         self.opened = False  # its folder holds this session's files (a failure from here on is recorded)
         self.ended: str | None = None
         self.run: Run | None = None
+        self.board = None  # board.Board with train.tensorboard, from open() to finish()
 
     def record_metrics(self) -> None:
         self.metrics_pending = True
@@ -398,6 +407,10 @@ class Recorder:
             write_text_atomic(self.folder / "config.yaml", config_to_yaml(self.config))
         write_json_atomic(self.folder / "summary.json", self.summary)
         self.record_metrics()
+        if self.config.train.tensorboard:
+            from .board import Board
+
+            self.board = Board(self.folder, self.baseline + self.history)
         if self.progress:
             self.progress("start", {"dir": self.folder, "config": self.config, "summary": self.summary,
                                     "epochs": self.config.train.epochs, "steps": steps, "first_epoch": self.start_epoch})
@@ -407,6 +420,8 @@ class Recorder:
         knows the run folder by then."""
         self.baseline = [{"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "layers": layers}]
         self.record_metrics()
+        if self.board:
+            self.board.log(self.baseline[0])
 
     def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
         if self.progress:
@@ -444,6 +459,8 @@ class Recorder:
         return improved
 
     def announce(self, record: dict, improved: bool) -> None:
+        if self.board:
+            self.board.log(record)
         if self.progress:
             self.progress("epoch", {"record": record, "improved": improved, "epochs": self.config.train.epochs})
 
@@ -477,6 +494,9 @@ class Recorder:
         if self.metrics_pending:
             self.record_metrics()
         write_json_atomic(self.folder / "summary.json", summary)
+        if self.board:
+            self.board, board = None, self.board
+            board.close()
         self.ended = status
         self.run = Run(self.folder, summary, self.history)
         if self.progress:
