@@ -129,11 +129,14 @@ def test_version_comes_from_the_package_metadata_without_torch():
     assert result.stdout.splitlines() == [f"actexp {version('actexp')} (Python {sys.version.split()[0]}, torch {version('torch')})", "torch imported: False"]
 
 
-def test_shell_completion_is_offered():
+def test_shell_completion_is_offered(monkeypatch):
     helped = cli("--help")
     assert "--install-completion" in helped.output and "--show-completion" in helped.output
     from typer.testing import CliRunner
 
+    # typer's own switch for tests: the shell is named, not detected from the process tree (a test
+    # runner started in the background has no interactive shell above it).
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     script = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="actexp")  # the installed script's name
     assert script.exit_code == 0, (script.output, script.exception)
     assert script.exit_code == 0 and "_ACTEXP_COMPLETE=complete_bash" in script.output and "complete -o default -F _actexp_completion actexp" in script.output
