@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -16,14 +17,72 @@ from rich.console import Console
 from .errors import ActexpError, Terminated
 from .runs import RunFolderWarning
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Experiments on activations, initialization and regularization of MLPs.")
-data_app = typer.Typer(no_args_is_help=True, help="Fetch or import datasets into the data root.")
+class _FlagsShownAsFlags:
+    """Recent typers show a boolean flag with a value placeholder (`--dry-run <bool>`), as if it took
+    a value; an empty metavar shows it as the bare flag it is (older typers never show one)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Group(_FlagsShownAsFlags, typer.core.TyperGroup):
+    pass
+
+
+class Command(_FlagsShownAsFlags, typer.core.TyperCommand):
+    pass
+
+
+app = typer.Typer(cls=Group, no_args_is_help=True, help="Experiments on activations, initialization and regularization of MLPs.")
+data_app = typer.Typer(cls=Group, no_args_is_help=True, help="Fetch or import datasets into the data root.")
 app.add_typer(data_app, name="data")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 SET_HELP = "Override a config key, e.g. --set optim.lr=0.01 (repeatable; values are YAML scalars)."
+OVERRIDES_HELP = "Config overrides as bare KEY=VALUE, e.g. model.activation=tanh optim.lr=0.01 (the same as --set; applied after --set)."
+# A bare command-line argument that is an override: a dotted key of identifiers, then `=`.
+OVERRIDE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=")
+
+
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, from its metadata (importing nothing of it: no torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from . import __version__
+
+    torch = package_version("torch")
+    out.print(f"actexp {package_version('actexp') or __version__} (Python {sys.version.split()[0]}" + (f", torch {torch})" if torch else ", torch not installed)"),
+              markup=False, soft_wrap=True)
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version of actexp (and of Python and torch) and exit.")):
+    pass
+
+
+def bare_overrides(arguments: list[str], command: str) -> list[str]:
+    """The KEY=VALUE arguments given after the config (the Hydra / Ultralytics habit) as --set
+    overrides; anything else is a usage error suggesting --set."""
+    for argument in arguments:
+        if not OVERRIDE.match(argument):
+            fail(f"unexpected argument {argument!r}: after {command}'s config, give overrides as KEY=VALUE (e.g. model.activation=tanh) or --set KEY=VALUE", 2)
+    return list(arguments)
 
 
 def print_table(table) -> None:
@@ -69,31 +128,37 @@ def user_errors(command):
     return wrapper
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def train(
     config: Optional[Path] = typer.Argument(None, help="A YAML config, e.g. configs/relu_xavier.yaml (not needed with --resume)."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_default=False),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run folder from its last checkpoint; given a config's folder of runs (runs/NAME, or NAME under --runs-dir), its latest resumable run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the final line only."),
 ):
-    """Train one config; writes runs/<name>/<run id>/."""
+    """Train one config; writes runs/<name>/<run id>/ (a run with overrides is named after them:
+    runs/relu_xavier,activation=tanh/)."""
     from .config import load_config
     from .display import TrainingDisplay
 
     if resume:
-        if config is not None or set_:
-            fail("--resume continues a run with its own config.yaml; drop CONFIG and --set (start a new run to change the config)", 2)
+        if config is not None or set_ or overrides:
+            fail("--resume continues a run with its own config.yaml; drop CONFIG and --set or KEY=VALUE overrides (start a new run to change the config)", 2)
+        resume = _resumable(resume, runs_dir)
         config = resume / "config.yaml"
     elif config is None:
         fail("give a CONFIG file, e.g. `actexp train configs/relu_xavier.yaml`, or --resume RUN_DIR", 2)
-    cfg = load_config(config, set_)
+    elif OVERRIDE.match(str(config)) and not config.exists():
+        fail(f"{str(config)!r} is an override; give the CONFIG first: actexp train CONFIG {config}", 2)
+    set_ = [*set_, *bare_overrides(overrides or [], "train")]
+    cfg = load_config(config, set_)  # its errors before torch is imported
     from .training import train as train_config
 
     display = TrainingDisplay(out, quiet)
     try:
-        run = train_config(cfg, runs_dir=runs_dir, progress=display, resume=resume)
+        run = train_config(config, overrides=set_, runs_dir=runs_dir, progress=display, resume=resume)
     except KeyboardInterrupt as e:
         display.close()
         stop, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
@@ -111,23 +176,42 @@ def train(
         fail(f"diverged: {run.summary['error']} (run folder {run.dir})", 1)
 
 
-@app.command()
+def _resumable(resume: Path, runs_dir: Path) -> Path:
+    """--resume's run folder: a run folder as given; a config's folder of runs (runs/NAME, or NAME
+    under --runs-dir when no such path exists here) gives its latest resumable run."""
+    from .runs import latest_resumable
+
+    if not resume.exists() and not resume.is_absolute() and (runs_dir / resume).is_dir():
+        resume = runs_dir / resume
+    run = latest_resumable(resume)
+    if run != resume:
+        out.print(f"resuming {run}, the latest resumable run in {resume}", markup=False, soft_wrap=True)
+    return run
+
+
+@app.command(cls=Command)
 @user_errors
 def validate(
-    configs: List[Path] = typer.Argument(..., help="Config files, sweep files or sweep folders to check."),
+    configs: List[str] = typer.Argument(..., metavar="CONFIG|KEY=VALUE", help="Config files, sweep files or sweep folders to check; KEY=VALUE arguments (that are not files) are overrides, as --set.", show_default=False),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
 ):
-    """Check configs (and sweeps: every run they expand to) without training (exit 2 if any is invalid)."""
+    """Check configs (and sweeps: every run they expand to) without training (exit 2 if any is
+    invalid); prints the name each config's run (or sweep) will have."""
     from .config import load_config, read_yaml
     from .sweep import load_sweep
 
+    paths = [Path(c) for c in configs if not (OVERRIDE.match(c) and not Path(c).exists())]
+    set_ = [*set_, *(c for c in configs if OVERRIDE.match(c) and not Path(c).exists())]
+    if not paths:
+        fail("give the CONFIG files to check, then any KEY=VALUE overrides: actexp validate configs/relu_xavier.yaml model.activation=tanh", 2)
     bad = 0
-    for path in configs:
+    for path in paths:
         try:
             document = None if path.is_dir() else read_yaml(path)
             if path.is_dir() or (isinstance(document, dict) and "base" in document):
                 sweep = load_sweep(path, set_)
-                what = f"sweep {sweep.name}, {len(sweep.runs)} runs"
+                names = ", ".join(run.name for run in sweep.runs[:3]) + (", …" if len(sweep.runs) > 3 else "")
+                what = f"sweep {sweep.name}, {len(sweep.runs)} runs: {names}"
             else:
                 what = load_config(path, set_).name
         except ActexpError as e:
@@ -139,10 +223,11 @@ def validate(
         raise typer.Exit(2)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def sweep(
     path: Path = typer.Argument(..., help="A folder of configs (every *.yaml inside), a sweep file (base, grid, seeds), or a config with --grid/--seeds."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP + " Applies to every run.", show_default=False),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " Applies to every run."),
     grid: List[str] = typer.Option([], "--grid", help="Sweep a key over values: --grid model.activation=relu,tanh (repeatable: every combination; a YAML list for components: --grid 'model.init=[xavier_normal, {name: normal, std: 0.1}]')."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Repeat every run with these seeds: --seeds 5 (seeds 0-4) or --seeds 0,1,2; replaces a sweep file's seeds. Adding seeds later trains only the new runs."),
@@ -164,6 +249,7 @@ def sweep(
     from .display import SweepDisplay, comparison_table
     from .sweep import load_sweep, parse_grid, parse_seeds, plan_sweep, run_sweep
 
+    set_ = [*set_, *bare_overrides(overrides or [], "sweep")]
     expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None}
     if backend not in ("local", "ray"):
         fail(f"--backend {backend}: expected local or ray", 2)
@@ -233,7 +319,7 @@ def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
     return table
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def compare(
     paths: List[Path] = typer.Argument(..., help="Sweep folders, run folders, or folders holding runs."),
@@ -254,7 +340,7 @@ def compare(
         out.print(f"written: {', '.join(map(str, summary_files(out_dir, metric)))}", markup=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def plot(
     paths: List[Path] = typer.Argument(..., help="Sweep folders, run folders, or folders holding runs."),
@@ -297,7 +383,7 @@ def plot(
     out.print(f"wrote {path} ({len(curves.lines)} lines{panels})", markup=False, soft_wrap=True)
 
 
-@app.command("runs")
+@app.command("runs", cls=Command)
 @user_errors
 def list_runs(
     root: Path = typer.Argument(Path("runs"), help="Folder to search for run folders."),
@@ -321,7 +407,7 @@ def list_runs(
     print_table(runs_table(rows))
 
 
-@app.command()
+@app.command(cls=Command)
 @user_errors
 def show(run: Path = typer.Argument(..., help="A run folder, or a folder of runs (the latest is shown).")):
     """Show a run: config essentials, epochs, and per-layer diagnostics at epoch 0 and the last epoch."""
@@ -330,7 +416,7 @@ def show(run: Path = typer.Argument(..., help="A run folder, or a folder of runs
     show_run(out, run)
 
 
-@data_app.command("download")
+@data_app.command("download", cls=Command)
 @user_errors
 def data_download(
     name: str = typer.Argument(..., help="mnist, fashion_mnist or cifar100."),
@@ -343,7 +429,7 @@ def data_download(
     out.print(f"downloaded {name} to {download_dataset(name, root)}", markup=False, soft_wrap=True)
 
 
-@data_app.command("import")
+@data_app.command("import", cls=Command)
 @user_errors
 def data_import(
     name: str = typer.Argument(..., help="mnist, fashion_mnist or cifar100."),

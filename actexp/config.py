@@ -141,6 +141,7 @@ class TrainConfig:
     checkpoint: Literal["none", "best", "last", "both"] = spec("last", doc="which checkpoints to keep")
     diagnostics: bool = spec(True, doc="per-layer gradient, weight and activation figures each epoch (diagnostics.csv)")
     threads: int | Literal["auto"] = spec("auto", range=Range(1, 1024), doc="torch threads on a CPU; auto: the cores other processes leave free, checked twice a second")
+    tensorboard: bool = spec(False, doc="also write each epoch's figures as TensorBoard events to the run's tensorboard/ (pip install 'actexp[tensorboard]')")
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,11 @@ MAX_YAML_VALUES = 100_000  # values with every alias expanded; a config has abou
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read a YAML config, apply `key=value` overrides, validate. Raises ConfigError."""
+def load_config(path: str | Path, overrides: list[str] = (), *, rename: bool = True) -> Config:
+    """Read a YAML config, apply `key=value` overrides, validate. Raises ConfigError. With
+    overrides, the config is named after them too (varying.override_name: `relu_xavier,activation=tanh`),
+    so that a run trained with them is not filed and titled as the config without them; `rename`
+    False keeps the file's name (sweeps name their runs themselves)."""
     path = Path(path)
     raw = read_yaml(path)
     if raw is None:
@@ -184,7 +188,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"{_shown_path(path)}: expected a mapping of sections (data, model, optim, ...), got {_kind(raw)}")
     raw.setdefault("name", path.stem)
     try:
-        return config_from_dict(apply_overrides(raw, overrides))
+        applied = apply_overrides(raw, overrides)
+        if rename and isinstance(applied.get("name"), str):  # another type: the validator names it
+            from .varying import override_name
+
+            applied["name"] = override_name(applied["name"], overrides)
+        return config_from_dict(applied)
     except ConfigError as e:
         raise ConfigError(f"{_shown_path(path)}: {e}") from None
     except RecursionError:  # read_yaml bounds the nesting; this is the last resort
@@ -620,7 +629,7 @@ def config_to_yaml(config: Config) -> str:
 
 
 # Keys config_hash leaves out: how a run is computed or watched, not which experiment it is.
-UNHASHED_KEYS = ("train.threads",)
+UNHASHED_KEYS = ("train.threads", "train.tensorboard")
 # Keys added after run folders first recorded a hash, left out while at their default, so that
 # runs recorded before a key existed are still recognised as the same experiments.
 LATER_KEYS = {}

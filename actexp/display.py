@@ -76,7 +76,9 @@ class TrainingDisplay:
         self.close()
         s = info["summary"]
         if s["status"] == "completed":
-            self.console.print(f"[green]completed[/] in {s['wall_seconds']:.1f}s: {result_words(s)} → {info['dir']}", soft_wrap=True)
+            stopped = stopping_words(s)
+            result = f"{stopped}; result: {result_words(s)}" if stopped else result_words(s)
+            self.console.print(f"[green]completed[/] in {s['wall_seconds']:.1f}s: {result} → {info['dir']}", soft_wrap=True)
         for warning in s.get("warnings", []):
             self.console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
 
@@ -90,11 +92,18 @@ def result_words(summary: dict) -> str:
     """A completed run's result in one phrase: its selected epoch and that epoch's figures."""
     epoch, stopped = summary.get("selected_epoch"), summary.get("stopped_early")
     why = f"best {summary.get('monitor', 'val_loss')}" if epoch != summary.get("epochs_completed") or stopped else "last epoch"
-    words = (f"epoch {epoch} ({why}): val acc {_figure(summary.get('val_acc'))}, val loss {_figure(summary.get('val_loss'))}, "
-             f"test acc {_figure(summary.get('test_acc'))}")
-    if stopped:
-        words += f"; early stopping ended the run after epoch {summary.get('epochs_completed')}"
-    return words
+    return (f"epoch {epoch} ({why}): val acc {_figure(summary.get('val_acc'))}, val loss {_figure(summary.get('val_loss'))}, "
+            f"test acc {_figure(summary.get('test_acc'))}")
+
+
+def stopping_words(summary: dict) -> str | None:
+    """How early stopping ended a run, in one phrase; None for a run it did not stop. It stops a run
+    `patience` epochs after the monitored figure last improved, which was on the best epoch."""
+    if not summary.get("stopped_early"):
+        return None
+    last, best, monitor = summary.get("epochs_completed"), summary.get("best_epoch"), summary.get("monitor", "val_loss")
+    waited = f" ({monitor} did not improve for {last - best} epoch{'s' * (last - best != 1)})" if isinstance(last, int) and isinstance(best, int) else ""
+    return f"stopped early at epoch {last}{waited}"
 
 
 def _figure(x) -> str:
@@ -314,12 +323,15 @@ def _width(console: Console, table: Table) -> int:
 def runs_table(rows: list[dict]) -> Table:
     """report.list_runs as a table: each run's result is its selected epoch (val acc, test acc)."""
     table = Table(box=box.SIMPLE_HEAD)
-    for column in ("name", "status", "epoch", "val acc", "test acc", "started", "folder"):
+    overrides = any(r.get("overrides") for r in rows)
+    columns = ("name", "status", "epoch", "val acc", "test acc", "started", *(["overrides"] if overrides else []), "folder")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("epoch", "val acc", "test acc") else "left")
     for r in rows:
         table.add_row(
             r["name"], Text(r["status"], style=STATUS_STYLES.get(r["status"], "")), "" if r["selected_epoch"] is None else str(r["selected_epoch"]),
-            _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), r["started"].replace("T", " "), r["folder"],
+            _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), r["started"].replace("T", " "),
+            *([" ".join(r.get("overrides", []))] if overrides else []), r["folder"],
         )
     return table
 

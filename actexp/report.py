@@ -429,6 +429,7 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
             "val_acc": result.get("val_acc", math.nan),
             "test_acc": result.get("test_acc", math.nan),
             "started": str(summary.get("started", "")),
+            "overrides": summary.get("overrides", []),  # read_summary checked: KEY=VALUE strings
             "dir": folder,
             "folder": _relative(folder, root),
         }

@@ -190,6 +190,9 @@ def read_summary(run_dir: Path) -> dict:
     for key in ("name", "started", "error", "device"):
         if summary.get(key) is not None and not isinstance(summary[key], str):
             raise DamagedFile(f"{path}: {key} is not a string")
+    overrides = summary.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
+        raise DamagedFile(f"{path}: overrides is not a list of KEY=VALUE strings")
     return summary
 
 
@@ -315,6 +318,33 @@ def find_runs(path: str | Path) -> list[Path]:
         with contextlib.suppress(OSError):  # vanished meanwhile, or unreadable: not a run to list
             found.append((summary.stat().st_mtime, str(summary.parent), summary.parent))
     return [folder for _, _, folder in sorted(found)]
+
+
+RESUMABLE = ("interrupted", "failed")  # a diverged run would diverge again; a completed one is done
+
+
+def latest_resumable(folder: str | Path) -> Path:
+    """The run folder `train --resume FOLDER` continues: FOLDER itself when it is a run folder, else
+    the latest started of the run folders directly inside it (a config's runs/<name>/) that can be
+    resumed: interrupted or failed (a `running` run whose process died counts as interrupted), with
+    checkpoints/last.pt. ActexpError saying what is there otherwise."""
+    folder = Path(folder)
+    if (folder / "summary.json").exists() or not folder.is_dir():
+        return folder
+    runs = []
+    for run in (child for child in folder.iterdir() if (child / "summary.json").is_file()):
+        with contextlib.suppress(DamagedFile):
+            summary = read_summary(run)
+            runs.append((str(summary.get("started", "")), len(run.name), run.name, run, run_status(run, summary)))
+    if not runs:
+        raise ActexpError(f"{folder}: no run folders in it; give a run folder (runs/<name>/<run id>) or a config's folder of runs (runs/<name>)")
+    runs.sort()
+    resumable = [run for *_, run, status in runs if status in RESUMABLE and (run / CHECKPOINTS / "last.pt").is_file()]
+    if not resumable:
+        *_, latest, status = runs[-1]
+        raise ActexpError(f"{folder}: none of its {len(runs)} runs can be resumed (resumable: interrupted or failed, with {CHECKPOINTS}/last.pt; "
+                          f"the latest, {latest.name}, is {status}); train the config again for a new run")
+    return resumable[-1]
 
 
 def skip_damaged(read, folders):

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .diagnostics import METRICS, OUTPUT_LAYER, is_problem
-from .display import result_words
+from .display import result_words, stopping_words
 from .errors import ActexpError
 from .runs import find_runs, read_config, read_history, read_summary, run_status
 
@@ -73,8 +73,12 @@ def essentials(run: Path, summary: dict, config: dict) -> list[str]:
         f"optim  {_component(optim.get('optimizer', '?'), names_only=True)} lr {optim.get('lr', '?')}, batch {train.get('batch_size', '?')}, "
         f"{train.get('epochs', '?')} epochs, seed {train.get('seed', '?')}" + (f", regularization {reg}" if reg else ""),
     ]
+    if summary.get("overrides"):
+        lines.append(f"set    {' '.join(summary['overrides'])} (the config's overrides: the run's config.yaml has them applied)")
     if summary.get("status") == "completed":
         lines.append(f"result {result_words(summary)}, {summary.get('wall_seconds') or 0:.1f}s on {summary.get('device', '?')}")
+        if stopping_words(summary):
+            lines.append(f"ended  {stopping_words(summary)}")
     elif summary.get("error"):
         lines.append(f"error  {summary['error']}")
     return lines

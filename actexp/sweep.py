@@ -106,7 +106,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
                 point_overrides = [f"{k}={json.dumps(v)}" for k, v in settings.items()] + list(overrides)
                 origin = ",".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) or "base"
                 if isinstance(base, Path):
-                    configs.append(load_config(base, point_overrides))  # its errors name the file
+                    configs.append(load_config(base, point_overrides, rename=False))  # its errors name the file; _name_runs names it
                 else:
                     try:
                         configs.append(config_from_dict(apply_overrides(base, point_overrides)))

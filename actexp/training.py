@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .config import Config, as_config, config_hash, config_to_yaml
+from .config import Config, apply_overrides, as_config, config_from_dict, config_hash, config_to_dict, config_to_yaml, load_config
 from .data import Data, dataset_shape, load_data
 from .diagnostics import Tracker, choose_probe, diagnostic_warnings
 from .errors import ActexpError, ConfigError, sigterm_as_interrupt, signals_deferred
@@ -91,12 +91,19 @@ def train(
     progress: Progress | None = None,
     resume: str | Path | None = None,
     run_dir: str | Path | None = None,
+    overrides: list[str] = (),
 ) -> Run:
     """Train one config and write its run folder. `resume` continues a run folder from its
     last checkpoint; `run_dir` trains into a given (empty or new) folder instead of a fresh one.
-    Raises ActexpError (bad config, missing data) before any folder is created."""
-    config = as_config(config)
+    `overrides` (`KEY=VALUE`, as --set) change the config, name the run after them (load_config)
+    and are recorded in summary.json. Raises ActexpError (bad config, missing data) before any
+    folder is created."""
+    config = with_overrides(config, overrides)
     device = resolve_device(config.train.device)
+    if config.train.tensorboard:
+        from .board import require_tensorboard
+
+        require_tensorboard()
     # Refuse, in milliseconds and before anything is read or allocated, a run that cannot fit.
     check_fits(estimate_bytes(config, *dataset_shape(config.data.dataset)), available_bytes(str(device)), str(device))
     with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device), thread_policy(config.train.threads, device) as threads:
@@ -105,6 +112,7 @@ def train(
         data = load_data(config.data, device)
         member, recorder = _prepare(config, device, data, held, progress, runs_dir=runs_dir,
                                     folder=Path(resume or run_dir) if (resume or run_dir) else None, resume=bool(resume))
+        recorder.summary["overrides"] = list(overrides) or recorder.summary["overrides"]
         (run,) = _fit([member], [recorder], data, threads)
         return run
 
@@ -145,6 +153,10 @@ def train_group(
     if any(resume[i] and run_dirs[i] is None for i in range(k)):
         raise ValueError("train_group: a member to resume needs its run folder in run_dirs")
     device = resolve_device(configs[0].train.device)
+    if any(c.train.tensorboard for c in configs):
+        from .board import require_tensorboard
+
+        require_tensorboard()
     check_fits(group_bytes(configs), available_bytes(str(device)), str(device))
     results: list = [None] * k
     order = sorted(range(k), key=lambda i: (member_order(configs[i]), i))
@@ -182,6 +194,21 @@ def train_group(
             for i, run in zip(indices, runs):
                 results[i] = run
     return results
+
+
+def with_overrides(config: Config | dict | str | Path, overrides: list[str]) -> Config:
+    """The config with `KEY=VALUE` overrides applied and named after them, as load_config does for
+    a file; a Config or a mapping gets the same."""
+    if isinstance(config, (str, Path)):
+        return load_config(config, overrides)
+    if not overrides:
+        return as_config(config)
+    from .varying import override_name
+
+    raw = apply_overrides(config_to_dict(config) if isinstance(config, Config) else dict(config), overrides)
+    if isinstance(raw.get("name", "experiment"), str):
+        raw["name"] = override_name(raw.get("name", "experiment"), overrides)
+    return config_from_dict(raw)
 
 
 @contextlib.contextmanager
@@ -335,6 +362,7 @@ class Recorder:
             "n_params": count_parameters(member.model),
             "data": {"dataset": config.data.dataset.name, "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
             "versions": _versions(),
+            "overrides": [],  # the KEY=VALUE changes it was trained with (train's --set or bare KEY=VALUE)
         }
         if member.tracker:
             self.summary["diagnostics"] = {"probe_samples": len(member.tracker.probe_y), "saturates_both_sides": member.tracker.saturates_both_sides()}
@@ -350,6 +378,7 @@ class Recorder:
             previous = read_summary(folder)
             self.summary["started"] = state.get("started", self.summary["started"])
             self.started -= state.get("wall_seconds", 0.0)
+            self.summary["overrides"] = previous.get("overrides") or []
             notes = previous.get("notes")
             self.summary["notes"] = [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
             if previous.get("threads") not in (None, self.summary["threads"]):
@@ -362,6 +391,7 @@ class Recorder:
         self.opened = False  # its folder holds this session's files (a failure from here on is recorded)
         self.ended: str | None = None
         self.run: Run | None = None
+        self.board = None  # board.Board with train.tensorboard, from open() to finish()
 
     def record_metrics(self) -> None:
         self.metrics_pending = True
@@ -380,6 +410,10 @@ class Recorder:
             write_text_atomic(self.folder / "config.yaml", config_to_yaml(self.config))
         write_json_atomic(self.folder / "summary.json", self.summary)
         self.record_metrics()
+        if self.config.train.tensorboard:
+            from .board import Board
+
+            self.board = Board(self.folder, self.baseline + self.history)
         if self.progress:
             self.progress("start", {"dir": self.folder, "config": self.config, "summary": self.summary,
                                     "epochs": self.config.train.epochs, "steps": steps, "first_epoch": self.start_epoch})
@@ -389,6 +423,8 @@ class Recorder:
         knows the run folder by then."""
         self.baseline = [{"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "layers": layers}]
         self.record_metrics()
+        if self.board:
+            self.board.log(self.baseline[0])
 
     def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
         if self.progress:
@@ -426,6 +462,8 @@ class Recorder:
         return improved
 
     def announce(self, record: dict, improved: bool) -> None:
+        if self.board:
+            self.board.log(record)
         if self.progress:
             self.progress("epoch", {"record": record, "improved": improved, "epochs": self.config.train.epochs})
 
@@ -461,6 +499,9 @@ class Recorder:
         if self.metrics_pending:
             self.record_metrics()
         write_json_atomic(self.folder / "summary.json", summary)
+        if self.board:
+            self.board, board = None, self.board
+            board.close()
         self.ended = status
         self.run = Run(self.folder, summary, self.history)
         if self.progress:

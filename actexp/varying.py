@@ -7,13 +7,18 @@ and `plot` use them for table columns and legends. Everything works on plain res
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any, Mapping
 
-from .config import NAME_CHARS
+from .config import MAX_NAME_LENGTH, NAME_CHARS
 
 SEED_KEY = "train.seed"
+# Overrides that change where or how a run is recorded, not what it trains: left out of its name
+# (summary.json's overrides still list them).
+UNNAMED_KEYS = ("data.root", "train.device", "train.checkpoint", "train.diagnostics", "train.tensorboard")
+VALUE_PUNCTUATION = re.compile(r"[\s{}\[\]'\"]+")
 UNSAFE_NAME_CHARS = re.compile(f"[^{NAME_CHARS}]+")
 
 
@@ -71,6 +76,39 @@ def describe(configs: list[Mapping], keys: list[str]) -> list[dict[str, str]]:
 def run_name(labels: Mapping[str, str], key_label: Mapping[str, str]) -> str:
     """`activation=tanh,init=he_normal,seed=1`, made safe for a folder name."""
     return safe_name(",".join(f"{key_label[k]}={v}" for k, v in labels.items()))
+
+
+def override_name(name: str, overrides: list[str]) -> str:
+    """The name of a config trained with `KEY=VALUE` overrides, Hydra's override-dirname habit in
+    this project's run-name form: the name, then `,key=value` per overridden key in the order of
+    the keys (the same overrides in any order give the same name), as a folder sweep appends the
+    keys it sweeps (`tanh,seed=1`). The key is its last part (the dotted key where
+    two overridden keys share one), the value as written (a key given twice: its last value), and
+    characters a folder name cannot hold become `-`. Keys that change only where or how the run is
+    recorded (UNNAMED_KEYS) are left out. An override of `name` itself is the name as given. A result longer than MAX_NAME_LENGTH is cut and ends in a hash of the whole, so that
+    different overrides still get different names."""
+    given = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        given[key.strip()] = value.strip()
+    if "name" in given:
+        return name
+    given = {k: given[k] for k in sorted(given) if k not in UNNAMED_KEYS}  # sorted: the same overrides, the same name
+    if not given:
+        return name
+    labels = key_labels(list(given))
+    full = ",".join([name, *(f"{safe_name(labels[k])}={_value_label(v)}" for k, v in given.items())])
+    if len(full) <= MAX_NAME_LENGTH:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full[: MAX_NAME_LENGTH - len(digest) - 1]}-{digest}"
+
+
+def _value_label(text: str) -> str:
+    """An override's value for a name, without the commas that separate keys: a list as the sweep
+    labels it ([64, 64]: 64x64), a mapping's items with `-` ({patience: 2, min_delta: 0}: patience-2-min_delta-0)."""
+    joiner = "x" if text.startswith("[") else "-"
+    return safe_name(re.sub(VALUE_PUNCTUATION, "", text).replace(",", joiner))
 
 
 def safe_name(text: str) -> str:

@@ -355,6 +355,8 @@ DAMAGE = [
     _write("summary.json", b'{"name": "x"}'),
     _write("summary.json", b'{"status": "completed", "test_acc": "0.99"}'),
     _write("summary.json", b'{"status": "completed", "started": 5}'),
+    _write("summary.json", b'{"status": "completed", "overrides": "model.activation=tanh"}'),
+    _write("summary.json", b'{"status": "completed", "overrides": [1, {"a": 2}]}'),
     _write("summary.json", b"\xff\xfe\x00garbage"),
     _write("summary.json", b"[" * 100_000),
     _fifo,
