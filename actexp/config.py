@@ -88,6 +88,9 @@ class DataConfig:
     subset: int | None = spec(None, range=SAMPLES_RANGE, doc="train on the first N training samples")
     val_size: int | None = spec(None, range=SAMPLES_RANGE, doc="validation samples taken from the training set; null: min(5000, 20% of it)")
     split_seed: int = spec(0, range=SEED_RANGE, doc="seed of the train/validation split")
+    normalize: Literal["standardize", "unit", "none"] = spec(
+        "standardize", doc="image inputs: standardize ((x/255 - mean)/std per channel), unit (x/255), none (raw 0..255); generated sets are used as they are"
+    )
 
 
 @dataclass(frozen=True)

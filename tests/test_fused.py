@@ -117,6 +117,8 @@ def test_group_key_lets_members_differ_in_everything_but_shapes_data_and_schedul
         cfg("g", data={"dataset": "mnist", "subset": 300}),
         cfg("h", data={"dataset": "mnist", "split_seed": 1}),
         cfg("i", data={"dataset": "fashion_mnist"}),
+        cfg("j", data={"dataset": "mnist", "normalize": "unit"}),  # other inputs
+        cfg("k", data={"dataset": "mnist", "normalize": "none"}),
     ]
     assert len({group_key(c) for c in differ} | {group_key(base)}) == len(differ) + 1
     assert group_key(cfg("m2", model={"activation": {"name": "maxout", "k": 2}})) != group_key(cfg("m3", model={"activation": {"name": "maxout", "k": 3}}))
