@@ -118,10 +118,12 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RegularizationConfig:
-    l1: float = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l1·Σ|W| over all weight matrices")
-    l2: float = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l2·ΣW² over all weight matrices")
-    activity_l1: float = spec(0.0, range=NON_NEGATIVE, doc="l1·Σ|a| of hidden activations, per sample")
-    activity_l2: float = spec(0.0, range=NON_NEGATIVE, doc="l2·Σa² of hidden activations, per sample")
+    # A list gives one value per weight matrix (hidden layers, then the output layer) or, for the
+    # activity penalties, one per hidden layer: recipes put penalties on single layers.
+    l1: float | tuple[float, ...] = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l1·Σ|W| over every weight matrix; a list: one value per matrix (hidden layers, then output)")
+    l2: float | tuple[float, ...] = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l2·ΣW² over every weight matrix; a list: one value per matrix (hidden layers, then output)")
+    activity_l1: float | tuple[float, ...] = spec(0.0, range=NON_NEGATIVE, doc="l1·Σ|a| of hidden activations, per sample; a list: one value per hidden layer")
+    activity_l2: float | tuple[float, ...] = spec(0.0, range=NON_NEGATIVE, doc="l2·Σa² of hidden activations, per sample; a list: one value per hidden layer")
     max_norm: float | None = spec(None, range=POSITIVE, doc="cap each unit's incoming weight norm after each step")
 
 
@@ -378,6 +380,7 @@ def _check_cross_fields(config: Config) -> None:
             raise ConfigError(f"model.{key}.low: {c.params['low']:g} is above high ({c.params['high']:g}); uniform needs low <= high")
     if isinstance(config.model.dropout, tuple) and len(config.model.dropout) != len(config.model.hidden):
         raise ConfigError(f"model.dropout: {len(config.model.dropout)} rates for {len(config.model.hidden)} hidden layers; give one per layer, or one number for all")
+    _check_penalty_lengths(config)
     if config.model.bias_init.name in MATRIX_ONLY_INITIALIZERS:
         raise ConfigError(f"model.bias_init: {config.model.bias_init.name} needs a matrix; use a number, normal or uniform")
     check_name(config.name)
@@ -385,6 +388,21 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError(f"train.device: {_shown(config.train.device)} is not a device; use auto, cpu, cuda or cuda:N")
     if config.train.early_stopping and config.train.early_stopping.mode == "max" and config.train.early_stopping.monitor == "val_loss":
         raise ConfigError("train.early_stopping.mode: max with monitor val_loss would keep the worst epoch; use auto or min")
+
+
+def _check_penalty_lengths(config: Config) -> None:
+    hidden = len(config.model.hidden)
+    matrices = f"{hidden + 1} weight matrices ({_plural(hidden, 'hidden layer')}, then the output layer)"
+    for key, expected, what in (("l1", hidden + 1, matrices), ("l2", hidden + 1, matrices),
+                                ("activity_l1", hidden, _plural(hidden, "hidden layer")),
+                                ("activity_l2", hidden, _plural(hidden, "hidden layer"))):
+        value = getattr(config.regularization, key)
+        if isinstance(value, tuple) and len(value) != expected:
+            raise ConfigError(f"regularization.{key}: {_plural(len(value), 'value')} for {what}; give a list of {expected}, or one number for all")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def check_name(name, what: str = "name") -> None:
