@@ -78,6 +78,7 @@ MAX_DEPTH = 1000  # hidden layers
 MAX_WIDTH = 1_000_000  # units in one hidden layer: one such layer after MNIST's 784 inputs is 3 GB of weights
 MAX_EPOCHS = 1_000_000  # also bounds early stopping's patience
 MAX_BATCH = 10_000_000  # batch_size; a batch larger than the training set is the whole set anyway
+MAX_LIST = MAX_DEPTH + 1  # values in any config list: one per layer (hidden widths, dropout rates, penalties)
 SAMPLES_RANGE = Range(1, MAX_SAMPLES)
 
 
@@ -452,6 +453,8 @@ def _parse(tp, value, path: str, rng: Range | None = None, registry: str | None 
             raise ConfigError(f"{path}: expected a list of {len(args)} values, got {len(value)}")
         if not value:
             raise ConfigError(f"{path}: expected a non-empty list")
+        if len(value) > MAX_LIST:  # refused before 100,000 values are checked one by one
+            raise ConfigError(f"{path}: a list of {len(value)} values; lists here hold one value per layer, at most {MAX_LIST}")
         return tuple(_parse(args[0], v, f"{path}[{i}]", rng) for i, v in enumerate(value))
     return _parse_scalar(tp, value, path, rng)
 
