@@ -54,7 +54,9 @@ def seed_table(sweep: str) -> None:
     rows: dict[str, list] = {}
     for run in latest.values():
         summary, config = read_summary(run), load_config(run / "config.yaml")
-        rows.setdefault(re.sub(r",seed=\d+", "", summary["name"]), []).append((config.train.seed, summary, config))
+        # a sweep names its runs by what varies: "CONFIG,seed=N", or "seed=N" when one config is swept
+        name = re.sub(r"(^|,)seed=\d+", "", summary["name"]) or Path(sweep).name
+        rows.setdefault(name, []).append((config.train.seed, summary, config))
     print("| config | data (train / test) | inputs | epochs | n | test accuracy, mean ± sd | per seed | not completed |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in sorted(rows):
