@@ -78,6 +78,7 @@ MAX_DEPTH = 1000  # hidden layers
 MAX_WIDTH = 1_000_000  # units in one hidden layer: one such layer after MNIST's 784 inputs is 3 GB of weights
 MAX_EPOCHS = 1_000_000  # also bounds early stopping's patience
 MAX_BATCH = 10_000_000  # batch_size; a batch larger than the training set is the whole set anyway
+MAX_LIST = MAX_DEPTH + 1  # values in any config list: one per layer (hidden widths, dropout rates, penalties)
 SAMPLES_RANGE = Range(1, MAX_SAMPLES)
 
 
@@ -88,6 +89,9 @@ class DataConfig:
     subset: int | None = spec(None, range=SAMPLES_RANGE, doc="train on the first N training samples")
     val_size: int | None = spec(None, range=SAMPLES_RANGE, doc="validation samples taken from the training set; null: min(5000, 20% of it)")
     split_seed: int = spec(0, range=SEED_RANGE, doc="seed of the train/validation split")
+    normalize: Literal["standardize", "unit", "none"] = spec(
+        "standardize", doc="image inputs: standardize ((x/255 - mean)/std per channel), unit (x/255), none (raw 0..255); generated sets are used as they are"
+    )
 
 
 @dataclass(frozen=True)
@@ -115,10 +119,12 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RegularizationConfig:
-    l1: float = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l1·Σ|W| over all weight matrices")
-    l2: float = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l2·ΣW² over all weight matrices")
-    activity_l1: float = spec(0.0, range=NON_NEGATIVE, doc="l1·Σ|a| of hidden activations, per sample")
-    activity_l2: float = spec(0.0, range=NON_NEGATIVE, doc="l2·Σa² of hidden activations, per sample")
+    # A list gives one value per weight matrix (hidden layers, then the output layer) or, for the
+    # activity penalties, one per hidden layer: recipes put penalties on single layers.
+    l1: float | tuple[float, ...] = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l1·Σ|W| over every weight matrix; a list: one value per matrix (hidden layers, then output)")
+    l2: float | tuple[float, ...] = spec(0.0, range=NON_NEGATIVE, doc="Keras-style l2·ΣW² over every weight matrix; a list: one value per matrix (hidden layers, then output)")
+    activity_l1: float | tuple[float, ...] = spec(0.0, range=NON_NEGATIVE, doc="l1·Σ|a| of hidden activations, per sample; a list: one value per hidden layer")
+    activity_l2: float | tuple[float, ...] = spec(0.0, range=NON_NEGATIVE, doc="l2·Σa² of hidden activations, per sample; a list: one value per hidden layer")
     max_norm: float | None = spec(None, range=POSITIVE, doc="cap each unit's incoming weight norm after each step")
 
 
@@ -385,6 +391,7 @@ def _check_cross_fields(config: Config) -> None:
             raise ConfigError(f"model.{key}.low: {c.params['low']:g} is above high ({c.params['high']:g}); uniform needs low <= high")
     if isinstance(config.model.dropout, tuple) and len(config.model.dropout) != len(config.model.hidden):
         raise ConfigError(f"model.dropout: {len(config.model.dropout)} rates for {len(config.model.hidden)} hidden layers; give one per layer, or one number for all")
+    _check_penalty_lengths(config)
     if config.model.bias_init.name in MATRIX_ONLY_INITIALIZERS:
         raise ConfigError(f"model.bias_init: {config.model.bias_init.name} needs a matrix; use a number, normal or uniform")
     check_name(config.name)
@@ -392,6 +399,21 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError(f"train.device: {_shown(config.train.device)} is not a device; use auto, cpu, cuda or cuda:N")
     if config.train.early_stopping and config.train.early_stopping.mode == "max" and config.train.early_stopping.monitor == "val_loss":
         raise ConfigError("train.early_stopping.mode: max with monitor val_loss would keep the worst epoch; use auto or min")
+
+
+def _check_penalty_lengths(config: Config) -> None:
+    hidden = len(config.model.hidden)
+    matrices = f"{hidden + 1} weight matrices ({_plural(hidden, 'hidden layer')}, then the output layer)"
+    for key, expected, what in (("l1", hidden + 1, matrices), ("l2", hidden + 1, matrices),
+                                ("activity_l1", hidden, _plural(hidden, "hidden layer")),
+                                ("activity_l2", hidden, _plural(hidden, "hidden layer"))):
+        value = getattr(config.regularization, key)
+        if isinstance(value, tuple) and len(value) != expected:
+            raise ConfigError(f"regularization.{key}: {_plural(len(value), 'value')} for {what}; give a list of {expected}, or one number for all")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def check_name(name, what: str = "name") -> None:
@@ -447,6 +469,8 @@ def _parse(tp, value, path: str, rng: Range | None = None, registry: str | None 
             raise ConfigError(f"{path}: expected a list of {len(args)} values, got {len(value)}")
         if not value:
             raise ConfigError(f"{path}: expected a non-empty list")
+        if len(value) > MAX_LIST:  # refused before 100,000 values are checked one by one
+            raise ConfigError(f"{path}: a list of {len(value)} values; lists here hold one value per layer, at most {MAX_LIST}")
         return tuple(_parse(args[0], v, f"{path}[{i}]", rng) for i, v in enumerate(value))
     return _parse_scalar(tp, value, path, rng)
 

@@ -276,7 +276,7 @@ def load_data(data_config, device, download: bool = True) -> Data:
         train_idx = train_idx[: data_config.subset]
 
     def prepare(x, y):
-        x = _normalize(x, source.mean, source.std).flatten(1)
+        x = _normalize(x, source.mean, source.std, data_config.normalize).flatten(1)
         return x.to(device), y.to(device)
 
     x_train, y_train = prepare(source.x_train[train_idx], source.y_train[train_idx])
@@ -285,9 +285,15 @@ def load_data(data_config, device, download: bool = True) -> Data:
     return Data(x_train, y_train, x_val, y_val, x_test, y_test, x_train.shape[1], source.n_classes)
 
 
-def _normalize(x, mean, std):
-    if not mean:
+def _normalize(x, mean, std, mode: str = "standardize"):
+    """Images (uint8, with the dataset's mean and std) as the network sees them: `standardize`
+    ((x/255 - mean)/std per channel), `unit` (x/255, in [0, 1], as most published recipes feed
+    them) or `none` (the raw 0..255 as floats). Generated features (no mean given: XOR's points,
+    already centred at (±1, ±1)) have no pixel scale and are used as they are in every mode."""
+    if not mean or mode == "none":
         return x.float()
+    if mode == "unit":
+        return x.float() / 255
     shape = (1, -1) + (1,) * (x.ndim - 2)
     mean = torch.tensor(mean).view(shape) * 255
     std = torch.tensor(std).view(shape) * 255

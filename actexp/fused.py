@@ -473,10 +473,11 @@ class Stepper:
             return None if all(v == absent for v in values) else torch.tensor(values, device=device)
 
         reg = [c.regularization for c in configs]
-        self.l1 = per_member([r.l1 for r in reg])
-        self.l2 = per_member([r.l2 for r in reg])
-        self.activity_l1 = per_member([r.activity_l1 for r in reg])
-        self.activity_l2 = per_member([r.activity_l2 for r in reg])
+        matrices, hidden = len(first.model.hidden) + 1, len(first.model.hidden)
+        self.l1 = per_layer([r.l1 for r in reg], matrices, device)
+        self.l2 = per_layer([r.l2 for r in reg], matrices, device)
+        self.activity_l1 = per_layer([r.activity_l1 for r in reg], hidden, device)
+        self.activity_l2 = per_layer([r.activity_l2 for r in reg], hidden, device)
         self.grad_clip = per_member([c.optim.grad_clip for c in configs], math.inf)
         self.max_norm = per_member([r.max_norm for r in reg], math.inf)
         self.dropout = [_rates(c.model) for c in configs]  # [member][layer]
@@ -611,14 +612,14 @@ class Stepper:
             losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(k, b).mean(1)
             total = losses.sum()
             if self.l1 is not None:
-                total = total + (self.l1 * sum(w.abs().sum((1, 2)) for w in weights)).sum()
+                total = total + sum(c * weights[i].abs().sum((1, 2)) for i, c in self.l1).sum()
             if self.l2 is not None:
-                total = total + (self.l2 * sum(w.square().sum((1, 2)) for w in weights)).sum()
+                total = total + sum(c * weights[i].square().sum((1, 2)) for i, c in self.l2).sum()
             if activity:  # Keras divides a layer's activity penalty by the batch size: per sample
                 if self.activity_l1 is not None:
-                    total = total + (self.activity_l1 * sum(a.abs().sum((1, 2)) for a in activations)).sum() / b
+                    total = total + sum(c * activations[i].abs().sum((1, 2)) for i, c in self.activity_l1).sum() / b
                 if self.activity_l2 is not None:
-                    total = total + (self.activity_l2 * sum(a.square().sum((1, 2)) for a in activations)).sum() / b
+                    total = total + sum(c * activations[i].square().sum((1, 2)) for i, c in self.activity_l2).sum() / b
             for p in params:
                 p.grad = None
             total.backward()
@@ -664,6 +665,19 @@ class Stepper:
                     mask[k].bernoulli_(1 - rate, generator=self.members[k].dropout).div_(1 - rate)
             masks.append(mask)
         return masks
+
+
+def per_layer(values, layers: int, device):
+    """A penalty's coefficients: (layer index, [K] tensor of the members' values) for each layer
+    that any member penalizes; None when no member penalizes any. A member's value is a number
+    (every layer) or a list of one per layer (config checks the length). A layer no member
+    penalizes has no term at all, so its gradient carries none. The gradient of c·Σ|W| is c·sign(W)
+    whether c multiplies each layer's sum or the sum of all layers (as before lists were allowed):
+    the numbers of a run with a number are as they were."""
+    rows = [list(v) if isinstance(v, tuple) else [v] * layers for v in values]  # [member][layer]
+    terms = [(i, [float(row[i]) for row in rows]) for i in range(layers)]
+    terms = [(i, torch.tensor(c, device=device)) for i, c in terms if any(c)]
+    return terms or None
 
 
 def steps_per_epoch(n: int, batch_size: int, batch_norm: bool) -> int:

@@ -1,21 +1,29 @@
 """The figures of the README's classic-experiments table, read from run folders.
 
     python bench/seed_figures.py RUNS_DIR
+    python bench/seed_figures.py --seeds SWEEP_DIR
 
 For every run below RUNS_DIR (the latest per name): the data it trained on, test accuracy,
 epochs, the initial validation loss (epoch 0), layer 1's gradient ratio at epoch 0, and at the
 last epoch the largest dead and saturated fractions over the hidden layers, plus its warnings.
+
+--seeds: a markdown table of the runs of a sweep with several seeds (bench/seeds.sh's
+seed_configs), one row per config: test accuracy, mean ± sample sd over its seeds that completed,
+n, each seed's value, and how many diverged.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from actexp.config import load_config  # noqa: E402
 from actexp.diagnostics import layer_values  # noqa: E402
 from actexp.runs import find_runs, read_history, read_summary  # noqa: E402
+from actexp.stats import summarize  # noqa: E402
 
 
 def figures(run: Path) -> dict:
@@ -39,7 +47,34 @@ def figures(run: Path) -> dict:
     }
 
 
+def seed_table(sweep: str) -> None:
+    latest = {}
+    for run in find_runs(sweep):
+        latest[run.parent.name] = run  # find_runs is oldest first
+    rows: dict[str, list] = {}
+    for run in latest.values():
+        summary, config = read_summary(run), load_config(run / "config.yaml")
+        # a sweep names its runs by what varies: "CONFIG,seed=N", or "seed=N" when one config is swept
+        name = re.sub(r"(^|,)seed=\d+", "", summary["name"]) or Path(sweep).name
+        rows.setdefault(name, []).append((config.train.seed, summary, config))
+    print("| config | data (train / test) | inputs | epochs | n | test accuracy, mean ± sd | per seed | not completed |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in sorted(rows):
+        runs = sorted(rows[name], key=lambda r: r[0])
+        completed = [(seed, s) for seed, s, _ in runs if s.get("status") == "completed"]
+        stat = summarize([s["test_acc"] for _, s in completed])
+        mean = "—" if stat.n == 0 else f"{stat.mean:.4f}" if stat.n == 1 else f"{stat.mean:.4f} ± {stat.sd:.4f}"
+        per_seed = ", ".join(f"{seed}: {s['test_acc']:.4f}" if (seed, s) in completed else f"{seed}: {s.get('status')}" for seed, s, _ in runs)
+        others = [f"{s.get('status')} (seed {seed})" for seed, s, _ in runs if s.get("status") != "completed"]
+        data = runs[0][1]["data"]
+        epochs = sorted({s.get("epochs_completed") for _, s in completed})
+        print(f"| {name} | {data['dataset']} ({data['n_train']:,} / {data['n_test']:,}) | {runs[0][2].data.normalize} "
+              f"| {', '.join(map(str, epochs)) or '—'} | {stat.n} | {mean} | {per_seed} | {', '.join(others) or '—'} |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--seeds"]:
+        return seed_table(sys.argv[2])
     latest = {}
     for run in find_runs(sys.argv[1] if len(sys.argv) > 1 else "runs"):
         latest[run.parent.name] = run  # find_runs is oldest first

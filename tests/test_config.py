@@ -78,6 +78,16 @@ BAD_CONFIGS = [
     ("nan", "optim:\n  lr: .nan\n", ["optim.lr"]),
     ("infinite", "optim:\n  lr: .inf\n", ["optim.lr"]),
     ("betas length", "optim:\n  optimizer: {name: adam, betas: [0.9]}\n", ["optim.optimizer.betas", "expected a list of 2 numbers"]),
+    ("l2 list too short", "model:\n  hidden: [16, 8]\nregularization:\n  l2: [0.1, 0.0]\n",
+     ["regularization.l2", "2 values for 3 weight matrices (2 hidden layers, then the output layer)", "give a list of 3, or one number"]),
+    ("l1 list with depth and width", "model:\n  depth: 3\n  width: 8\nregularization:\n  l1: [0.1, 0.0]\n",
+     ["regularization.l1", "2 values for 4 weight matrices (3 hidden layers, then the output layer)"]),
+    ("activity list too long", "model:\n  hidden: [16]\nregularization:\n  activity_l1: [0.1, 0.0]\n",
+     ["regularization.activity_l1", "2 values for 1 hidden layer", "give a list of 1"]),
+    ("activity_l2 list of the matrices", "model:\n  hidden: [16, 8]\nregularization:\n  activity_l2: [0.1, 0.0, 0.0]\n",
+     ["regularization.activity_l2", "3 values for 2 hidden layers"]),
+    ("negative value in a penalty list", "model:\n  hidden: [16]\nregularization:\n  l1: [0.0, -0.1]\n", ["regularization.l1[1]", "out of range", "[0, inf)"]),
+    ("normalize choice", "data:\n  normalize: minmax\n", ["data.normalize", "choose one of standardize, unit, none"]),
 ]
 
 
@@ -244,6 +254,17 @@ def test_depth_and_width():
         config_from_dict({"model": {"depth": 2, "width": "wide"}})
 
 
+def test_penalties_as_numbers_or_lists():
+    config = config_from_dict({"model": {"hidden": [16, 8]}, "regularization": {"l1": [0, 1e-3, "1e-2"], "l2": 0.01, "activity_l1": [0.01, 0]}})
+    reg = config.regularization
+    assert reg.l1 == (0.0, 1e-3, 1e-2) and reg.l2 == 0.01 and reg.activity_l1 == (0.01, 0.0) and reg.activity_l2 == 0.0
+    assert config_from_dict({"model": {"depth": 3}, "regularization": {"l2": [0.1] * 4}}).regularization.l2 == (0.1,) * 4
+    with pytest.raises(ConfigError, match=r"regularization.l2: 1 value for 2 weight matrices \(1 hidden layer, then the output layer\)"):
+        config_from_dict({"model": {"hidden": [16]}, "regularization": {"l2": [0.1]}})
+    with pytest.raises(ConfigError, match=r"regularization.activity_l1: expected a non-empty list"):
+        config_from_dict({"regularization": {"activity_l1": []}})
+
+
 def test_early_stopping_forms():
     assert config_from_dict({}).train.early_stopping is None
     assert config_from_dict({"train": {"early_stopping": False}}).train.early_stopping is None
@@ -255,11 +276,12 @@ def test_early_stopping_forms():
 def test_resolved_yaml_round_trips(tmp_path):
     config = config_from_dict({
         "name": "round_trip",
+        "data": {"normalize": "unit"},
         "model": {"depth": 2, "width": 8, "activation": {"name": "gelu", "approximate": "tanh"}, "init": "glorot_uniform",
                   "bias_init": 0.01, "dropout": 0.1, "batch_norm": True},
         "optim": {"optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True}, "lr": "1e-2",
                   "schedule": {"name": "step", "step_size": 3}},
-        "regularization": {"l1": 1e-6, "max_norm": 2},
+        "regularization": {"l1": 1e-6, "l2": [0.0, 0.1, 0.01], "activity_l1": [0.01, 0.0], "max_norm": 2},
         "train": {"early_stopping": True, "checkpoint": "both"},
     })
     path = write_yaml(tmp_path / "resolved.yaml", config_to_yaml(config))

@@ -121,6 +121,40 @@ def test_val_size_too_large_through_the_cli(data_root, tmp_path):
     assert "data.val_size" in result.output and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("name", ["mnist", "cifar100"])
+def test_normalize_modes(data_root, request, name):
+    """standardize (the default) is today's (x/255 - mean)/std; unit is x/255, every input in [0, 1];
+    none is the raw 0..255 as floats. The split and the labels are the same in every mode."""
+    fixture = request.getfixturevalue({"mnist": "mnist_set", "cifar100": "cifar_set"}[name])
+    raw_test = torch.as_tensor(np.asarray(fixture.x_test).reshape(len(fixture.y_test), -1), dtype=torch.float32)
+    standard, unit, none = (_data(name, normalize=mode) for mode in ("standardize", "unit", "none"))
+    assert torch.equal(standard.x_test, _data(name).x_test)
+    assert torch.allclose(standard.x_test, _normalized(raw_test.numpy(), name), atol=1e-5)
+    assert torch.equal(unit.x_test, raw_test / 255) and torch.equal(none.x_test, raw_test)
+    for data in (unit, none):
+        assert data.x_train.dtype == torch.float32
+        assert torch.equal(data.y_train, standard.y_train) and torch.equal(data.y_val, standard.y_val)
+        assert torch.equal(data.x_val, none.x_val / 255 if data is unit else none.x_val)
+    assert unit.x_train.min().item() >= 0 and unit.x_train.max().item() <= 1
+    assert unit.x_train.max().item() == 1  # the fixtures' bright patches are 255
+    assert none.x_train.max().item() == 255 and standard.x_train.min().item() < 0
+
+
+def test_normalize_leaves_generated_features_as_they_are():
+    xor = {"name": "xor", "n_train": 200, "n_test": 100}
+    standard, unit, none = (_data(xor, val_size=40, normalize=mode) for mode in ("standardize", "unit", "none"))
+    assert torch.equal(standard.x_train, unit.x_train) and torch.equal(standard.x_train, none.x_train)
+    assert standard.x_train.min().item() < 0  # XOR's clusters sit at (±1, ±1), not scaled to [0, 1]
+
+
+def test_normalize_is_validated():
+    with pytest.raises(ConfigError, match=r"data.normalize: 'minmax' is not allowed; choose one of standardize, unit, none"):
+        config_from_dict({"data": {"normalize": "minmax"}})
+    with pytest.raises(ConfigError, match=r"data.normalize: 'units' is not allowed.*did you mean 'unit'"):
+        config_from_dict({"data": {"normalize": "units"}})
+    assert config_from_dict({}).data.normalize == "standardize"
+
+
 def test_xor_is_generated_from_the_seed():
     data = _data({"name": "xor", "n_train": 400, "n_test": 100, "noise": 0.0}, val_size=40)
     assert data.n_features == 2 and data.n_classes == 2

@@ -63,6 +63,8 @@ MIXED = [
     cfg("adamw-wd", model={"activation": "gelu"}, optim={"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.5,
                                                          "schedule": {"name": "step", "step_size": 1, "gamma": 0.5}},
         train={**TRAIN, "checkpoint": "both"}),
+    cfg("per-layer-penalties", model={"hidden": [32], "activation": "tanh"},
+        regularization={"l1": [1e-4, 0.0], "l2": [0.0, 1e-2], "activity_l1": [1e-3], "activity_l2": 1e-4}, train={**TRAIN, "seed": 5}),
 ]
 MAXOUT = [
     cfg("maxout", model={"hidden": [32, 16], "activation": "maxout"}),
@@ -105,6 +107,7 @@ def test_group_key_lets_members_differ_in_everything_but_shapes_data_and_schedul
         cfg("c", train={**TRAIN, "seed": 7, "diagnostics": False, "checkpoint": "both", "early_stopping": {"patience": 1}}),
         cfg("d", optim={"optimizer": {"name": "sgd", "momentum": 0.9}, "lr": 0.1, "weight_decay": 0.01, "schedule": "cosine", "grad_clip": 1.0}),
         cfg("e", regularization={"l1": 0.1, "l2": 0.1, "activity_l1": 0.1, "activity_l2": 0.1, "max_norm": 2.0}),
+        cfg("f", regularization={"l1": [0.1, 0.0], "l2": [0.0, 0.1], "activity_l1": [0.1], "activity_l2": [0.0]}),
     ]
     assert all(group_key(c) == group_key(base) for c in same)
     differ = [
@@ -117,6 +120,8 @@ def test_group_key_lets_members_differ_in_everything_but_shapes_data_and_schedul
         cfg("g", data={"dataset": "mnist", "subset": 300}),
         cfg("h", data={"dataset": "mnist", "split_seed": 1}),
         cfg("i", data={"dataset": "fashion_mnist"}),
+        cfg("j", data={"dataset": "mnist", "normalize": "unit"}),  # other inputs
+        cfg("k", data={"dataset": "mnist", "normalize": "none"}),
     ]
     assert len({group_key(c) for c in differ} | {group_key(base)}) == len(differ) + 1
     assert group_key(cfg("m2", model={"activation": {"name": "maxout", "k": 2}})) != group_key(cfg("m3", model={"activation": {"name": "maxout", "k": 3}}))
@@ -236,6 +241,85 @@ def test_members_that_share_their_optimizer_settings_take_one_step(tmp_path, dat
     (group,) = segment.optimizer.param_groups
     assert group["params"] == [p for m in stepper.members for p in m.model.parameters()]
     assert group["fused"]  # torch's fused kernel (components._fused), as a solo run's
+
+
+# ----------------------------------------------------------------------------- per-layer penalties
+
+PENALIZED = dict(data={"dataset": "mnist", "subset": 200}, model={"hidden": [16, 8], "activation": "tanh"},
+                 optim={"optimizer": "sgd", "lr": 0.1}, train={**TRAIN, "batch_size": 200, "epochs": 1})
+
+
+def one_step_gradients(configs, tmp_path):
+    """The stacked weight gradients [K, out, in] per matrix of one full-batch step (the only step
+    of the epoch; they stay on the stacked tensors), the weights they were taken at, and the batch."""
+    stepper, data = make_stepper(configs, tmp_path)
+    before = [w.detach().clone() for w in stepper.model.linear_weights]
+    params = [{n: p.detach().clone() for n, p in m.model.named_parameters()} for m in stepper.members]
+    stepper.train_epoch()
+    return [w.grad.clone() for w in stepper.model.linear_weights], before, params, data
+
+
+def hand_gradients(params, x, y, reg):
+    """The gradients of CE + Σ l1_i·Σ|W_i| + Σ l2_i·ΣW_i² + Σ (a1_j·Σ|a_j| + a2_j·Σa_j²)/batch of a
+    tanh MLP, written out by hand with per-layer coefficients (a number: the same for every layer)."""
+    names = ["hidden.0.linear", "hidden.1.linear", "output"]
+    w = {n: params[f"{n}.weight"].clone().requires_grad_() for n in names}
+    h, penalty = x, 0.0
+    for j, n in enumerate(names[:2]):
+        h = torch.tanh(h @ w[n].T + params[f"{n}.bias"])
+        penalty = penalty + (coef(reg, "activity_l1", j) * h.abs().sum() + coef(reg, "activity_l2", j) * h.square().sum()) / len(x)
+    loss = F.cross_entropy(h @ w["output"].T + params["output.bias"], y)
+    for i, n in enumerate(names):
+        penalty = penalty + coef(reg, "l1", i) * w[n].abs().sum() + coef(reg, "l2", i) * w[n].square().sum()
+    (loss + penalty).backward()
+    return [w[n].grad for n in names]
+
+
+def coef(reg, key, i):
+    value = reg.get(key, 0.0)
+    return value[i] if isinstance(value, list) else value
+
+
+def test_a_matrix_with_penalty_zero_gets_no_penalty_term(tmp_path, data_root):
+    """l1/l2 on the output matrix only: the hidden matrices' gradients are those of a run without
+    penalties, bit for bit; the output's differs by l1·sign(W) + 2·l2·W. An activity penalty on the
+    second hidden layer only leaves the output matrix's gradient alone."""
+    plain = cfg("plain", **PENALIZED)
+    output_only = cfg("output-only", **PENALIZED, regularization={"l1": [0.0, 0.0, 0.01], "l2": [0.0, 0.0, 0.1]})
+    activity = cfg("activity-layer-2", **PENALIZED, regularization={"activity_l1": [0.0, 0.05], "activity_l2": [0.0, 0.02]})
+    (g_plain, before, _, _), (g_out, _, _, _), (g_act, _, _, _) = (one_step_gradients([c], tmp_path) for c in (plain, output_only, activity))
+    assert torch.equal(g_out[0], g_plain[0]) and torch.equal(g_out[1], g_plain[1])
+    w = before[2]
+    assert not torch.equal(g_out[2], g_plain[2])
+    assert torch.allclose(g_out[2] - g_plain[2], 0.01 * w.sign() + 2 * 0.1 * w, atol=1e-6)
+    assert torch.equal(g_act[2], g_plain[2])
+    assert not torch.equal(g_act[1], g_plain[1]) and not torch.equal(g_act[0], g_plain[0])
+    stepper, _ = make_stepper([output_only], tmp_path)
+    assert [i for i, _ in stepper.l1] == [2] and stepper.activity_l1 is None  # no term for a zero
+
+
+def test_per_layer_penalties_match_a_hand_computation_in_a_fused_group(tmp_path, data_root):
+    regs = [
+        {"l1": [0.01, 0.0, 0.003], "l2": [0.0, 0.05, 0.02], "activity_l1": [0.02, 0.0], "activity_l2": [0.0, 0.01]},
+        {"l1": 0.002, "l2": [0.01, 0.0, 0.0], "activity_l1": 0.01},
+        {},
+    ]
+    configs = [cfg(f"m{i}", **PENALIZED, regularization=reg) for i, reg in enumerate(regs)]
+    grads, _, params, data = one_step_gradients(configs, tmp_path)
+    x, y = data.x_train, data.y_train  # the whole training split is the one batch
+    for k, reg in enumerate(regs):
+        expected = hand_gradients(params[k], x, y, reg)
+        for i in range(3):
+            assert torch.allclose(grads[i][k], expected[i], rtol=1e-4, atol=1e-6), (k, i)
+
+
+def test_a_list_of_equal_values_is_the_number(tmp_path, data_root):
+    """A list with one value for every matrix trains exactly as that number does."""
+    number = cfg("number", regularization={"l1": 1e-3, "l2": 1e-2, "activity_l1": 1e-3})
+    listed = cfg("listed", regularization={"l1": [1e-3, 1e-3], "l2": [1e-2, 1e-2], "activity_l1": [1e-3]})
+    a, b = solo_runs([number, listed], tmp_path)
+    assert trained(a.history) == trained(b.history)
+    assert all(torch.equal(last(a.dir)["model"][k], last(b.dir)["model"][k]) for k in last(a.dir)["model"])
 
 
 # ----------------------------------------------------------------------------- isolation

@@ -153,6 +153,30 @@ BAD_FILES = [
     ("width true", "model:\n  hidden: [true]\n", ["model.hidden[0]", "expected an integer", "boolean"]),
     ("maxout k true", "model:\n  activation: {name: maxout, k: true}\n", ["model.activation.k", "boolean"]),
     ("lr false", "optim:\n  lr: false\n", ["optim.lr", "boolean"]),
+    # penalty lists (one value per weight matrix, or per hidden layer for activity penalties)
+    ("l2 list too short", "model:\n  hidden: [8, 8]\nregularization:\n  l2: [0.1]\n", ["regularization.l2", "1 value for 3 weight matrices", "give a list of 3"]),
+    ("l1 list too long", "model:\n  hidden: [8]\nregularization:\n  l1: [0.1, 0.1, 0.1]\n", ["regularization.l1", "3 values for 2 weight matrices"]),
+    ("activity list of the weight matrices", "model:\n  hidden: [8]\nregularization:\n  activity_l1: [0.1, 0.1]\n", ["regularization.activity_l1", "2 values for 1 hidden layer"]),
+    ("penalty list empty", "regularization:\n  l2: []\n", ["regularization.l2", "non-empty list"]),
+    ("penalty list of 90,000 values", "model:\n  hidden: [8]\nregularization:\n  l2: [" + "0.1," * 89_999 + "0.1]\n", ["regularization.l2", "a list of 90000 values", "at most 1001"]),
+    ("penalty list of 1001 values", "model:\n  hidden: [8]\nregularization:\n  l1: [" + "0," * 1000 + "0]\n", ["regularization.l1", "1001 values for 2 weight matrices"]),
+    ("hidden list of 90,000 widths", "model:\n  hidden: [" + "8," * 89_999 + "8]\n", ["model.hidden", "a list of 90000 values", "at most 1001"]),
+    ("penalty list of 150,000 values", "regularization:\n  l1: [" + "0," * 150_000 + "0]\n", ["more than 100,000 values"]),
+    ("penalty list alias bomb", f"regularization:\n  l2: {_flow_bomb()}\n", ["more than 100,000 values"]),
+    ("negative in a penalty list", "model:\n  hidden: [8]\nregularization:\n  l1: [0.1, -1]\n", ["regularization.l1[1]", "out of range"]),
+    ("-inf in a penalty list", "model:\n  hidden: [8]\nregularization:\n  l2: [-.inf, 0]\n", ["regularization.l2[0]", "finite"]),
+    ("nan in an activity list", "model:\n  hidden: [8]\nregularization:\n  activity_l2: [.nan]\n", ["regularization.activity_l2[0]", "finite"]),
+    ("1e400 in a penalty list", "model:\n  hidden: [8]\nregularization:\n  l2: [1e400, 0]\n", ["regularization.l2[0]", "finite"]),
+    ("string in a penalty list", "model:\n  hidden: [8]\nregularization:\n  l1: [0.1, lots]\n", ["regularization.l1[1]", "expected a number", "'lots'"]),
+    ("boolean in a penalty list", "model:\n  hidden: [8]\nregularization:\n  l2: [true, 0]\n", ["regularization.l2[0]", "expected a number", "boolean"]),
+    ("null in a penalty list", "model:\n  hidden: [8]\nregularization:\n  l2: [0.1, null]\n", ["regularization.l2[1]", "expected a number", "null"]),
+    ("nested list in a penalty list", "model:\n  hidden: [8]\nregularization:\n  l1: [[0.1], 0]\n", ["regularization.l1[0]", "expected a number", "a list"]),
+    ("mapping for a penalty", "regularization:\n  l1: {a: 1}\n", ["regularization.l1", "expected a number", "a mapping"]),
+    ("string for a penalty", "regularization:\n  activity_l1: strong\n", ["regularization.activity_l1", "expected a number"]),
+    # input scaling
+    ("normalize unknown", "data:\n  normalize: minmax\n", ["data.normalize", "choose one of standardize, unit, none"]),
+    ("normalize a number", "data:\n  normalize: 255\n", ["data.normalize", "is not allowed"]),
+    ("normalize a list", "data:\n  normalize: [unit]\n", ["data.normalize", "is not allowed"]),
     # devices
     ("device with a newline", 'train:\n  device: "cpu\\n"\n', ["train.device", "'cpu\\n' is not a device"]),
     ("device index of 20 digits", "train:\n  device: cuda:99999999999999999999\n", ["train.device", "is not a device"]),
@@ -247,6 +271,10 @@ BAD_OVERRIDES = [
     ("batch_size nan", ["train.batch_size=.nan"], ["train.batch_size", "expected an integer"]),
     ("lr inf", ["optim.lr=.inf"], ["optim.lr", "finite"]),
     ("epochs a boolean", ["train.epochs=yes"], ["train.epochs", "boolean"]),
+    ("penalty list of the wrong length", ["regularization.l2=[0.1, 0.1, 0.1]"], ["regularization.l2", "3 values for 2 weight matrices"]),
+    ("depth that no longer fits a penalty list", ["regularization.l1=[0.1, 0]", "model.depth=3"], ["regularization.l1", "2 values for 4 weight matrices"]),
+    ("penalty list alias bomb", [f"regularization.l2={_flow_bomb()}"], ["more than 100,000 values"]),
+    ("normalize unknown", ["data.normalize=x/255"], ["data.normalize", "choose one of"]),
 ]
 
 
