@@ -656,7 +656,7 @@ def config_to_yaml(config: Config) -> str:
 UNHASHED_KEYS = ("train.threads", "train.tensorboard")
 # Keys added after run folders first recorded a hash, left out while at their default, so that
 # runs recorded before a key existed are still recognised as the same experiments.
-LATER_KEYS = {}
+LATER_KEYS = {"data.normalize": "standardize"}
 
 
 def config_hash(config: Config) -> str:
