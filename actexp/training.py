@@ -449,7 +449,11 @@ class Recorder:
         self.summary.setdefault("stopped_early", False)
         chosen = next(r for r in self.history if r["epoch"] == selected)
         result = {key: chosen[key] for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
-        return self.finish("completed", selected_epoch=selected, **result, test_loss=test_loss, test_acc=test_acc)
+        run = self.finish("completed", selected_epoch=selected, **result, test_loss=test_loss, test_acc=test_acc)
+        from .plots import save_run_curves  # matplotlib, if at all, only now: a run's start stays fast
+
+        save_run_curves(self.folder, self.baseline + self.history, f"{self.config.name} ({self.folder.name})", selected)
+        return run
 
     def finish(self, status: str, **extra) -> Run:
         summary = self.summary

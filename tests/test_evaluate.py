@@ -1,20 +1,24 @@
-"""Using what a run trained: every completed run keeps its result weights (model.pt); load_run gives back the model, config and preprocessing that reproduce the run's own
+"""Using what a run trained: every completed run keeps its result weights (model.pt) and draws its
+curves.png; load_run gives back the model, config and preprocessing that reproduce the run's own
 test figures exactly; `actexp eval` measures a run class by class, `actexp plot --boundary` draws
 a 2-D model's decision regions."""
 
 from __future__ import annotations
 
 import re
+import sys
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import actexp
 from actexp.config import config_from_dict
 from actexp.errors import ActexpError, ConfigError
 from actexp.evaluation import decision_grid, evaluate_run, load_run
-from actexp.runs import read_history
+from actexp.runs import RunFolderWarning, read_history, read_summary
 from actexp.training import train, train_group
 
 from conftest import cli, tiny_config
@@ -230,3 +234,44 @@ def test_plot_boundary_draws_a_2d_run_and_refuses_others_in_one_line(tmp_path, d
     assert not (tmp_path / "boundary.png").exists()
     both = cli("plot", "--boundary", xor.dir, mnist.dir)
     assert both.exit_code == 2 and "give one run folder" in both.output
+
+
+# ----------------------------------------------------------------------------- curves.png
+
+
+def test_a_completed_run_draws_its_curves(tmp_path):
+    run = xor_run(tmp_path)
+    assert (run.dir / "curves.png").read_bytes().startswith(PNG)
+    from actexp.plots import draw_run_curves
+
+    figure = draw_run_curves(read_history(run.dir), selected=run.summary["selected_epoch"])
+    loss, accuracy = figure.axes
+    assert [line.get_label() for line in loss.get_lines()] == ["train", "val", "selected (epoch 15)"]
+    train_line = loss.get_lines()[0]
+    assert list(train_line.get_ydata()) == [r["train_loss"] for r in run.history]
+    assert list(accuracy.get_lines()[1].get_ydata()) == [r["val_acc"] for r in run.history]
+
+
+def test_without_matplotlib_a_run_completes_without_curves(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = xor_run(tmp_path)
+    assert run.status == "completed" and (run.dir / "model.pt").exists() and not (run.dir / "curves.png").exists()
+
+
+def test_a_plotting_failure_is_a_warning_and_loses_nothing(tmp_path, monkeypatch):
+    import actexp.plots as plots
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(plots, "draw_run_curves", broken)
+    with pytest.warns(RunFolderWarning, match=r"curves.png not drawn \(RuntimeError: no fonts\); the run itself is complete"):
+        run = xor_run(tmp_path)
+    assert run.status == "completed" and read_summary(run.dir)["status"] == "completed"
+    assert not (run.dir / "curves.png").exists() and load_run(run.dir).epoch == run.summary["selected_epoch"]
+    config = tmp_path / "xor.yaml"
+    config.write_text(yaml.safe_dump(XOR))
+    shown = cli("train", config, "--runs-dir", tmp_path / "cli", "--quiet")
+    assert shown.exit_code == 0 and "warning: " in shown.output and "no fonts" in shown.output and "Traceback" not in shown.output
