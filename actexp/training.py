@@ -446,14 +446,16 @@ class Recorder:
         # The tested weights are the run's result, kept whatever train.checkpoint says (load_run reads
         # them); written before summary.json says completed, so a completed run always has them.
         save_weights(model.state_dict(), selected, self.folder / MODEL)
-        self.summary.setdefault("stopped_early", False)
-        chosen = next(r for r in self.history if r["epoch"] == selected)
-        result = {key: chosen[key] for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
-        run = self.finish("completed", selected_epoch=selected, **result, test_loss=test_loss, test_acc=test_acc)
+        # Drawn before the run says completed: Ctrl-C while matplotlib loads (~1 s) leaves an
+        # interrupted run that resumes straight to this point, never a completed folder whose
+        # caller (a sweep's ledger) heard "interrupted".
         from .plots import save_run_curves  # matplotlib, if at all, only now: a run's start stays fast
 
         save_run_curves(self.folder, self.baseline + self.history, f"{self.config.name} ({self.folder.name})", selected)
-        return run
+        self.summary.setdefault("stopped_early", False)
+        chosen = next(r for r in self.history if r["epoch"] == selected)
+        result = {key: chosen[key] for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
+        return self.finish("completed", selected_epoch=selected, **result, test_loss=test_loss, test_acc=test_acc)
 
     def finish(self, status: str, **extra) -> Run:
         summary = self.summary

@@ -275,3 +275,25 @@ def test_a_plotting_failure_is_a_warning_and_loses_nothing(tmp_path, monkeypatch
     config.write_text(yaml.safe_dump(XOR))
     shown = cli("train", config, "--runs-dir", tmp_path / "cli", "--quiet")
     assert shown.exit_code == 0 and "warning: " in shown.output and "no fonts" in shown.output and "Traceback" not in shown.output
+
+
+def test_ctrl_c_while_the_curves_are_drawn_leaves_a_resumable_run_never_a_completed_one_said_interrupted(tmp_path, monkeypatch):
+    """Drawing (importing matplotlib: about a second) comes before the run says completed, so a
+    Ctrl-C then is an interrupted run, which resumes straight to its result."""
+    import actexp.plots as plots
+
+    real = plots.draw_run_curves
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "draw_run_curves", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        xor_run(tmp_path)
+    (folder,) = (tmp_path / "runs" / "xor_relu").iterdir()
+    assert read_summary(folder)["status"] == "interrupted"
+    monkeypatch.setattr(plots, "draw_run_curves", real)
+    resumed = train(folder / "config.yaml", resume=folder)
+    reference = xor_run(tmp_path / "reference")
+    assert resumed.status == "completed" and resumed.summary["test_acc"] == reference.summary["test_acc"]
+    assert (folder / "curves.png").exists() and load_run(folder).epoch == reference.summary["selected_epoch"]
