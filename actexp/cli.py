@@ -360,9 +360,12 @@ def eval_run(
 
     if output is not None:
         try:
-            import matplotlib  # noqa: F401
+            from matplotlib.backend_bases import FigureCanvasBase
         except ImportError:
             fail("-o needs matplotlib: pip install 'actexp[plot]'", 1)
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if output.suffix[1:].lower() not in formats:
+            fail(f"-o {output}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}; the suffix picks the format", 2)
     result = evaluate_run(resolve_run(run), split, dataset)
     on = result["dataset"] if result["dataset"] == result["trained_on"] else f"{result['dataset']} (trained on {result['trained_on']})"
     out.print(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "

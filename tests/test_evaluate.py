@@ -196,6 +196,7 @@ def test_eval_on_another_dataset_of_the_same_shape(tmp_path, data_root, fashion_
     (["--dataset", "xor"], r"--dataset xor: 2 input features and 2 classes"),
     (["--dataset", "imagenet"], r"--dataset: unknown dataset 'imagenet'"),
     (["--split", "train"], r"--split train: choose test or val"),
+    (["-o", "cm.txt"], r"-o cm.txt: matplotlib writes .*; the suffix picks the format"),
 ])
 def test_eval_refuses_what_does_not_fit_in_one_line(tmp_path, data_root, args, message):
     trained = train(tiny_config(train={**tiny_config()["train"], "epochs": 1}), runs_dir=tmp_path / "runs")
