@@ -44,7 +44,7 @@ class Preprocess:
     device: str = "cpu"
 
     def __call__(self, raw):
-        x = raw if torch.is_tensor(raw) else torch.as_tensor(_array(raw))
+        x = raw if torch.is_tensor(raw) else _tensor(raw)
         if self.mean and x.dtype != torch.uint8:
             raise ActexpError(f"preprocess: expected uint8 pixel values (0..255), as {self.data.dataset.name} stores its images; got {x.dtype}")
         if not self.mean and (x.dtype.is_complex or x.dtype == torch.bool):
@@ -69,10 +69,15 @@ class Preprocess:
         raise ActexpError(f"preprocess: {self.data.dataset.name} inputs are {accepted}; got {tuple(x.shape)}")
 
 
-def _array(raw):
+def _tensor(raw):
+    """A numpy array (or nested lists) as a tensor: a copy, since torch will not share a read-only
+    array (one made by np.frombuffer, as IDX readers do) without a warning."""
     import numpy as np
 
-    return np.asarray(raw)
+    try:
+        return torch.from_numpy(np.array(raw))
+    except (TypeError, ValueError) as e:
+        raise ActexpError(f"preprocess: expected an array of images or features ({str(e).splitlines()[0][:80]})") from None
 
 
 @dataclass(frozen=True)

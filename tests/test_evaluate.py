@@ -128,6 +128,12 @@ def test_mnist_preprocessing_takes_what_the_dataset_stores(tmp_path, data_root, 
     assert abs(float(run.preprocess(mnist_set.x_train).mean())) < 0.5  # standardized (the set's own statistics)
     with pytest.raises(ActexpError, match=r"got \(7, 784\)$"):
         run.preprocess(images.reshape(7, 784))
+    with pytest.raises(ActexpError, match=r"^preprocess: expected an array of images or features"):
+        run.preprocess(["not", "images"])
+    read_only = np.frombuffer(images.tobytes(), np.uint8).reshape(7, 28, 28)  # as IDX readers make them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(run.preprocess(read_only), expected)
 
 
 def test_a_run_without_result_weights_says_why_in_one_line(tmp_path, data_root):
