@@ -13,6 +13,7 @@ _LAZY = {
     "train": "training", "train_group": "training", "Run": "training", "evaluate": "training",
     "run_sweep": "sweep", "load_sweep": "sweep",
     "compare": "report", "plot": "plots", "list_runs": "report",
+    "load_run": "evaluation", "evaluate_run": "evaluation",
 }
 
 
@@ -24,4 +25,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'actexp' has no attribute {name!r}")
 
 
-__all__ = ["Config", "Run", "compare", "config_from_dict", "list_runs", "load_config", "load_sweep", "plot", "run_sweep", "train", "train_group"]
+__all__ = ["Config", "Run", "compare", "config_from_dict", "evaluate_run", "list_runs", "load_config", "load_run", "load_sweep", "plot", "run_sweep",
+           "train", "train_group"]

@@ -344,26 +344,41 @@ def compare(
 @user_errors
 def plot(
     paths: List[Path] = typer.Argument(..., help="Sweep folders, run folders, or folders holding runs."),
-    output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="The file to write; its suffix picks the format: .png (the default), .pdf or .svg (vector, for papers)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The file to write (default curves.png; boundary.png with --boundary); its suffix picks the format: .png, .pdf or .svg (vector, for papers)."),
     metric: str = typer.Option("val_acc", "--metric", "-m", help="val_acc, val_loss, train_acc, train_loss or lr."),
     group_by: List[str] = typer.Option([], "--group-by", "-g", help="One line per value of these keys (repeatable)."),
     panel_by: Optional[str] = typer.Option(None, "--panel-by", "-p", help="One panel per value of this key, e.g. init or seed (default: with two varying keys, the one with fewer values)."),
     diag: Optional[str] = typer.Option(None, "--diag", help="Plot a per-layer diagnostic instead: grad_norm, grad_ratio, dead_fraction, saturated_fraction, act_std, ... (one panel per run)."),
     sharey: bool = typer.Option(False, "--sharey", help="With --diag: one y scale for every panel, so that panels compare (learning-curve panels always share theirs)."),
+    boundary: bool = typer.Option(False, "--boundary", help="Draw one run's decision regions with its test points instead (a run on a 2-D dataset: xor)."),
 ):
     """Learning curves overlaid: one line per config, the mean across seeds with a ±1 sd band,
     legend best first (as `compare` ranks); with two varying keys, a panel per value of one of
-    them. With --diag, one line per layer over epochs, one panel per run. -o x.pdf or -o x.svg
-    writes a PDF or an SVG."""
+    them. With --diag, one line per layer over epochs, one panel per run. With --boundary, one
+    run's decision regions. -o x.pdf or -o x.svg writes a PDF or an SVG."""
     try:
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         fail("plot needs matplotlib: pip install 'actexp[plot]'", 1)
+    output = output or Path("boundary.png" if boundary else "curves.png")
     if not output.suffix:
         output = output.with_suffix(".png")  # what matplotlib would write anyway
     formats = FigureCanvasBase.get_supported_filetypes()
     if output.suffix[1:].lower() not in formats:
         fail(f"-o {output}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}; the suffix picks the format", 2)
+    if boundary:
+        if diag or panel_by or group_by:
+            fail("--boundary draws one run's decision regions; drop --diag, --panel-by and --group-by", 2)
+        if len(paths) != 1:
+            fail("--boundary draws one run: give one run folder (or a folder of runs: the latest is drawn)", 2)
+        from .evaluation import decision_grid, draw_boundary
+        from .show import resolve_run
+
+        run = resolve_run(paths[0])
+        grid = decision_grid(run)
+        draw_boundary(grid, output, title=f"{run.parent.name} ({run.name})")
+        out.print(f"wrote {output} (decision regions of {run}: test accuracy {grid.accuracy:.4f} on {len(grid.labels)} points)", markup=False, soft_wrap=True)
+        return
     if diag:
         from .diagplot import plot_diagnostics
         from .runs import find_runs
@@ -414,6 +429,67 @@ def show(run: Path = typer.Argument(..., help="A run folder, or a folder of runs
     from .show import show_run
 
     show_run(out, run)
+
+
+@app.command("eval", cls=Command)
+@user_errors
+def eval_run(
+    run: Path = typer.Argument(..., help="A completed run folder, or a folder of runs (the latest is used)."),
+    split: str = typer.Option("test", "--split", help="test, or val (the validation samples the run held out)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the same input shape and classes (e.g. a mnist run on fashion_mnist), preprocessed as the run's own data."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also draw the confusion matrix to this file (.png, .pdf or .svg)."),
+):
+    """A run's result weights (its selected epoch's) on a split: loss, accuracy, per-class accuracy
+    and the confusion matrix."""
+    from .evaluation import evaluate_run
+    from .show import resolve_run
+
+    if output is not None:
+        try:
+            from matplotlib.backend_bases import FigureCanvasBase
+        except ImportError:
+            fail("-o needs matplotlib: pip install 'actexp[plot]'", 1)
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if output.suffix[1:].lower() not in formats:
+            fail(f"-o {output}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}; the suffix picks the format", 2)
+    result = evaluate_run(resolve_run(run), split, dataset)
+    on = result["dataset"] if result["dataset"] == result["trained_on"] else f"{result['dataset']} (trained on {result['trained_on']})"
+    out.print(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "
+              f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}", markup=False, soft_wrap=True)
+    for table in _eval_tables(result):
+        print_table(table)
+    if output is not None:
+        from .evaluation import draw_confusion
+
+        draw_confusion(result, output)
+        out.print(f"wrote {output}", markup=False, soft_wrap=True)
+
+
+def _eval_tables(result: dict) -> list:
+    """Per-class accuracy (with the class each is most often mistaken for) and, for up to 20
+    classes, the confusion matrix."""
+    from rich.table import Table
+
+    from .evaluation import MAX_TABLE_CLASSES
+
+    names = result["classes"]
+    per_class = Table(title="per class", title_justify="left")
+    for column in ("class", "samples", "accuracy", "most often taken for"):
+        per_class.add_column(column, justify="left" if column in ("class", "most often taken for") else "right")
+    for row in result["per_class"]:
+        confused = f"{names[row['confused_with']]} ({row['confused_count']})" if row["confused_with"] is not None else ""
+        accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+        per_class.add_row(row["name"], str(row["n"]), accuracy, confused)
+    if len(names) > MAX_TABLE_CLASSES:
+        per_class.caption = f"confusion matrix: {len(names)} × {len(names)}, drawn with -o cm.png"
+        return [per_class]
+    confusion = Table(title="confusion matrix", title_justify="left")
+    confusion.add_column("true \\ predicted")
+    for name in names:
+        confusion.add_column(name, justify="right")
+    for name, counts in zip(names, result["confusion"]):
+        confusion.add_row(name, *(str(c) if c else "·" for c in counts))
+    return [per_class, confusion]
 
 
 @data_app.command("download", cls=Command)

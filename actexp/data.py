@@ -266,23 +266,42 @@ def load_source(dataset, root: str | None, seed: int, download: bool = True) -> 
 def load_data(data_config, device, download: bool = True) -> Data:
     """Load, split (seeded), subset, normalize, flatten, and move every split to `device` once."""
     source = load_source(data_config.dataset, data_config.root, data_config.split_seed, download)
-    n = len(source.y_train)
-    val_size = data_config.val_size or min(DEFAULT_VAL_SIZE, n // 5)
-    if val_size >= n:
-        raise ConfigError(f"data.val_size: {val_size} leaves no training samples (the training set has {n})")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(data_config.split_seed))
-    val_idx, train_idx = order[:val_size], order[val_size:].sort().values
+    train_idx, val_idx = split_indices(len(source.y_train), data_config)
     if data_config.subset:
         train_idx = train_idx[: data_config.subset]
 
     def prepare(x, y):
-        x = _normalize(x, source.mean, source.std, data_config.normalize).flatten(1)
-        return x.to(device), y.to(device)
+        return model_inputs(x, data_config, source.mean, source.std).to(device), y.to(device)
 
     x_train, y_train = prepare(source.x_train[train_idx], source.y_train[train_idx])
     x_val, y_val = prepare(source.x_train[val_idx], source.y_train[val_idx])
     x_test, y_test = prepare(source.x_test, source.y_test)
     return Data(x_train, y_train, x_val, y_val, x_test, y_test, x_train.shape[1], source.n_classes)
+
+
+def split_indices(n: int, data_config):
+    """(train, validation) indices into a training set of n samples: the seeded split every run of
+    this data config makes (`actexp eval --split val` takes the same samples)."""
+    val_size = data_config.val_size or min(DEFAULT_VAL_SIZE, n // 5)
+    if val_size >= n:
+        raise ConfigError(f"data.val_size: {val_size} leaves no training samples (the training set has {n})")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(data_config.split_seed))
+    return order[val_size:].sort().values, order[:val_size]
+
+
+def input_statistics(dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel that a dataset's Source carries, known without loading it: what
+    load_run's preprocessing normalizes with."""
+    if dataset.name in IMAGE_SETS:
+        return IMAGE_SETS[dataset.name].mean, IMAGE_SETS[dataset.name].std
+    return (), ()
+
+
+def model_inputs(x, data_config, mean, std):
+    """Raw inputs as a Source holds them (uint8 images (N, C, H, W), or features (N, D)) -> the
+    model's input: normalized as the data config says, flattened. Training (load_data) and a loaded
+    run's preprocessing (evaluation.load_run) both go through here, so they cannot differ."""
+    return _normalize(x, mean, std, data_config.normalize).flatten(1)
 
 
 def _normalize(x, mean, std, mode: str = "standardize"):

@@ -265,3 +265,60 @@ def plot(paths, out: str | Path, metric: str = "val_acc", group_by: list[str] | 
     curves = describe_curves(collect_runs(paths), metric, group_by, panel_by, title)
     draw_curves(curves, out)
     return Path(out), curves
+
+
+# ----------------------------------------------------------------------------- one run's curves.png
+
+RUN_PANELS = (("loss", "train_loss", "val_loss"), ("accuracy", "train_acc", "val_acc"))
+
+
+def draw_run_curves(records: list[dict], out: str | Path | None = None, title: str = "", selected: int | None = None):
+    """One run's curves.png (as Ultralytics' results.png): loss and accuracy, train and val, over
+    its epochs, the selected epoch marked. The epoch-0 record (the untrained model, val only) starts
+    the val lines. Written atomically to `out` (PNG) when given; returns the matplotlib Figure."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state; works headless
+    from matplotlib.ticker import MaxNLocator
+
+    from .runs import write_atomic
+
+    figure = Figure(figsize=(9, 3.4), dpi=100)
+    axes = figure.subplots(1, 2)
+    for ax, (name, *keys) in zip(axes, RUN_PANELS):
+        for key, color in zip(keys, PALETTE):
+            points = [(r["epoch"], r[key]) for r in records if _finite(r.get(key))]
+            if points:
+                ax.plot(*zip(*points), color=color, linewidth=1.6, label=key.split("_")[0], marker="o" if len(points) == 1 else None)
+        if selected is not None:
+            ax.axvline(selected, color="#7f7f7f", linestyle=":", linewidth=1, label=f"selected (epoch {selected})")
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", frameon=False)
+    if title:
+        figure.suptitle(title, fontsize="medium")
+    # Fixed margins: tight_layout would render the figure once more to measure it (~0.1 s a run).
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.84, wspace=0.2)
+    if out is not None:
+        write_atomic(Path(out), lambda file: figure.savefig(file, format="png"))
+    return figure
+
+
+def save_run_curves(folder: Path, records: list[dict], title: str = "", selected: int | None = None) -> Path | None:
+    """Draw a finished run's curves.png; never fails the run: without matplotlib nothing is drawn,
+    and any failure to draw is one warning (the run's own files are already written)."""
+    import warnings
+
+    from .runs import RunFolderWarning
+
+    try:
+        import matplotlib  # noqa: F401  (optional: pip install 'actexp[plot]')
+    except ImportError:
+        return None
+    out = Path(folder) / "curves.png"
+    try:
+        draw_run_curves(records, out, title, selected)
+    except Exception as e:
+        warnings.warn(f"{out} not drawn ({type(e).__name__}: {e}); the run itself is complete", RunFolderWarning, stacklevel=2)
+        return None
+    return out

@@ -24,6 +24,7 @@ from pathlib import Path
 from .errors import ActexpError
 
 CHECKPOINTS = "checkpoints"
+MODEL = "model.pt"  # a completed run's result weights (its selected epoch's), whatever train.checkpoint says
 LOCK = ".lock"
 LEDGER = "sweep.json"
 RESULTS = ("completed", "diverged")  # a diverged run is a result too: that config diverges
@@ -109,6 +110,15 @@ def save_checkpoint(state: dict, path: Path) -> None:
     import torch
 
     write_atomic(path, lambda file: torch.save({"format": CHECKPOINT_FORMAT, **state}, file))
+
+
+def save_weights(model_state: dict, epoch: int, path: Path) -> None:
+    """A run's result weights: the state_dict alone (each tensor its own copy, so that a view into
+    a fused group's stacked parameters saves its own numbers, not the whole stack's storage)."""
+    import torch
+
+    weights = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in model_state.items()}
+    write_atomic(path, lambda file: torch.save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": weights}, file))
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -251,30 +261,56 @@ def read_config(run_dir: Path) -> dict:
     return config or {}
 
 
-def load_checkpoint(path: Path, max_bytes: int) -> dict:
-    """A checkpoint saved by `save_checkpoint`, loaded with weights_only=True (tensors and plain
-    data only: a checkpoint from elsewhere cannot run code). DamagedFile for anything else."""
+def _load_weights_only(path: Path, max_bytes: int, what: str = "checkpoint"):
+    """torch.load with weights_only=True of a regular file of at most `max_bytes` (checked before
+    reading); DamagedFile naming the file for anything else."""
     import pickle
     import torch
 
-    path = Path(path)
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise DamagedFile(f"{path}: {size:,} bytes, far more than this run's checkpoint can be ({max_bytes:,}); not loaded")
+    try:
+        info = path.stat()
+    except OSError as e:  # gone meanwhile, a dangling link, a link loop
+        raise DamagedFile(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DamagedFile(f"{path}: not a regular file")
+    if info.st_size > max_bytes:
+        raise DamagedFile(f"{path}: {info.st_size:,} bytes, far more than this run's {what} can be ({max_bytes:,}); not loaded")
     try:
         with warnings.catch_warnings():  # torch's remarks on a foreign file's pickle protocol
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DamagedFile(f"{path}: refused: it holds Python objects other than tensors and plain data, which could run code when loaded") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise DamagedFile(f"{path}: not a checkpoint actexp can load safely ({reason}); only tensors and plain data are accepted") from None
+
+
+def load_checkpoint(path: Path, max_bytes: int) -> dict:
+    """A checkpoint saved by `save_checkpoint`, loaded with weights_only=True (tensors and plain
+    data only: a checkpoint from elsewhere cannot run code). DamagedFile for anything else."""
+    path = Path(path)
+    state = _load_weights_only(path, max_bytes)
     missing = [k for k in ("epoch", "model", "optimizer", "rng", "best") if not isinstance(state, dict) or k not in state]
     if missing:
         raise DamagedFile(f"{path}: not an actexp checkpoint (missing {', '.join(missing)})")
     if state.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
         raise DamagedFile(f"{path}: checkpoint format {state['format']!r}, this actexp reads format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def load_weights(path: Path, max_bytes: int) -> dict:
+    """model.pt as `save_weights` wrote it ({"epoch", "model": name -> tensor}), loaded with
+    weights_only=True and at most `max_bytes` read; DamagedFile for anything else. The caller checks
+    the names and shapes against the model its config builds."""
+    import torch
+
+    state = _load_weights_only(Path(path), max_bytes, "model")
+    model = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(model, dict) or not model or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in model.items()):
+        raise DamagedFile(f"{path}: not actexp result weights (a model state_dict of named tensors)")
+    if state.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT or type(state.get("epoch")) is not int:
+        raise DamagedFile(f"{path}: not actexp result weights (format {state.get('format')!r}, epoch {state.get('epoch')!r:.40})")
     return state
 
 

@@ -31,6 +31,7 @@ from .model import MLP, build_model, count_parameters
 from .resources import available_bytes, check_fits, estimate_bytes
 from .runs import (
     CHECKPOINTS,
+    MODEL,
     DamagedFile,
     load_checkpoint,
     locked,
@@ -38,6 +39,7 @@ from .runs import (
     read_history,
     read_summary,
     save_checkpoint,
+    save_weights,
     write_json_atomic,
     write_metrics,
     write_text_atomic,
@@ -482,6 +484,15 @@ class Recorder:
             model.load_state_dict(self.best_weights)
             selected = self.best.epoch
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+        # The tested weights are the run's result, kept whatever train.checkpoint says (load_run reads
+        # them); written before summary.json says completed, so a completed run always has them.
+        save_weights(model.state_dict(), selected, self.folder / MODEL)
+        # Drawn before the run says completed: Ctrl-C while matplotlib loads (~1 s) leaves an
+        # interrupted run that resumes straight to this point, never a completed folder whose
+        # caller (a sweep's ledger) heard "interrupted".
+        from .plots import save_run_curves  # matplotlib, if at all, only now: a run's start stays fast
+
+        save_run_curves(self.folder, self.baseline + self.history, f"{self.config.name} ({self.folder.name})", selected)
         self.summary.setdefault("stopped_early", False)
         chosen = next(r for r in self.history if r["epoch"] == selected)
         result = {key: chosen[key] for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
