@@ -341,6 +341,10 @@ def run_sweep(
     elif backend not in (None, "local") and not isinstance(backend, Backend):
         raise ConfigError(f"backend {backend!r}: expected local or ray")
     sweep = load_sweep(path, overrides, grid=grid, seeds=seeds)
+    if any(run.config.train.tensorboard for run in sweep.runs):
+        from .board import require_tensorboard
+
+        require_tensorboard()  # once, before the sweep folder exists, rather than a failure per run
     sweep_dir = Path(runs_dir) / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with locked(sweep_dir, f"sweep {sweep.name}", wait), sigterm_as_interrupt():

@@ -95,3 +95,7 @@ def test_without_the_package_one_line_names_the_fix_before_anything_is_written(t
     assert not (tmp_path / "runs").exists()
     off = cli("train", path, "train.tensorboard=false", "--runs-dir", tmp_path / "runs", "-q")
     assert off.exit_code == 0 and not any((run / BOARD).exists() for run in run_dirs(tmp_path / "runs"))
+    # a sweep says it once, before its folder exists, rather than failing every run
+    sweep = cli("sweep", path, "--seeds", "2", "--runs-dir", tmp_path / "swept")
+    assert sweep.exit_code == 2 and len(sweep.output.strip().splitlines()) == 1 and "pip install 'actexp[tensorboard]'" in sweep.output
+    assert not (tmp_path / "swept").exists()
