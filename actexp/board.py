@@ -34,19 +34,35 @@ def layer_tag(metric: str, layer) -> str:
 class Board:
     """One run's event writer. Opening it hides whatever an earlier attempt wrote to the folder (a
     resumed or restarted run: TensorBoard's purge from step 0) and writes the records so far again,
-    so a resumed run's events hold each epoch once, equal to its metrics files."""
+    so a resumed run's events hold each epoch once, equal to its metrics files.
+
+    The events are a view of files the run writes anyway: a board that cannot write (its folder is
+    a file or a link, the disk is full) says so in one warning and stops, and the run goes on."""
 
     def __init__(self, run_dir: Path, records: list[dict]):
-        from torch.utils.tensorboard import SummaryWriter
+        self.writer = None
+        folder = Path(run_dir) / BOARD
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            return self._give_up(f"{folder} is not a folder (a file or a link)")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / BOARD), purge_step=0)
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=0)
+        except Exception as e:
+            return self._give_up(f"{folder}: {type(e).__name__}: {e}")
         for record in records:
             self.log(record, flush=False)
-        self.writer.flush()
+        if self.writer is not None:
+            self._guarded(self.writer.flush)
 
     def log(self, record: dict, flush: bool = True) -> None:
         """One epoch record at step = its epoch. Epoch 0 (the model as initialized) gives only its
         per-layer figures, as metrics.csv starts at epoch 1 and diagnostics.csv at epoch 0."""
+        if self.writer is None:
+            return
+        self._guarded(lambda: self._write(record, flush))
+
+    def _write(self, record: dict, flush: bool) -> None:
         step = record["epoch"]
         if step >= 1:
             for key, tag in TAGS.items():
@@ -60,4 +76,20 @@ class Board:
             self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self._guarded(self.writer.close)
+            self.writer = None
+
+    def _guarded(self, write) -> None:
+        try:
+            write()
+        except Exception as e:
+            self._give_up(f"{type(e).__name__}: {e}")
+
+    def _give_up(self, why: str) -> None:
+        import warnings
+
+        from .runs import RunFolderWarning
+
+        self.writer = None
+        warnings.warn(f"TensorBoard events are no longer written ({why}); the run goes on, its metrics files have every figure", RunFolderWarning, stacklevel=3)

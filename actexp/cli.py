@@ -183,6 +183,9 @@ def _resumable(resume: Path, runs_dir: Path) -> Path:
 
     if not resume.exists() and not resume.is_absolute() and (runs_dir / resume).is_dir():
         resume = runs_dir / resume
+    if not resume.is_dir():
+        hint = f"to train a config, `actexp train {resume}`" if resume.suffix in (".yaml", ".yml") else f"nor under {runs_dir}"
+        fail(f"--resume {resume}: not a run folder or a config's folder of runs ({hint}); give runs/<name>/<run id> or runs/<name>", 2)
     run = latest_resumable(resume)
     if run != resume:
         out.print(f"resuming {run}, the latest resumable run in {resume}", markup=False, soft_wrap=True)
@@ -370,11 +373,12 @@ def plot(
         if diag or panel_by or group_by:
             fail("--boundary draws one run's decision regions; drop --diag, --panel-by and --group-by", 2)
         if len(paths) != 1:
-            fail("--boundary draws one run: give one run folder (or a folder of runs: the latest is drawn)", 2)
-        from .evaluation import decision_grid, draw_boundary
-        from .show import resolve_run
+            fail("--boundary draws one run: give one run folder (or a folder of runs: its latest completed run is drawn)", 2)
+        from .evaluation import decision_grid
+        from .plots import draw_boundary
+        from .show import resolve_completed_run
 
-        run = resolve_run(paths[0])
+        run = resolve_completed_run(paths[0])
         grid = decision_grid(run)
         draw_boundary(grid, output, title=f"{run.parent.name} ({run.name})")
         out.print(f"wrote {output} (decision regions of {run}: test accuracy {grid.accuracy:.4f} on {len(grid.labels)} points)", markup=False, soft_wrap=True)
@@ -434,7 +438,7 @@ def show(run: Path = typer.Argument(..., help="A run folder, or a folder of runs
 @app.command("eval", cls=Command)
 @user_errors
 def eval_run(
-    run: Path = typer.Argument(..., help="A completed run folder, or a folder of runs (the latest is used)."),
+    run: Path = typer.Argument(..., help="A completed run folder, or a folder of runs (its latest completed run is used)."),
     split: str = typer.Option("test", "--split", help="test, or val (the validation samples the run held out)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the same input shape and classes (e.g. a mnist run on fashion_mnist), preprocessed as the run's own data."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also draw the confusion matrix to this file (.png, .pdf or .svg)."),
@@ -442,7 +446,7 @@ def eval_run(
     """A run's result weights (its selected epoch's) on a split: loss, accuracy, per-class accuracy
     and the confusion matrix."""
     from .evaluation import evaluate_run
-    from .show import resolve_run
+    from .show import resolve_completed_run
 
     if output is not None:
         try:
@@ -452,14 +456,14 @@ def eval_run(
         formats = FigureCanvasBase.get_supported_filetypes()
         if output.suffix[1:].lower() not in formats:
             fail(f"-o {output}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}; the suffix picks the format", 2)
-    result = evaluate_run(resolve_run(run), split, dataset)
+    result = evaluate_run(resolve_completed_run(run), split, dataset)
     on = result["dataset"] if result["dataset"] == result["trained_on"] else f"{result['dataset']} (trained on {result['trained_on']})"
     out.print(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "
               f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}", markup=False, soft_wrap=True)
     for table in _eval_tables(result):
         print_table(table)
     if output is not None:
-        from .evaluation import draw_confusion
+        from .plots import draw_confusion
 
         draw_confusion(result, output)
         out.print(f"wrote {output}", markup=False, soft_wrap=True)

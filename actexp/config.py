@@ -663,26 +663,22 @@ def config_hash(config: Config) -> str:
     """A short stable hash of the resolved config (sweeps use it to recognise finished runs)."""
     plain = config_to_dict(config)
     for key in UNHASHED_KEYS:
-        _drop(plain, key)
+        parent, last = _parent(plain, key)
+        parent.pop(last, None)
     for key, default in LATER_KEYS.items():
-        if _lookup(plain, key) == default:
-            _drop(plain, key)
+        parent, last = _parent(plain, key)
+        if parent.get(last) == default:
+            del parent[last]
     text = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _lookup(plain: dict, dotted: str):
+def _parent(plain: dict, dotted: str) -> tuple[dict, str]:
+    """The mapping that holds a dotted key, and the key's last part."""
     *parents, last = dotted.split(".")
     for part in parents:
         plain = plain.get(part, {})
-    return plain.get(last)
-
-
-def _drop(plain: dict, dotted: str) -> None:
-    *parents, last = dotted.split(".")
-    for part in parents:
-        plain = plain.get(part, {})
-    plain.pop(last, None)
+    return plain, last
 
 
 def as_config(config: Config | Mapping | str | Path) -> Config:

@@ -16,7 +16,7 @@ from typing import Sequence
 from .diagnostics import METRICS, OUTPUT_LAYER, layer_names, layer_values
 from .config import _did_you_mean
 from .errors import ActexpError, ConfigError
-from .plots import line_styles
+from .plots import line_styles, save_figure
 from .runs import read_history, read_summary
 
 # Gradient figures span orders of magnitude (a vanishing gradient is 1e-7 of the output layer's).
@@ -110,5 +110,5 @@ def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", 
     figure.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, dpi=120)
+        save_figure(figure, out, dpi=120)
     return figure

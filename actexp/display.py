@@ -215,7 +215,7 @@ class SweepDisplay:
         for r in shown:
             status = f"{r.status} (earlier)" if r.note else r.status
             table.add_row(
-                r.name, Text(status, style=STATUS_STYLES.get(r.status, "")),
+                Text(r.name), Text(status, style=STATUS_STYLES.get(r.status, "")),
                 f"{r.epoch}/{r.epochs}" if r.epochs else "", "" if math.isnan(r.val_acc) else f"{r.val_acc:.4f}",
                 _duration(r.elapsed()) if r.started else "", _duration(r.eta()),
             )
@@ -286,7 +286,7 @@ class _ComparisonView:
                 table.add_column(header[i], justify="left" if label or metric <= i < ranking else "right", no_wrap=not label, overflow="fold")
             for r, cells in enumerate(rows):
                 best = r == 0 and c.rows[0].metric.n > 0
-                table.add_row(*(cells[i] for i in columns), style="bold green" if best else None)
+                table.add_row(*_plain(cells[i] for i in columns), style="bold green" if best else None)
             tables.append(table)
         return tables
 
@@ -320,6 +320,12 @@ def _width(console: Console, table: Table) -> int:
     return console.measure(table, options=console.options.update_width(10_000)).maximum
 
 
+def _plain(cells) -> list:
+    """Table cells as plain text: strings read from run folders (names, dates, overrides) are data,
+    never rich markup (a summary.json holding "[/bad]" would stop the whole table)."""
+    return [Text(cell) if isinstance(cell, str) else cell for cell in cells]
+
+
 def runs_table(rows: list[dict]) -> Table:
     """report.list_runs as a table: each run's result is its selected epoch (val acc, test acc)."""
     table = Table(box=box.SIMPLE_HEAD)
@@ -328,11 +334,11 @@ def runs_table(rows: list[dict]) -> Table:
     for column in columns:
         table.add_column(column, justify="right" if column in ("epoch", "val acc", "test acc") else "left")
     for r in rows:
-        table.add_row(
+        table.add_row(*_plain([
             r["name"], Text(r["status"], style=STATUS_STYLES.get(r["status"], "")), "" if r["selected_epoch"] is None else str(r["selected_epoch"]),
             _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), r["started"].replace("T", " "),
             *([" ".join(r.get("overrides", []))] if overrides else []), r["folder"],
-        )
+        ]))
     return table
 
 

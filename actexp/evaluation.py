@@ -220,18 +220,23 @@ def evaluate_run(run: str | Path | LoadedRun, split: str = "test", dataset: str 
 
 def eval_split(run: LoadedRun, split: str, dataset: str | None = None):
     """(inputs, labels, data config) of a split, preprocessed by the run's preprocessing."""
-    if split not in SPLITS:
-        raise ConfigError(f"--split {split}: choose test or val")
     data_config = run.config.data
     if dataset is not None and dataset != data_config.dataset.name:
         data_config = replace(data_config, dataset=_same_shape(run, parse_component(dataset, "--dataset", "dataset")))
+    x, y = raw_split(data_config, split)
+    return run.preprocess(x), y.to(run.preprocess.device), data_config
+
+
+def raw_split(data_config, split: str):
+    """(raw inputs, labels) of the test split, or of the validation samples a run with this data
+    config held out, as the dataset stores them."""
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split}: choose test or val")
     source = load_source(data_config.dataset, data_config.root, data_config.split_seed)
     if split == "test":
-        x, y = source.x_test, source.y_test
-    else:
-        _, val_idx = split_indices(len(source.y_train), data_config)
-        x, y = source.x_train[val_idx], source.y_train[val_idx]
-    return run.preprocess(x), y.to(run.preprocess.device), data_config
+        return source.x_test, source.y_test
+    _, val_idx = split_indices(len(source.y_train), data_config)
+    return source.x_train[val_idx], source.y_train[val_idx]
 
 
 def _same_shape(run: LoadedRun, other: Component) -> Component:
@@ -243,7 +248,8 @@ def _same_shape(run: LoadedRun, other: Component) -> Component:
         choice = f"; datasets that fit: {', '.join(fitting)}" if fitting else "; no other dataset has its shape"
         raise ConfigError(f"--dataset {other.name}: {other_features} input features and {other_classes} classes, but the run's "
                           f"model (trained on {trained.name}) takes {features} and tells {classes} classes apart{choice}")
-    if input_statistics(other)[0] and len(input_statistics(other)[0]) != len(run.preprocess.mean):
+    mean, _ = input_statistics(other)
+    if mean and len(mean) != len(run.preprocess.mean):
         raise ConfigError(f"--dataset {other.name}: its images have other channels than {trained.name}'s")
     return other
 
@@ -257,39 +263,6 @@ def class_names(dataset: str, n_classes: int) -> list[str]:
     """Readable class names where the dataset has them (Fashion-MNIST's garments), else the indices."""
     names = {"fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")}
     return list(names[dataset]) if dataset in names and len(names[dataset]) == n_classes else [str(c) for c in range(n_classes)]
-
-
-def draw_confusion(result: dict, out: str | Path | None = None):
-    """The confusion matrix of an `evaluate_run` result as a picture: each row coloured by its share
-    of the true class (so rare and common classes read alike), counts written in the cells when
-    there are at most 20 classes. Saved to `out` (format by its suffix) when given; returns the
-    matplotlib Figure."""
-    from matplotlib.figure import Figure
-
-    confusion = torch.tensor(result["confusion"], dtype=torch.float64)
-    k = len(confusion)
-    shares = confusion / confusion.sum(1, keepdim=True).clamp(min=1)
-    size = min(4 + 0.45 * k, 16)
-    figure = Figure(figsize=(size + 1.2, size), dpi=100, layout="constrained")
-    ax = figure.subplots()
-    image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
-    if k <= MAX_TABLE_CLASSES:
-        labels = result["classes"]
-        ax.set_xticks(range(k), labels, rotation=45 if max(map(len, labels)) > 2 else 0, ha="right" if max(map(len, labels)) > 2 else "center")
-        ax.set_yticks(range(k), labels)
-        for i in range(k):
-            for j in range(k):
-                if confusion[i, j]:
-                    ax.text(j, i, f"{int(confusion[i, j])}", ha="center", va="center", fontsize="small",
-                            color="white" if shares[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(f"{result['name']}: {result['dataset']} {result['split']} ({result['n']} samples), accuracy {result['accuracy']:.4f}", fontsize="medium")
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out)
-    return figure
 
 
 # ----------------------------------------------------------------------------- actexp plot --boundary
@@ -323,12 +296,7 @@ def decision_grid(run: str | Path | LoadedRun, resolution: int = BOUNDARY_RESOLU
     if features != 2:
         raise ConfigError(f"{run.dir}: plot --boundary draws a model of two input features (xor); this run was trained on "
                           f"{dataset.name}, {features} features; use `actexp eval {run.dir}` for its per-class results")
-    source = load_source(dataset, run.config.data.root, run.config.data.split_seed)
-    if split == "test":
-        points, labels = source.x_test, source.y_test
-    else:
-        _, val_idx = split_indices(len(source.y_train), run.config.data)
-        points, labels = source.x_train[val_idx], source.y_train[val_idx]
+    points, labels = raw_split(run.config.data, split)
     points = points.float()
     low, high = points.min(0).values, points.max(0).values
     pad = (high - low).clamp(min=1e-3) * margin
@@ -340,32 +308,3 @@ def decision_grid(run: str | Path | LoadedRun, resolution: int = BOUNDARY_RESOLU
     predicted = _predict(run.model, run.preprocess(points)).cpu()
     accuracy = float((predicted == labels).float().mean())
     return DecisionGrid(xs.numpy(), ys.numpy(), classes.numpy(), points.numpy(), labels.numpy(), accuracy)
-
-
-def draw_boundary(grid: DecisionGrid, out: str | Path | None = None, title: str = ""):
-    """The decision regions (each class's area in a light shade of its colour) with the samples on
-    top (their true class's colour): where a point sits in another colour, the model misclassifies
-    it. Saved to `out` (format by its suffix) when given; returns the matplotlib Figure."""
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-
-    from .plots import PALETTE
-
-    k = max(int(grid.classes.max()), int(grid.labels.max())) + 1
-    colors = [PALETTE[c % len(PALETTE)] for c in range(k)]
-    figure = Figure(figsize=(6, 5.4), dpi=100, layout="constrained")
-    ax = figure.subplots()
-    ax.pcolormesh(grid.xs, grid.ys, grid.classes, cmap=ListedColormap(colors), vmin=-0.5, vmax=k - 0.5, alpha=0.25, shading="nearest")
-    for c in range(k):
-        chosen = grid.labels == c
-        ax.scatter(grid.points[chosen, 0], grid.points[chosen, 1], s=9, color=colors[c], edgecolors="white", linewidths=0.3, label=f"class {c}")
-    ax.set_xlim(grid.xs[0], grid.xs[-1])
-    ax.set_ylim(grid.ys[0], grid.ys[-1])
-    ax.set_xlabel("x₁")
-    ax.set_ylabel("x₂")
-    ax.set_title(f"{title}  (accuracy {grid.accuracy:.4f})".strip(), fontsize="medium")
-    ax.legend(fontsize="small", loc="upper right", framealpha=0.8, title="points: true class; shade: predicted", title_fontsize="x-small")
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out)
-    return figure

@@ -20,6 +20,9 @@ The rules:
   runs' name.
 - Epoch 0, the untrained model (recorded with diagnostics, for val_loss and val_acc), starts the
   line, marked with a hollow circle.
+
+The other pictures of one run are here too: its curves.png, its confusion matrix (`actexp eval -o`)
+and its decision regions (`actexp plot --boundary`). Every figure is written atomically (save_figure).
 """
 
 from __future__ import annotations
@@ -254,7 +257,7 @@ def draw_curves(curves: Curves, out: str | Path | None = None):
         figure.suptitle(curves.title, fontsize="medium")
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, bbox_inches="tight")
+        save_figure(figure, out, bbox_inches="tight")
     return figure
 
 
@@ -279,8 +282,6 @@ def draw_run_curves(records: list[dict], out: str | Path | None = None, title: s
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state; works headless
     from matplotlib.ticker import MaxNLocator
 
-    from .runs import write_atomic
-
     figure = Figure(figsize=(9, 3.4), dpi=100)
     axes = figure.subplots(1, 2)
     for ax, (name, *keys) in zip(axes, RUN_PANELS):
@@ -300,7 +301,7 @@ def draw_run_curves(records: list[dict], out: str | Path | None = None, title: s
     # Fixed margins: tight_layout would render the figure once more to measure it (~0.1 s a run).
     figure.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.84, wspace=0.2)
     if out is not None:
-        write_atomic(Path(out), lambda file: figure.savefig(file, format="png"))
+        save_figure(figure, out)
     return figure
 
 
@@ -322,3 +323,75 @@ def save_run_curves(folder: Path, records: list[dict], title: str = "", selected
         warnings.warn(f"{out} not drawn ({type(e).__name__}: {e}); the run itself is complete", RunFolderWarning, stacklevel=2)
         return None
     return out
+
+
+# ----------------------------------------------------------------------------- a run in use (actexp eval, plot --boundary)
+
+
+def draw_confusion(result: dict, out: str | Path | None = None):
+    """The confusion matrix of an `evaluate_run` result as a picture: each row coloured by its share
+    of the true class (so rare and common classes read alike), counts written in the cells when
+    there are at most 20 classes. Saved to `out` (format by its suffix) when given; returns the
+    matplotlib Figure."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from .evaluation import MAX_TABLE_CLASSES
+
+    confusion = np.asarray(result["confusion"], dtype=np.float64)
+    k = len(confusion)
+    shares = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    size = min(4 + 0.45 * k, 16)
+    figure = Figure(figsize=(size + 1.2, size), dpi=100, layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    if k <= MAX_TABLE_CLASSES:
+        labels = result["classes"]
+        ax.set_xticks(range(k), labels, rotation=45 if max(map(len, labels)) > 2 else 0, ha="right" if max(map(len, labels)) > 2 else "center")
+        ax.set_yticks(range(k), labels)
+        for i in range(k):
+            for j in range(k):
+                if confusion[i, j]:
+                    ax.text(j, i, f"{int(confusion[i, j])}", ha="center", va="center", fontsize="small",
+                            color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{result['name']}: {result['dataset']} {result['split']} ({result['n']} samples), accuracy {result['accuracy']:.4f}", fontsize="medium")
+    if out is not None:
+        save_figure(figure, out)
+    return figure
+
+
+def draw_boundary(grid: DecisionGrid, out: str | Path | None = None, title: str = ""):
+    """The decision regions (each class's area in a light shade of its colour) with the samples on
+    top (their true class's colour): where a point sits in another colour, the model misclassifies
+    it. Saved to `out` (format by its suffix) when given; returns the matplotlib Figure."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    k = max(int(grid.classes.max()), int(grid.labels.max())) + 1
+    colors = [PALETTE[c % len(PALETTE)] for c in range(k)]
+    figure = Figure(figsize=(6, 5.4), dpi=100, layout="constrained")
+    ax = figure.subplots()
+    ax.pcolormesh(grid.xs, grid.ys, grid.classes, cmap=ListedColormap(colors), vmin=-0.5, vmax=k - 0.5, alpha=0.25, shading="nearest")
+    for c in range(k):
+        chosen = grid.labels == c
+        ax.scatter(grid.points[chosen, 0], grid.points[chosen, 1], s=9, color=colors[c], edgecolors="white", linewidths=0.3, label=f"class {c}")
+    ax.set_xlim(grid.xs[0], grid.xs[-1])
+    ax.set_ylim(grid.ys[0], grid.ys[-1])
+    ax.set_xlabel("x₁")
+    ax.set_ylabel("x₂")
+    ax.set_title(f"{title}  (accuracy {grid.accuracy:.4f})".strip(), fontsize="medium")
+    ax.legend(fontsize="small", loc="upper right", framealpha=0.8, title="points: true class; shade: predicted", title_fontsize="x-small")
+    if out is not None:
+        save_figure(figure, out)
+    return figure
+
+
+def save_figure(figure, out: str | Path, **savefig) -> None:
+    """Write a figure atomically (a temp file renamed over `out`), in the format its suffix names."""
+    from .runs import write_atomic
+
+    out = Path(out)
+    write_atomic(out, lambda file: figure.savefig(file, format=out.suffix[1:].lower() or "png", **savefig))

@@ -38,6 +38,9 @@ DIAGNOSTIC_COLUMNS = ("epoch", "layer", "metric", "value")  # diagnostics.csv, i
 MAX_JSON_BYTES = 16 << 20
 MAX_METRICS_BYTES = 256 << 20
 MAX_LOCK_BYTES = 4096
+# A run records the overrides it was trained with; a command line holds a few dozen at most.
+MAX_OVERRIDES = 1000
+MAX_OVERRIDE_CHARS = 10_000
 
 
 class DamagedFile(ActexpError):
@@ -201,8 +204,9 @@ def read_summary(run_dir: Path) -> dict:
         if summary.get(key) is not None and not isinstance(summary[key], str):
             raise DamagedFile(f"{path}: {key} is not a string")
     overrides = summary.get("overrides", [])
-    if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
-        raise DamagedFile(f"{path}: overrides is not a list of KEY=VALUE strings")
+    if not isinstance(overrides, list) or not all(isinstance(item, str) and len(item) <= MAX_OVERRIDE_CHARS for item in overrides) \
+            or len(overrides) > MAX_OVERRIDES:
+        raise DamagedFile(f"{path}: overrides is not a list of at most {MAX_OVERRIDES} KEY=VALUE strings")
     return summary
 
 

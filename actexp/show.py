@@ -4,6 +4,8 @@ Reads files only (no torch), so it answers instantly."""
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 from rich.console import Console
@@ -33,6 +35,23 @@ def resolve_run(path: str | Path) -> Path:
     if not runs:
         raise ActexpError(f"{path}: no run folder here (a run folder holds summary.json)")
     return runs[-1]
+
+
+def resolve_completed_run(path: str | Path) -> Path:
+    """A run folder, or the latest completed run below a folder of runs: what `eval` and
+    `plot --boundary` use, since only a completed run has result weights."""
+    if (Path(path) / "summary.json").exists():
+        return Path(path)
+    runs = find_runs(path)
+    completed = []
+    for run in runs:
+        with contextlib.suppress(ActexpError):  # a damaged run is not the one asked for
+            if run_status(run, read_summary(run)) == "completed":
+                completed.append(run)
+    if not completed:
+        raise ActexpError(f"{path}: no completed run here ({len(runs)} run folder(s), none completed); "
+                          "only a completed run has result weights (model.pt)" if runs else f"{path}: no run folder here (a run folder holds summary.json)")
+    return completed[-1]
 
 
 def show_run(console: Console, path: str | Path) -> Path:

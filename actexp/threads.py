@@ -7,8 +7,8 @@ loop and 14 s beside a second torch training, where one thread takes 1.1 and 1.3
 always would cost a quiet machine about 25%, and a passive wait policy doubles the quiet time.
 
 So by default (`train.threads: auto`) a ThreadGovernor watches, twice a second, how much CPU the
-other processes of the machine take (/proc/stat less this process's own time) and computes with
-the cores they leave: all of them on a quiet machine, fewer while others are busy. Thread counts only
+other processes take on the CPUs this run may use (their lines of /proc/stat less this process's
+own time) and computes with the cores they leave: all of them on a quiet machine, fewer while others are busy. Thread counts only
 change the order in which a matrix multiply sums, so the metrics of a run are identical whatever
 count it used wherever the BLAS library splits a multiply over rows and columns only (measured:
 MKL, for 1 and 2 threads, on these networks); `train.threads: N` fixes the count, for runs that
@@ -30,24 +30,35 @@ torch = LazyModule("torch")
 CHECK_SECONDS = 0.5  # how often the governor looks; reading /proc/stat takes ~30 µs
 
 
-def busy_others(previous: tuple[float, float, float] | None) -> tuple[tuple[float, float, float], float | None]:
-    """(a new sample, the cores other processes kept busy since `previous`, None without one or
-    where /proc/stat cannot be read). A sample is (wall seconds, the machine's competing busy
-    seconds, this process's CPU seconds)."""
+def usable_cpus() -> set[int]:
+    """The CPUs this process may run on (taskset, Slurm, a container's cpuset), else all of them."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+
+
+def busy_others(previous: tuple[float, float, float] | None, cpus: set[int] | None = None) -> tuple[tuple[float, float, float], float | None]:
+    """(a new sample, the cores other processes kept busy since `previous` on the CPUs this process
+    may use (`cpus`, default usable_cpus()), None without a previous sample or where /proc/stat
+    cannot be read). A sample is (wall seconds, those CPUs' busy seconds, this process's CPU seconds)."""
+    cpus = usable_cpus() if cpus is None else cpus
     try:
         with open("/proc/stat", "rb") as f:
-            fields = f.readline().split()
+            lines = f.read(1 << 20).splitlines()
     except OSError:
         return previous, None
-    if len(fields) < 8 or fields[0] != b"cpu":
-        return previous, None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
-    tick = os.sysconf("SC_CLK_TCK")
-    # Niced processes count too: where the kernel groups processes by session (autogroup, the
-    # default of most distributions) a process niced in another session competes as an equal.
-    busy = user + nice + system + irq + softirq + steal
+    busy = 0
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 9 or not fields[0].startswith(b"cpu") or not fields[0][3:].isdigit() or int(fields[0][3:]) not in cpus:
+            continue
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+        # Niced processes count too: where the kernel groups processes by session (autogroup, the
+        # default of most distributions) a process niced in another session competes as an equal.
+        busy += user + nice + system + irq + softirq + steal
     own = os.times()
-    sample = (time.monotonic(), busy / tick, own.user + own.system)
+    sample = (time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system)
     if previous is None:
         return sample, None
     wall = sample[0] - previous[0]
@@ -64,7 +75,7 @@ class ThreadGovernor:
 
     def __init__(self, most: int, cores: int | None = None, read=busy_others, every: float = CHECK_SECONDS):
         self.most, self.read, self.every = most, read, every
-        self.cores = cores or os.cpu_count() or 1
+        self.cores = cores or len(usable_cpus())
         self.sample, _ = read(None)
         self.next_check = time.monotonic() + every
         self.used = {torch.get_num_threads()}

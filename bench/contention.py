@@ -18,8 +18,8 @@ Variants (child environment):
   spin<N>     torch's default threads with GOMP_SPINCOUNT=N
 
 Rounds alternate the order of the variants, so that load from elsewhere slows them alike. Prints,
-per variant and contention, the median epoch time and its ratio to the quiet time of `t<cores>`
-(today's default), and whether each variant's metrics equal those of the other variants with the
+per variant and contention, the median epoch time over the rounds with the fastest and slowest
+round, its ratio to the quiet time of `t<cores>` (torch's default), and whether each variant's metrics equal those of the other variants with the
 same thread count.
 
     ACTEXP_DATA=/tmp/data python bench/contention.py --rounds 3
@@ -135,17 +135,17 @@ def main() -> None:
                     print(f"  round {round_ + 1} {variant:>10} {contention:>9}: {r['epoch']:.2f} s/epoch ({r['threads']} threads)", flush=True)
     print(f"load after: {os.getloadavg()}")
     base = statistics.median(r["epoch"] for r in results[(f"t{cores}", "quiet")]) if (f"t{cores}", "quiet") in results else None
-    print(f"\n{'variant':>10} {'threads':>7} " + " ".join(f"{c:>16}" for c in contentions) + "   thread counts used")
+    print(f"\nmedian epoch time over the rounds [fastest–slowest round] (x its median over {f't{cores}'} quiet's), n = {args.rounds} rounds")
+    print(f"{'variant':>10} {'threads':>7} " + " ".join(f"{c:>30}" for c in contentions) + "   thread counts used")
     for variant in variants:
         cells = []
         for contention in contentions:
-            epoch = statistics.median(r["epoch"] for r in results[(variant, contention)])
+            epochs = [r["epoch"] for r in results[(variant, contention)]]
+            epoch = statistics.median(epochs)
             ratio = f" ({epoch / base:.2f}x)" if base else ""
-            cells.append(f"{epoch:7.2f} s{ratio:>8}")
+            cells.append(f"{epoch:.2f} s [{min(epochs):.2f}–{max(epochs):.2f}]{ratio}")
         used = sorted({t for c in contentions for r in results[(variant, c)] for t in r["used"]})
-        print(f"{variant:>10} {results[(variant, contentions[0])][0]['threads']:>7} " + " ".join(f"{c:>16}" for c in cells) + f"   {used}")
-    if base:
-        print(f"(x: against t{cores} quiet, torch's default today)")
+        print(f"{variant:>10} {results[(variant, contentions[0])][0]['threads']:>7} " + " ".join(f"{c:>30}" for c in cells) + f"   {used}")
     # Fixed counts: identical at equal counts is the promise; across counts, and for the governor
     # (which changes count as the machine's load changes), it is what this machine's BLAS gives.
     by_used: dict = {}

@@ -218,3 +218,10 @@ def test_the_final_line_says_when_early_stopping_stopped_the_run(tmp_path, data_
     assert "ended  stopped early at epoch 3 (val_loss did not improve for 2 epochs)" in cli("show", run).output
     plain = cli("train", path, "--runs-dir", tmp_path / "more", "--set", "train.early_stopping=null", "--set", "train.epochs=2", "-q")
     assert plain.exit_code == 0 and "stopped early" not in plain.output
+
+
+def test_resume_of_something_that_is_no_run_folder_says_what_to_give(tmp_path):
+    for given, hint in ((tmp_path / "nosuch", "nor under"), (write_yaml(tmp_path / "c.yaml", {"name": "c"}), "actexp train")):
+        result = cli("train", "--resume", given, "--runs-dir", tmp_path / "runs")
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and hint in lines[0] and "runs/<name>" in lines[0], result.output

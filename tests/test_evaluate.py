@@ -309,3 +309,20 @@ def test_ctrl_c_while_the_curves_are_drawn_leaves_a_resumable_run_never_a_comple
     reference = xor_run(tmp_path / "reference")
     assert resumed.status == "completed" and resumed.summary["test_acc"] == reference.summary["test_acc"]
     assert (folder / "curves.png").exists() and load_run(folder).epoch == reference.summary["selected_epoch"]
+
+
+def test_a_folder_of_runs_means_its_latest_completed_run(tmp_path, data_root):
+    import json
+    import shutil
+
+    done = train(tiny_config(train={**tiny_config()["train"], "epochs": 2}), runs_dir=tmp_path / "runs")
+    later = done.dir.parent / "29991231-235959"  # a later run that failed
+    shutil.copytree(done.dir, later)
+    summary = json.loads((later / "summary.json").read_text())
+    (later / "summary.json").write_text(json.dumps({**summary, "status": "failed", "started": "2999-12-31T23:59:59", "error": "boom"}))
+    (later / "model.pt").unlink()
+    result = cli("eval", done.dir.parent)
+    assert result.exit_code == 0 and str(done.dir) in result.output, result.output
+    (done.dir / "summary.json").write_text(json.dumps({**done.summary, "status": "failed"}))
+    none = cli("eval", done.dir.parent)
+    assert none.exit_code == 1 and "no completed run" in none.output

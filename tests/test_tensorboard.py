@@ -99,3 +99,34 @@ def test_without_the_package_one_line_names_the_fix_before_anything_is_written(t
     sweep = cli("sweep", path, "--seeds", "2", "--runs-dir", tmp_path / "swept")
     assert sweep.exit_code == 2 and len(sweep.output.strip().splitlines()) == 1 and "pip install 'actexp[tensorboard]'" in sweep.output
     assert not (tmp_path / "swept").exists()
+
+
+@needs_tensorboard
+def test_a_board_that_cannot_write_warns_once_and_the_run_goes_on(tmp_path, data_root, monkeypatch):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from actexp.board import Board
+    from actexp.runs import RunFolderWarning
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SummaryWriter, "add_scalar", disk_full)
+        with pytest.warns(RunFolderWarning, match="No space left") as heard:
+            run = actexp.train(SMALL, runs_dir=tmp_path / "runs")
+    assert run.status == "completed" and len(heard) == 1
+    # a tensorboard/ that is a file or a link (a damaged or hostile folder): nothing written through it
+    for kind in ("file", "link"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        if kind == "file":
+            (folder / BOARD).write_text("not a folder")
+        else:
+            (tmp_path / "elsewhere").mkdir(exist_ok=True)
+            (folder / BOARD).symlink_to(tmp_path / "elsewhere")
+        with pytest.warns(RunFolderWarning, match="is not a folder"):
+            board = Board(folder, [{"epoch": 1, "train_loss": 1.0}])
+        board.log({"epoch": 2, "train_loss": 0.5})
+        board.close()
+    assert not any((tmp_path / "elsewhere").iterdir())

@@ -62,12 +62,15 @@ def test_a_busy_process_is_seen():
     try:
         time.sleep(1.0)
         sample, _ = busy_others(None)
+        elsewhere, _ = busy_others(None, cpus=set())
         time.sleep(1.0)
         _, others = busy_others(sample)
+        _, on_no_cpu_of_ours = busy_others(elsewhere, cpus=set())
     finally:
         spinner.kill()
         spinner.wait()
     assert others >= 0.5  # the loop's core (more where the machine is busy with other work too)
+    assert on_no_cpu_of_ours == 0.0  # only the CPUs this process may use count (taskset, cpusets)
 
 
 def test_a_policy_restores_the_count_it_found():

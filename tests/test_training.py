@@ -489,7 +489,7 @@ def test_resume_without_a_last_checkpoint_is_one_line(tmp_path, data_root):
     assert "last.pt" in result.output and "Traceback" not in result.output
     assert json.loads((folder / "summary.json").read_text())["status"] == "interrupted"
     missing = cli("train", "--resume", tmp_path / "nothing-here")
-    assert missing.exit_code == 2 and "config.yaml" in missing.output and len(missing.output.strip().splitlines()) == 1
+    assert missing.exit_code == 2 and "not a run folder" in missing.output and len(missing.output.strip().splitlines()) == 1
     bare = cli("train")
     assert bare.exit_code == 2 and "CONFIG" in bare.output and "Traceback" not in bare.output
 

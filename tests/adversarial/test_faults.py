@@ -357,6 +357,8 @@ DAMAGE = [
     _write("summary.json", b'{"status": "completed", "started": 5}'),
     _write("summary.json", b'{"status": "completed", "overrides": "model.activation=tanh"}'),
     _write("summary.json", b'{"status": "completed", "overrides": [1, {"a": 2}]}'),
+    _write("summary.json", json.dumps({"status": "completed", "overrides": ["a=1"] * 1001}).encode()),
+    _write("summary.json", json.dumps({"status": "completed", "overrides": ["a=" + "x" * 10_001]}).encode()),
     _write("summary.json", b"\xff\xfe\x00garbage"),
     _write("summary.json", b"[" * 100_000),
     _fifo,
@@ -394,6 +396,20 @@ def test_one_damaged_run_is_skipped_with_one_warning(tmp_path, damage):
     shown = cli("show", bad)
     assert shown.exit_code == 1 and str(bad) in one_error_line(shown.output)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_strings_read_from_run_folders_are_shown_as_text_never_as_markup(tmp_path):
+    # rich reads "[...]" in a table cell as markup: "[/bad]" would stop the whole listing, "[link=...]" hide itself
+    root = tmp_path / "runs"
+    _good_run(root / "good" / "1", "good", 0.9)
+    odd = _good_run(root / "odd" / "1", "odd", 0.8)
+    summary = json.loads((odd / "summary.json").read_text())
+    summary.update(name="[/bad]", started="[blink]2026", overrides=["[/x]", "[link=file:///etc/passwd]click"])
+    (odd / "summary.json").write_text(json.dumps(summary))
+    listed = cli("runs", root)
+    assert listed.exit_code == 0 and "Traceback" not in listed.output, listed.output
+    assert all(text in listed.stdout for text in ("[/bad]", "[blink]2026", "[/x]", "[link=file:///etc/passwd]click", "good"))
+    assert cli("compare", root).exit_code == 0
 
 
 @pytest.mark.parametrize("ledger", [
