@@ -194,16 +194,22 @@ def load_config(path: str | Path, overrides: list[str] = (), *, rename: bool = T
         raise ConfigError(f"{_shown_path(path)}: expected a mapping of sections (data, model, optim, ...), got {_kind(raw)}")
     raw.setdefault("name", path.stem)
     try:
-        applied = apply_overrides(raw, overrides)
-        if rename and isinstance(applied.get("name"), str):  # another type: the validator names it
-            from .varying import override_name
-
-            applied["name"] = override_name(applied["name"], overrides)
-        return config_from_dict(applied)
+        return config_with_overrides(raw, overrides, rename)
     except ConfigError as e:
         raise ConfigError(f"{_shown_path(path)}: {e}") from None
     except RecursionError:  # read_yaml bounds the nesting; this is the last resort
         raise ConfigError(f"{_shown_path(path)}: the config nests too deeply") from None
+
+
+def config_with_overrides(raw: Mapping, overrides: list[str], rename: bool = True) -> Config:
+    """A config mapping with `key=value` overrides applied, validated, and (`rename`) named after
+    them (varying.override_name: `relu_xavier,activation=tanh`)."""
+    applied = apply_overrides(dict(raw), overrides)
+    if rename and overrides and isinstance(applied.get("name", "experiment"), str):  # another type: the validator names it
+        from .varying import override_name
+
+        applied["name"] = override_name(applied.get("name", "experiment"), overrides)
+    return config_from_dict(applied)
 
 
 def read_yaml(path: Path):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .config import Config, apply_overrides, as_config, config_from_dict, config_hash, config_to_dict, config_to_yaml, load_config
+from .config import Config, as_config, config_hash, config_to_dict, config_to_yaml, config_with_overrides, load_config
 from .data import Data, dataset_shape, load_data
 from .diagnostics import Tracker, choose_probe, diagnostic_warnings
 from .errors import ActexpError, ConfigError, sigterm_as_interrupt, signals_deferred
@@ -205,12 +205,7 @@ def with_overrides(config: Config | dict | str | Path, overrides: list[str]) -> 
         return load_config(config, overrides)
     if not overrides:
         return as_config(config)
-    from .varying import override_name
-
-    raw = apply_overrides(config_to_dict(config) if isinstance(config, Config) else dict(config), overrides)
-    if isinstance(raw.get("name", "experiment"), str):
-        raw["name"] = override_name(raw.get("name", "experiment"), overrides)
-    return config_from_dict(raw)
+    return config_with_overrides(config_to_dict(config) if isinstance(config, Config) else config, overrides)
 
 
 @contextlib.contextmanager
