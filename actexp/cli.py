@@ -76,6 +76,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
     pass
 
 
+def is_override(argument: str) -> bool:
+    """A bare KEY=VALUE argument (a file of that name is a file)."""
+    return bool(OVERRIDE.match(argument)) and not Path(argument).exists()
+
+
 def bare_overrides(arguments: list[str], command: str) -> list[str]:
     """The KEY=VALUE arguments given after the config (the Hydra / Ultralytics habit) as --set
     overrides; anything else is a usage error suggesting --set."""
@@ -150,7 +155,7 @@ def train(
         config = resume / "config.yaml"
     elif config is None:
         fail("give a CONFIG file, e.g. `actexp train configs/relu_xavier.yaml`, or --resume RUN_DIR", 2)
-    elif OVERRIDE.match(str(config)) and not config.exists():
+    elif is_override(str(config)):
         fail(f"{str(config)!r} is an override; give the CONFIG first: actexp train CONFIG {config}", 2)
     set_ = [*set_, *bare_overrides(overrides or [], "train")]
     cfg = load_config(config, set_)  # its errors before torch is imported
@@ -203,8 +208,8 @@ def validate(
     from .config import load_config, read_yaml
     from .sweep import load_sweep
 
-    paths = [Path(c) for c in configs if not (OVERRIDE.match(c) and not Path(c).exists())]
-    set_ = [*set_, *(c for c in configs if OVERRIDE.match(c) and not Path(c).exists())]
+    paths = [Path(c) for c in configs if not is_override(c)]
+    set_ = [*set_, *filter(is_override, configs)]
     if not paths:
         fail("give the CONFIG files to check, then any KEY=VALUE overrides: actexp validate configs/relu_xavier.yaml model.activation=tanh", 2)
     bad = 0
