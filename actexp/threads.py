@@ -2,17 +2,19 @@
 
 torch's OpenMP threads spin while they wait for each other. When another process holds one of the
 cores, a matrix multiply split over every core waits for the thread that got no core: measured on
-2 cores (bench/contention.py), an epoch that takes 0.86 s alone takes 2.5 s beside a Python busy
-loop and 14 s beside a second torch training, where one thread takes 1.1 and 1.3 s. One thread
-always would cost a quiet machine about 25%, and a passive wait policy doubles the quiet time.
+2 cores (bench/contention.py, 3 rounds), an epoch that takes 0.90 s alone took 4.6-25 s beside a
+Python busy loop and 2.2-11 s beside a second torch training, where one thread took 1.1-1.3 s.
+One thread always would cost a quiet machine about 25%, and a passive OpenMP wait policy about
+doubled the quiet time in a first trial (`--variants passive`).
 
-So by default (`train.threads: auto`) a ThreadGovernor watches, twice a second, how much CPU the
+So by default (`train.threads: auto`) a ThreadGovernor looks, twice a second, at how much CPU the
 other processes take on the CPUs this run may use (their lines of /proc/stat less this process's
-own time) and computes with the cores they leave: all of them on a quiet machine, fewer while others are busy. Thread counts only
-change the order in which a matrix multiply sums, so the metrics of a run are identical whatever
-count it used wherever the BLAS library splits a multiply over rows and columns only (measured:
-MKL, for 1 and 2 threads, on these networks); `train.threads: N` fixes the count, for runs that
-must be bit-identical anywhere. summary.json records the policy and the counts used.
+own time) and computes with the cores they leave: all of them on a quiet machine, fewer while
+others are busy. Thread counts only change the order in which a matrix multiply may sum, so a
+run's metrics are identical whatever counts it used wherever the BLAS library splits a multiply by
+rows and columns only (measured: MKL, 1 and 2 threads, these networks); `train.threads: N` fixes
+the count, for runs that must be bit-identical anywhere. summary.json records the policy and the
+counts used.
 
 torch is imported on first use.
 """
@@ -27,7 +29,7 @@ from .components import LazyModule
 
 torch = LazyModule("torch")
 
-CHECK_SECONDS = 0.5  # how often the governor looks; reading /proc/stat takes ~30 µs
+CHECK_SECONDS = 0.5  # how often the governor looks; a look (busy_others) takes about 30 µs on 2 cores
 
 
 def usable_cpus() -> set[int]:
