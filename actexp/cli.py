@@ -136,7 +136,7 @@ def user_errors(command):
 @app.command(cls=Command)
 @user_errors
 def train(
-    config: Optional[Path] = typer.Argument(None, help="A YAML config, e.g. configs/relu_xavier.yaml (not needed with --resume)."),
+    config: Optional[Path] = typer.Argument(None, metavar="CONFIG", help="A YAML config, e.g. configs/relu_xavier.yaml (not needed with --resume).", show_default=False),
     overrides: Optional[List[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_default=False),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders."),
