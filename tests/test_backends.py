@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ from typer.testing import CliRunner
 from actexp.backends import Backend, Event, Outcome, RunSpec, Task, execute
 from actexp.cli import app
 from actexp.errors import Terminated
-from conftest import hear_signals
-from actexp.runs import read_history, read_ledger, read_summary
+from actexp.runs import read_history, read_summary
 from actexp.sweep import run_sweep
-from test_sweep import LONG_BASE, ONE_THREAD_ENV, REPO, XOR_BASE, statuses, training_mid_way, write_sweep
+from test_sweep import LONG_BASE, ONE_THREAD_ENV, REPO, XOR_BASE, signal_sweep_when, statuses, training_mid_way, write_sweep
 
 
 class ScriptedBackend(Backend):
@@ -153,17 +151,8 @@ def test_sigterm_stops_a_sweep_with_143_and_its_runs_resume(tmp_path, jobs):
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, base=LONG_BASE)
     runs = tmp_path / "runs"
     sweep_dir = runs / "xor_sweep"
-    process = subprocess.Popen([sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet", "--jobs", jobs],
-                               cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=hear_signals)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        entries = read_ledger(sweep_dir).get("runs", [])
-        if entries and training_mid_way(sweep_dir, entries[0]):
-            break
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=90)[0].decode()
-    assert process.returncode == 143, output
+    code, output = signal_sweep_when(path, runs, lambda d, e: bool(e) and training_mid_way(d, e[0]), signal.SIGTERM, "--jobs", jobs, wait=90)
+    assert code == 143, output
     assert "terminated (SIGTERM)" in output
     assert statuses(sweep_dir)["activation=relu"] == "interrupted"
     result = run_sweep(path, runs_dir=runs, report=False)

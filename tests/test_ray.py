@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -16,8 +13,7 @@ from typer.testing import CliRunner
 from actexp.cli import app
 from actexp.runs import read_history, read_ledger, read_summary
 from actexp.sweep import RunLostWarning, load_sweep, plan_sweep, run_sweep
-from conftest import hear_signals
-from test_sweep import LONG_BASE, ONE_THREAD_ENV, REPO, XOR_BASE, snapshot, statuses, training_mid_way, write_sweep
+from test_sweep import LONG_BASE, ONE_THREAD_ENV, XOR_BASE, signal_sweep_when, snapshot, statuses, training_mid_way, write_sweep
 
 ray = pytest.importorskip("ray")
 
@@ -109,18 +105,13 @@ def test_ctrl_c_then_the_same_command_retrains_nothing_and_loses_nothing(tmp_pat
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"]}, base=base)
     runs = tmp_path / "runs"
     sweep_dir = runs / "xor_sweep"
-    command = [sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet", "--backend", "ray", "--address", cluster]
     env = {**ONE_THREAD_ENV, "RAY_AUTH_MODE": "token"}  # the token of `ray.init`'s instance, in ~/.ray (Ray asks this for an explicit address)
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=hear_signals)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        entries = read_ledger(sweep_dir).get("runs", [])
-        if any(e["status"] == "completed" for e in entries) and any(training_mid_way(sweep_dir, e) for e in entries):
-            break
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    output = process.communicate(timeout=90)[0].decode()
-    assert process.returncode == 130, output
+
+    def ready(folder, entries) -> bool:
+        return any(e["status"] == "completed" for e in entries) and any(training_mid_way(folder, e) for e in entries)
+
+    code, output = signal_sweep_when(path, runs, ready, signal.SIGINT, "--backend", "ray", "--address", cluster, env=env, wait=90)
+    assert code == 130, output
     assert "run the same command again to resume" in output
     before = read_ledger(sweep_dir)["runs"]
     # On a busy machine a run may finish before the cancel reaches it: every run is then completed,

@@ -202,18 +202,19 @@ LONG_BASE = {**XOR_BASE, "data": {**XOR_BASE["data"], "dataset": {"name": "xor",
              "train": {**XOR_BASE["train"], "epochs": 30}}
 
 
-def signal_sweep_when(path: Path, runs: Path, ready, signum) -> tuple[int, str]:
-    """Start `actexp sweep` in a subprocess; send it `signum` once `ready(sweep_dir, ledger entries)`."""
+def signal_sweep_when(path: Path, runs: Path, ready, signum, *args: str, env: dict = ONE_THREAD_ENV, wait: float = 60) -> tuple[int, str]:
+    """Start `actexp sweep PATH ... ARGS` in a subprocess; send it `signum` once `ready(sweep_dir,
+    ledger entries)` (or after 120 s, or once it has ended); its exit code and output, within `wait` s."""
     sweep_dir = runs / "xor_sweep"
-    process = subprocess.Popen([sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet"],
-                               cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=hear_signals)
+    process = subprocess.Popen([sys.executable, "-m", "actexp", "sweep", str(path), "--runs-dir", str(runs), "--quiet", *args],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=hear_signals)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if ready(sweep_dir, read_ledger(sweep_dir).get("runs", [])):
             break
         time.sleep(0.02)
     process.send_signal(signum)
-    output = process.communicate(timeout=60)[0].decode()
+    output = process.communicate(timeout=wait)[0].decode()
     return process.returncode, output
 
 
