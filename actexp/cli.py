@@ -381,9 +381,9 @@ def plot(
             fail("--boundary draws one run: give one run folder (or a folder of runs: its latest completed run is drawn)", 2)
         from .evaluation import decision_grid
         from .plots import draw_boundary
-        from .show import resolve_completed_run
+        from .show import resolve_run
 
-        run = resolve_completed_run(paths[0])
+        run = resolve_run(paths[0], completed=True)
         grid = decision_grid(run)
         draw_boundary(grid, output, title=f"{run.parent.name} ({run.name})")
         out.print(f"wrote {output} (decision regions of {run}: test accuracy {grid.accuracy:.4f} on {len(grid.labels)} points)", markup=False, soft_wrap=True)
@@ -451,7 +451,7 @@ def eval_run(
     """A run's result weights (its selected epoch's) on a split: loss, accuracy, per-class accuracy
     and the confusion matrix."""
     from .evaluation import evaluate_run
-    from .show import resolve_completed_run
+    from .show import resolve_run
 
     if output is not None:
         try:
@@ -461,7 +461,7 @@ def eval_run(
         formats = FigureCanvasBase.get_supported_filetypes()
         if output.suffix[1:].lower() not in formats:
             fail(f"-o {output}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}; the suffix picks the format", 2)
-    result = evaluate_run(resolve_completed_run(run), split, dataset)
+    result = evaluate_run(resolve_run(run, completed=True), split, dataset)
     on = result["dataset"] if result["dataset"] == result["trained_on"] else f"{result['dataset']} (trained on {result['trained_on']})"
     out.print(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "
               f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}", markup=False, soft_wrap=True)

@@ -5,7 +5,6 @@ Reads files only (no torch), so it answers instantly."""
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 from rich.console import Console
@@ -29,29 +28,25 @@ LAYER_CAPTION = (
 )
 
 
-def resolve_run(path: str | Path) -> Path:
-    """A run folder, or the latest run below a folder of runs."""
+def resolve_run(path: str | Path, completed: bool = False) -> Path:
+    """A run folder, or the latest run below a folder of runs; with `completed`, the latest
+    completed one (what `eval` and `plot --boundary` use: only a completed run has result weights)."""
     runs = find_runs(path)
     if not runs:
         raise ActexpError(f"{path}: no run folder here (a run folder holds summary.json)")
+    if completed and runs != [Path(path)]:  # a run folder named as such speaks for itself (load_run says why not)
+        done = [run for run in runs if _completed(run)]
+        if not done:
+            raise ActexpError(f"{path}: no completed run here ({len(runs)} run folder(s), none completed); "
+                              "only a completed run has result weights (model.pt)")
+        runs = done
     return runs[-1]
 
 
-def resolve_completed_run(path: str | Path) -> Path:
-    """A run folder, or the latest completed run below a folder of runs: what `eval` and
-    `plot --boundary` use, since only a completed run has result weights."""
-    if (Path(path) / "summary.json").exists():
-        return Path(path)
-    runs = find_runs(path)
-    completed = []
-    for run in runs:
-        with contextlib.suppress(ActexpError):  # a damaged run is not the one asked for
-            if run_status(run, read_summary(run)) == "completed":
-                completed.append(run)
-    if not completed:
-        raise ActexpError(f"{path}: no completed run here ({len(runs)} run folder(s), none completed); "
-                          "only a completed run has result weights (model.pt)" if runs else f"{path}: no run folder here (a run folder holds summary.json)")
-    return completed[-1]
+def _completed(run: Path) -> bool:
+    with contextlib.suppress(ActexpError):  # a damaged run is not the one asked for
+        return run_status(run, read_summary(run)) == "completed"
+    return False
 
 
 def show_run(console: Console, path: str | Path) -> Path:
