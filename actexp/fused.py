@@ -4,19 +4,22 @@ batch order and dropout draws), dropout rates, optimizer and its hyperparameters
 L1/L2/activity penalties, max-norm, gradient clipping, early stopping and diagnostics.
 
 - Weights are stacked as [K, out, in] and every layer is one batched matmul (baddbmm) for all
-  members. Members are sorted by seed, then activation: members of one seed draw the same batches,
-  so the first layer (most of an MLP's arithmetic) is one large matmul per seed, and each
-  activation is applied to its contiguous slices of K. Nothing reduces across members: the loss
+  members. Members are sorted by optimizer settings, then seed, then activation: each set of
+  members with equal optimizer settings is a contiguous slice of K (one optimizer call), members
+  of one seed draw the same batches, so the first layer (most of an MLP's arithmetic) is one large
+  matmul per seed, and each activation is applied to its contiguous slices of K. Nothing reduces across members: the loss
   is each member's mean, summed over members, so each member's gradient is exactly its own.
 - Each member is built by model.build_model with its own seed, exactly as its solo run builds it,
   and then stacked. Its own MLP stays alive, its parameters turned into views of its slice of the
   stacked ones (member k's nn.Linear weight is stacked[k]): evaluation, diagnostics and
   checkpoints read the member's ordinary MLP, so its run folder is a solo run's.
 - The optimizer step runs torch's own optimizers (the same factory as a solo run: fused kernels
-  where torch has them) over the members' own parameters, which are views of the stack: one call
-  for each set of members whose optimizer settings are equal (one call in all when every member
-  shares them). A multi-tensor kernel treats each member's tensor as the solo run's
-  optimizer treats it, and each keeps its own state (step counts included).
+  where torch has them): one call for each slice of members whose optimizer settings are equal
+  (one call in all when every member shares them). Every optimizer in components.OPTIMIZERS is
+  elementwise. On a GPU the call steps the slice of each stacked parameter, a handful of tensors
+  whatever K is; on a CPU it steps each member's own tensors (views of the stack), see
+  Stepper._segments. Either way a checkpoint gets the member's own state, in the form its solo
+  optimizer's state_dict has.
 - A member that diverges or stops early is retired: the others are re-stacked without it (from the
   same per-member state a checkpoint holds), so it is frozen and no longer costs its update.
 
@@ -59,9 +62,10 @@ def group_key(config) -> tuple | None:
 
 
 def member_order(config) -> tuple:
-    """Sort key within a group: by seed (members of one seed share their batches: contiguous, their
-    first layer is one matmul), then by activation (contiguous slices), then optimizer settings."""
-    return config.train.seed, activation_key(config), optimizer_key(config)
+    """Sort key within a group: by optimizer settings (contiguous: one optimizer call each), then
+    seed (members of one seed share their batches: contiguous, their first layer is one matmul),
+    then activation (contiguous slices)."""
+    return optimizer_key(config), config.train.seed, activation_key(config)
 
 
 def activation_key(config) -> str:
@@ -433,10 +437,13 @@ class Member:
 
 @dataclass
 class _Segment:
-    """Members (positions in the stack) that share their optimizer settings: one optimizer (and
-    schedule) steps all their parameters (each member's own, in its order, one after the other)."""
+    """A contiguous slice of the stack whose members share their optimizer settings: one optimizer
+    (and schedule) steps `params`, views of the stacked parameters; sources[t] is (the stacked
+    parameter's index, its rows) of params[t]: a slice of members, or one member."""
 
-    members: list[int]
+    members: range
+    params: list
+    sources: list
     optimizer: object
     scheduler: object
 
@@ -459,12 +466,10 @@ class Stepper:
         self.model = StackedMLP([m.model for m in members], prelu)
         self.model.bind([m.model for m in members])
         self.slices = _slices(members, prelu)
-        self.n_params = [len(list(m.model.parameters())) for m in members]
-        # Where each member's own parameters find their gradients: (parameter, stacked index).
-        self.handoff = [[(p, self.model.index[name]) for name, p in m.model.named_parameters()] for m in members]
-        self.segments = self._segments()
+        self.member_names = [[name for name, _ in m.model.named_parameters()] for m in members]
         device = data.x_train.device
         self.device = device
+        self.segments = self._segments()
         if self.k > 1 and device.type == "cpu":
             keep_freed_memory()
 
@@ -488,36 +493,75 @@ class Stepper:
     # -- optimizers
 
     def _segments(self) -> list[_Segment]:
-        by_key: dict[str, list[int]] = {}
-        for k, m in enumerate(self.members):
-            by_key.setdefault(optimizer_key(m.config), []).append(k)
+        """One optimizer per contiguous slice of members with equal optimizer settings. On a GPU it
+        steps each stacked parameter's slice at once: a handful of tensors whatever K is (stepping
+        every member's own tensors was a Python loop over K x parameters, 4 of the 10 ms of a
+        54-member step). A CPU's kernels (fused Adam's, foreach's) take an element down a vector or
+        a scalar path depending on where it sits in its tensor, so a member's slice of a stack can
+        round differently from its solo run's tensor: there the optimizer steps each member's own
+        tensors, bit-identical to its solo run (the loop is a few percent of a CPU step)."""
         segments = []
-        for positions in by_key.values():
-            members = [self.members[k] for k in positions]
-            optimizer, scheduler = optimizer_for(members[0].config, [p for m in members for p in m.model.parameters()])
+        self._where = {}  # (member, stacked index) -> (its segment, the tensor's position there, its row or None)
+        for start, end in _runs([optimizer_key(m.config) for m in self.members]):
+            if _steps_slices(self.device):  # (a PReLU slope only where a member of the slice has one)
+                present = {self.model.index[name] for k in range(start, end) for name in self.member_names[k]}
+                sources = [(i, slice(start, end)) for i in sorted(present)]
+            else:
+                sources = [(self.model.index[name], k) for k in range(start, end) for name in self.member_names[k]]
+            params = [nn.Parameter(self.model.params[i].data[rows]) for i, rows in sources]
+            members = self.members[start:end]
+            optimizer, scheduler = optimizer_for(members[0].config, params)
+            segment = _Segment(range(start, end), params, sources, optimizer, scheduler)
+            for t, (i, rows) in enumerate(sources):
+                for k in ([rows] if isinstance(rows, int) else range(start, end)):
+                    self._where[k, i] = (segment, t, None if isinstance(rows, int) else k - start)
             states = [m.optimizer_state for m in members]
             if any(s is not None for s in states):
                 if any(s is None for s in states):
                     raise ValueError("members that start afresh cannot share an optimizer with members that resume")
-                optimizer.load_state_dict(_joined(members))
+                optimizer.load_state_dict(self._joined_state(segment))
                 if scheduler is not None:
                     scheduler.load_state_dict(members[0].scheduler_state)
-            segments.append(_Segment(positions, optimizer, scheduler))
+            segments.append(segment)
         for m in self.members:  # held by the segments' optimizers now
             m.optimizer_state = m.scheduler_state = None
-        self._place = {}  # member -> (its segment, the offset of its parameters in the segment's)
-        for segment in segments:
-            offset = 0
-            for k in segment.members:
-                self._place[k] = (segment, offset)
-                offset += self.n_params[k]
+        self._segment_at = [segment for segment in segments for _ in segment.members]
         return segments
 
-    def _segment_of(self, k: int) -> _Segment:
-        return self._place[k][0]
+    def _joined_state(self, segment: _Segment) -> dict:
+        """One optimizer state_dict over a segment's tensors from its members' own (each a solo
+        optimizer's). For a stacked slice, state tensors shaped like the parameter are stacked and
+        the rest (step counts) must agree, as they do for members that resume from the same
+        epoch; a parameter a member does not have (another member's PReLU slope) gets zeros, its
+        gradient being always zero."""
+        owned = {k: {self.member_names[k][int(j)]: entry for j, entry in self.members[k].optimizer_state["state"].items()}
+                 for k in segment.members}
+        state = {}
+        for t, (i, rows) in enumerate(segment.sources):
+            name = self.model.names[i]
+            if isinstance(rows, int):
+                if owned[rows].get(name) is not None:
+                    state[t] = owned[rows][name]
+                continue
+            entries = [owned[k].get(name) for k in segment.members]
+            template = next((e for e in entries if e is not None), None)
+            if template is None:
+                continue
+            stacked = {}
+            for key, value in template.items():
+                if torch.is_tensor(value) and value.dim() > 0:
+                    stacked[key] = torch.stack([e[key] if e is not None else torch.zeros_like(value) for e in entries])
+                elif any(e is not None and _differs(e[key], value) for e in entries):
+                    raise ValueError(f"the members' optimizer states disagree on {key!r}: they cannot step together")
+                else:
+                    stacked[key] = value
+            state[t] = stacked
+        group = dict(self.members[segment.members.start].optimizer_state["param_groups"][0])
+        group["params"] = list(range(len(segment.params)))
+        return {"state": state, "param_groups": [group]}
 
     def lrs(self) -> list[float]:
-        return [self._segment_of(k).optimizer.param_groups[0]["lr"] for k in range(self.k)]
+        return [self._segment_at[k].optimizer.param_groups[0]["lr"] for k in range(self.k)]
 
     def step_schedules(self) -> None:
         for segment in self.segments:
@@ -527,16 +571,24 @@ class Stepper:
     # -- per-member state, in the single-model form of a solo run's checkpoint
 
     def optimizer_state(self, k: int) -> dict:
-        """Member k's optimizer state_dict, as its solo optimizer would write it."""
-        segment, offset = self._place[k]
+        """Member k's optimizer state_dict, as its solo optimizer would write it (its rows of the
+        state of a stacked slice), in the order of its own parameters."""
+        segment = self._segment_at[k]
         full = segment.optimizer.state_dict()
-        state = {j: full["state"][offset + j] for j in range(self.n_params[k]) if offset + j in full["state"]}
+        state = {}
+        for j, name in enumerate(self.member_names[k]):
+            _, t, row = self._where[k, self.model.index[name]]
+            entry = full["state"].get(t)
+            if entry is not None:
+                state[j] = entry if row is None else {
+                    key: _own(value[row]) if torch.is_tensor(value) and value.dim() > 0 else _copied(value) for key, value in entry.items()
+                }
         group = {key: value for key, value in full["param_groups"][0].items() if key != "params"}
-        group["params"] = list(range(self.n_params[k]))
+        group["params"] = list(range(len(self.member_names[k])))
         return {"state": state, "param_groups": [group]}
 
     def scheduler_state(self, k: int):
-        scheduler = self._segment_of(k).scheduler
+        scheduler = self._segment_at[k].scheduler
         return scheduler.state_dict() if scheduler is not None else None
 
     def model_state(self, k: int, copy: bool = False) -> dict:
@@ -627,15 +679,12 @@ class Stepper:
                 self.tracker.after_backward()
             if self.grad_clip is not None:
                 _clip_per_member(params, self.grad_clip)
-            grads = [p.grad.unbind(0) for p in params]
-            for member, own in enumerate(self.handoff):
-                for p, i in own:
-                    p.grad = grads[i][member]
             for segment in self.segments:
+                for own, (i, rows) in zip(segment.params, segment.sources):
+                    own.grad = params[i].grad[rows]
                 segment.optimizer.step()
-            for own in self.handoff:
-                for p, _ in own:
-                    p.grad = None
+                for own in segment.params:
+                    own.grad = None
             if self.max_norm is not None:
                 _apply_max_norm(weights, self.max_norm)
             loss_sum += losses.detach() * b
@@ -710,16 +759,20 @@ def _rates(model_config) -> list[float]:
     return list(dropout) if isinstance(dropout, tuple) else [dropout] * len(model_config.hidden)
 
 
-def _joined(members) -> dict:
-    """One optimizer state_dict for a segment from its members' own (each a solo optimizer's)."""
-    state, offset = {}, 0
-    for m in members:
-        for j, entry in m.optimizer_state["state"].items():
-            state[offset + int(j)] = entry
-        offset += len(list(m.model.parameters()))
-    group = dict(members[0].optimizer_state["param_groups"][0])
-    group["params"] = list(range(offset))
-    return {"state": state, "param_groups": [group]}
+def _steps_slices(device) -> bool:
+    """Whether an optimizer steps stacked slices (a GPU) or each member's own tensors (a CPU)."""
+    return device.type == "cuda"
+
+
+def _differs(a, b) -> bool:
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return not (torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.equal(a.cpu(), b.cpu()))
+    return a != b
+
+
+def _copied(value):
+    """A state entry shared by a segment's members (a step count), as a member's own."""
+    return value.clone() if torch.is_tensor(value) else value
 
 
 def _own(tensor, copy: bool = False):

