@@ -7,7 +7,8 @@ L1/L2/activity penalties, max-norm, gradient clipping, early stopping and diagno
   members. Members are sorted by optimizer settings, then seed, then activation: each set of
   members with equal optimizer settings is a contiguous slice of K (one optimizer call), members
   of one seed draw the same batches, so the first layer (most of an MLP's arithmetic) is one large
-  matmul per seed, and each activation is applied to its contiguous slices of K. Nothing reduces across members: the loss
+  matmul per seed, and each activation is applied to its contiguous slices of K (on a GPU, its
+  members are first gathered into one slice: see _activations). Nothing reduces across members: the loss
   is each member's mean, summed over members, so each member's gradient is exactly its own.
 - Each member is built by model.build_model with its own seed, exactly as its solo run builds it,
   and then stacked. Its own MLP stays alive, its parameters turned into views of its slice of the
@@ -292,6 +293,16 @@ class _Slice:
     prelu: bool
 
 
+@dataclass
+class _Activations:
+    """Which members get which activation: `slices`, one per activation, over the members in the
+    order `gather` takes them from the stack (None: the stack's own order), `scatter` puts back."""
+
+    slices: list[_Slice]
+    gather: object = None  # a LongTensor of stack positions, or None
+    scatter: object = None
+
+
 class StackedMLP:
     """K members' MLPs as stacked tensors, in the members' parameter order (per hidden layer its
     linear weight [K, out, in] and bias [K, out], batch norm's weight and bias [K, width], the
@@ -361,11 +372,11 @@ class StackedMLP:
             for name, buffer in model.named_buffers():
                 buffer.data = self.buffers[name][k]
 
-    def forward(self, x, slices: list[_Slice], masks=None, keep_activations: bool = False, runs=None):
+    def forward(self, x, activations: _Activations, masks=None, keep_activations: bool = False, runs=None):
         """Training-mode logits [K, B, classes] for x [K, B, features] (or, with `runs`, x
         [S, B, features]: one batch per run of members that share it), and (when asked) each hidden
         layer's activations before dropout (for activity penalties)."""
-        activations = []
+        kept = []
         h = x
         for index, layer in enumerate(self.layers):
             if index == 0 and runs is not None:
@@ -374,26 +385,31 @@ class StackedMLP:
                 z = stacked_linear(h, layer["weight"], layer["bias"])
             if layer["norm"] is not None:
                 z = _batch_norm(z, layer["norm"])
-            a = self._activate(index, z, slices)
+            a = self._activate(index, z, activations)
             if keep_activations:
-                activations.append(a)
+                kept.append(a)
             if masks is not None and masks[index] is not None:
                 a = a * masks[index]
             h = a
-        return stacked_linear(h, self.output["weight"], self.output["bias"]), activations
+        return stacked_linear(h, self.output["weight"], self.output["bias"]), kept
 
-    def _activate(self, index: int, z, slices: list[_Slice]):
+    def _activate(self, index: int, z, activations: _Activations):
+        gather, slices = activations.gather, activations.slices
+        if gather is not None:
+            z = z.index_select(0, gather)
         # split, not indexing: its backward is one concatenation, where each slice's would be a
         # zero tensor of the whole stack plus an addition
         pieces = z.split([s.end - s.start for s in slices]) if len(slices) > 1 else (z,)
         parts = []
         for s, part in zip(slices, pieces):
             if s.prelu:  # nn.PReLU's x > 0 ? x : slope·x, with a slope per member
-                slope = self.layers[index]["slope"][s.start : s.end].view(-1, 1, 1)
+                slope = self.layers[index]["slope"]
+                slope = (slope if gather is None else slope.index_select(0, gather))[s.start : s.end].view(-1, 1, 1)
                 parts.append(torch.where(part > 0, part, slope * part))
             else:
                 parts.append(s.modules[index](part))
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        a = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return a if gather is None else a.index_select(0, activations.scatter)
 
 
 def _batch_norm(z, norm):
@@ -465,7 +481,7 @@ class Stepper:
         prelu = [c.model.activation.name == "prelu" for c in configs]
         self.model = StackedMLP([m.model for m in members], prelu)
         self.model.bind([m.model for m in members])
-        self.slices = _slices(members, prelu)
+        self.activations = _activations(members, prelu, data.x_train.device)
         self.member_names = [[name for name, _ in m.model.named_parameters()] for m in members]
         device = data.x_train.device
         self.device = device
@@ -660,7 +676,7 @@ class Stepper:
             index = orders[:, batch]
             xb, yb = x[index if runs is None else heads[:, batch]], y[index]
             b = index.shape[1]
-            logits, activations = self.model.forward(xb, self.slices, self._masks(b), activity, runs)
+            logits, activations = self.model.forward(xb, self.activations, self._masks(b), activity, runs)
             losses = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(k, b).mean(1)
             total = losses.sum()
             if self.l1 is not None:
@@ -736,12 +752,30 @@ def steps_per_epoch(n: int, batch_size: int, batch_norm: bool) -> int:
     return steps - 1 if batch_norm and n % batch_size == 1 and n > 1 else steps
 
 
-def _slices(members, prelu: list[bool]) -> list[_Slice]:
-    """The contiguous runs of members with one activation."""
-    return [
-        _Slice(start, end, [layer.activation for layer in members[start].model.hidden], prelu[start])
-        for start, end in _runs([activation_key(m.config) for m in members])
-    ]
+def _activations(members, prelu: list[bool], device) -> _Activations:
+    """The slices of members that share an activation. Members sorted by optimizer settings and
+    seed before activation can have an activation in several places of the stack (3 seeds x 6
+    activations: 18 runs of members). On a GPU, where kernel launches are most of a step's time and
+    each slice launches its own kernels forward and backward, each activation's members are
+    gathered into one slice (and scattered back), which costs two copies of the layer's output; on
+    a CPU those copies cost more than the launches they save (4% of a 54-member step), so each run
+    of members is its own slice."""
+    keys = [activation_key(m.config) for m in members]
+    order = list(range(len(members)))
+    if _gathers_activations(device):
+        first = {key: keys.index(key) for key in keys}
+        order.sort(key=lambda k: first[keys[k]])
+    slices = [_Slice(start, end, [layer.activation for layer in members[order[start]].model.hidden], prelu[order[start]])
+              for start, end in _runs([keys[k] for k in order])]
+    if order == sorted(order):
+        return _Activations(slices)
+    gather = torch.tensor(order, device=device)
+    return _Activations(slices, gather, torch.argsort(gather))
+
+
+def _gathers_activations(device) -> bool:
+    """Whether each activation's members are gathered into one slice (a GPU; see _activations)."""
+    return device.type == "cuda"
 
 
 def _runs(keys: list) -> list[tuple[int, int]]:

@@ -6,6 +6,9 @@ runs: seeds 0, 1, 2, ...) trains `--epochs` epochs through training.train_group,
 the table gives the fastest training epoch after the first (the stepper alone: no evaluation, no
 checkpoints), model-steps per second (K x steps / seconds), the throughput against K = 1, and on a
 GPU the peak memory torch allocated during the group and that peak less the data, per member.
+With --profile, the group's last epoch is profiled instead of timed (torch.profiler): CPU and GPU
+time per step, and kernels per step (on a GPU the launches; on a CPU the aten operations that
+compute, views and allocations left out).
 
     ACTEXP_DATA=/tmp/data python bench/fused_scaling.py --set train.device=cuda --ks 1,2,4,8,16,32,54,108
 """
@@ -30,6 +33,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every run (e.g. train.device=cuda)")
     parser.add_argument("--ks", default="1,2,4,8,16,32,54", help="group sizes, comma-separated")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per group (the first is a warm-up)")
+    parser.add_argument("--profile", action="store_true", help="profile each group's last epoch (then give at least 3 epochs)")
     args = parser.parse_args()
 
     import torch
@@ -52,13 +56,21 @@ def main() -> None:
     del data
 
     epoch_seconds: list[float] = []
+    profiled: list[str] = []
     original = training.train_epoch
 
-    def timed_epoch(*a, **kw):
+    def timed_epoch(stepper, *a, **kw):
+        if args.profile and len(epoch_seconds) == args.epochs - 1:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as prof:
+                result = original(stepper, *a, **kw)
+            profiled.append(per_step(prof, stepper.steps_per_epoch(), on_gpu))
+            return result
         if on_gpu:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        result = original(*a, **kw)  # ends in .tolist(): the device has finished the epoch
+        result = original(stepper, *a, **kw)  # ends in .tolist(): the device has finished the epoch
         epoch_seconds.append(time.perf_counter() - start)
         return result
 
@@ -66,10 +78,12 @@ def main() -> None:
     load = os.getloadavg()
     print(f"{Path(args.sweep).name} ({', '.join(args.set) or 'as configured'}), {configs[0].data.dataset.name}, device {device}, "
           f"{torch.get_num_threads()} threads; {args.epochs} epochs per group; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"{'K':>5} {'epoch s':>8} {'steps/s':>9} {'vs K=1':>7} {'peak MB':>8} {'MB/member':>10}")
-    single = None
+    print(f"{'K':>5} {'epoch s':>8} {'steps/s':>9} {'vs K=1':>7} {'peak MB':>8} {'MB/member':>10}"
+          + ("   per step (profiled): CPU ms, GPU ms, kernels" if args.profile else ""))
+    single = None  # K = 1's model-steps per second, when 1 is among the sizes
     for k in ks:
         epoch_seconds.clear()
+        profiled.clear()
         if on_gpu:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -81,13 +95,37 @@ def main() -> None:
         steps = steps_per_epoch(results[0].summary["data"]["n_train"], configs[0].train.batch_size, configs[0].model.batch_norm)
         seconds = min(epoch_seconds[1:] or epoch_seconds)
         rate = k * steps / seconds
-        single = single or rate / k  # per member, at the first K given (1 by default)
+        if k == 1:
+            single = rate
+        versus = f"{rate / single:6.1f}x" if single else f"{'-':>7}"
         if on_gpu:
             peak = torch.cuda.max_memory_allocated(device) / 2**20
             memory = f"{peak:8.0f} {(peak - data_bytes / 2**20) / k:10.2f}"
         else:
             memory = f"{'-':>8} {'-':>10}"
-        print(f"{k:5d} {seconds:8.3f} {rate:9.0f} {rate / single:6.1f}x {memory}", flush=True)
+        print(f"{k:5d} {seconds:8.3f} {rate:9.0f} {versus} {memory}" + (f"   {profiled[0]}" if profiled else ""), flush=True)
+
+
+# aten operations that compute nothing (views, allocations, metadata)
+NOT_COMPUTING = {
+    "aten::view", "aten::as_strided", "aten::select", "aten::slice", "aten::unsqueeze", "aten::expand", "aten::transpose",
+    "aten::t", "aten::split", "aten::split_with_sizes", "aten::unbind", "aten::reshape", "aten::_reshape_alias", "aten::empty",
+    "aten::empty_strided", "aten::empty_like", "aten::detach", "aten::alias", "aten::permute", "aten::narrow", "aten::squeeze",
+    "aten::flatten", "aten::resolve_conj", "aten::resolve_neg", "aten::to", "aten::lift_fresh", "aten::result_type", "aten::_unsafe_view",
+}
+LAUNCHES = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"}
+
+
+def per_step(prof, steps: int, on_gpu: bool) -> str:
+    events = prof.events()
+    if on_gpu:
+        kernels = sum(e.name in LAUNCHES for e in events)
+    else:
+        kernels = sum(e.name.startswith("aten::") and e.name not in NOT_COMPUTING and not e.cpu_children for e in events)
+    averages = prof.key_averages()
+    cpu = averages.self_cpu_time_total / 1e3
+    gpu = sum(getattr(e, "self_device_time_total", 0) for e in averages) / 1e3
+    return f"{cpu / steps:6.2f} {gpu / steps:6.2f} {kernels / steps:5.0f}"
 
 
 if __name__ == "__main__":

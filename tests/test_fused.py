@@ -175,7 +175,7 @@ def test_members_start_from_exactly_their_solo_weights_and_stay_views_of_the_sta
             stacked = stepper.model.params[stepper.model.index[name]]
             assert torch.equal(stacked[k], value), (config.name, name)
             assert member.model.get_parameter(name).untyped_storage().data_ptr() == stacked.untyped_storage().data_ptr()
-    assert [(s.start, s.end, s.prelu) for s in stepper.slices] == [(0, 1, False), (1, 2, True), (2, 3, False), (3, 4, False)]
+    assert [(s.start, s.end, s.prelu) for s in stepper.activations.slices] == [(0, 1, False), (1, 2, True), (2, 3, False), (3, 4, False)]
 
 
 @pytest.mark.parametrize("configs", [MIXED, MAXOUT, BATCH_NORM], ids=["mixed", "maxout", "batch-norm"])
@@ -641,3 +641,20 @@ def test_on_a_gpu_stepping_the_stacked_slices_is_stepping_each_members_own_tenso
         assert trained(a.history) == trained(b.history)
         weights_a, weights_b = last(a.dir)["model"], last(b.dir)["model"]
         assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_b)
+
+
+@pytest.mark.parametrize("gathered", [False, True], ids=["runs of members", "gathered"])
+def test_an_activation_spread_over_the_stack_is_one_slice_on_a_gpu_and_members_stay_their_solo_runs(tmp_path, data_root, monkeypatch, gathered):
+    # seeds before activations: relu, prelu, tanh for seed 0, then again for seed 1
+    configs = [cfg(f"{activation}{seed}", model={"activation": activation}, train={**TRAIN, "seed": seed})
+               for seed in (0, 1) for activation in ("relu", "prelu", "tanh")]
+    monkeypatch.setattr(fused, "_gathers_activations", lambda device: gathered)
+    stepper, _ = make_stepper(configs, tmp_path)
+    plan = stepper.activations
+    if gathered:  # a GPU's: one slice per activation, members gathered by activation and put back
+        assert [(s.start, s.end, s.prelu) for s in plan.slices] == [(0, 2, False), (2, 4, True), (4, 6, False)]
+        assert plan.gather.tolist() == [0, 3, 1, 4, 2, 5] and plan.scatter.tolist() == [0, 2, 4, 1, 3, 5]
+    else:  # a CPU's: a slice for each run of members
+        assert len(plan.slices) == 6 and plan.gather is None
+    for fused_run, solo_run in zip(train_group(configs, runs_dir=tmp_path / "group"), solo_runs(configs, tmp_path)):
+        assert_same_run(fused_run, solo_run)
