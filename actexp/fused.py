@@ -8,8 +8,9 @@ L1/L2/activity penalties, max-norm, gradient clipping, early stopping and diagno
   members with equal optimizer settings is a contiguous slice of K (one optimizer call), members
   of one seed draw the same batches, so the first layer (most of an MLP's arithmetic) is one large
   matmul per seed, and each activation is applied to its contiguous slices of K (on a GPU, its
-  members are first gathered into one slice: see _activations). Nothing reduces across members: the loss
-  is each member's mean, summed over members, so each member's gradient is exactly its own.
+  members are first gathered into one slice: see _activations). Nothing reduces across members:
+  the loss is each member's mean, summed over members, so each member's gradient is exactly its
+  own.
 - Each member is built by model.build_model with its own seed, exactly as its solo run builds it,
   and then stacked. Its own MLP stays alive, its parameters turned into views of its slice of the
   stacked ones (member k's nn.Linear weight is stacked[k]): evaluation, diagnostics and
@@ -481,10 +482,10 @@ class Stepper:
         prelu = [c.model.activation.name == "prelu" for c in configs]
         self.model = StackedMLP([m.model for m in members], prelu)
         self.model.bind([m.model for m in members])
-        self.activations = _activations(members, prelu, data.x_train.device)
-        self.member_names = [[name for name, _ in m.model.named_parameters()] for m in members]
         device = data.x_train.device
         self.device = device
+        self.activations = _activations(members, prelu, device)
+        self.member_names = [[name for name, _ in m.model.named_parameters()] for m in members]
         self.segments = self._segments()
         if self.k > 1 and device.type == "cpu":
             keep_freed_memory()
@@ -517,7 +518,7 @@ class Stepper:
         round differently from its solo run's tensor: there the optimizer steps each member's own
         tensors, bit-identical to its solo run (the loop is a few percent of a CPU step)."""
         segments = []
-        self._where = {}  # (member, stacked index) -> (its segment, the tensor's position there, its row or None)
+        self._where = {}  # (member, stacked index) -> (the position of its tensor in its segment's, its row there or None)
         for start, end in _runs([optimizer_key(m.config) for m in self.members]):
             if _steps_slices(self.device):  # (a PReLU slope only where a member of the slice has one)
                 present = {self.model.index[name] for k in range(start, end) for name in self.member_names[k]}
@@ -530,7 +531,7 @@ class Stepper:
             segment = _Segment(range(start, end), params, sources, optimizer, scheduler)
             for t, (i, rows) in enumerate(sources):
                 for k in ([rows] if isinstance(rows, int) else range(start, end)):
-                    self._where[k, i] = (segment, t, None if isinstance(rows, int) else k - start)
+                    self._where[k, i] = (t, None if isinstance(rows, int) else k - start)
             states = [m.optimizer_state for m in members]
             if any(s is not None for s in states):
                 if any(s is None for s in states):
@@ -593,7 +594,7 @@ class Stepper:
         full = segment.optimizer.state_dict()
         state = {}
         for j, name in enumerate(self.member_names[k]):
-            _, t, row = self._where[k, self.model.index[name]]
+            t, row = self._where[k, self.model.index[name]]
             entry = full["state"].get(t)
             if entry is not None:
                 state[j] = entry if row is None else {
