@@ -27,6 +27,7 @@ from actexp.config import config_from_dict, config_to_yaml
 from actexp.runs import is_locked, read_history, read_ledger, read_summary
 
 from conftest import REPO, cli, hear_signals, run_dirs, tiny_config, write_yaml
+from data_files import RunsCommand
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 # Long enough (a few seconds on these machines) to be caught part-way; no data files needed.
@@ -187,24 +188,14 @@ def test_resuming_with_another_thread_count_says_so(tmp_path, data_root):
 # ----------------------------------------------------------------------------- hostile checkpoints
 
 
-class _Payload:
-    """Unpickling this runs a shell command: what a hostile checkpoint would carry."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _zip_checkpoint(path: Path, marker: Path) -> None:
     state = torch.load(path, weights_only=True)
-    state["best"] = {"value": _Payload(marker), "epoch": 1, "waited": 0}
+    state["best"] = {"value": RunsCommand(f"touch {marker}"), "epoch": 1, "waited": 0}
     torch.save(state, path)
 
 
 def _legacy_pickle(path: Path, marker: Path) -> None:
-    path.write_bytes(pickle.dumps({"epoch": 1, "model": _Payload(marker)}))
+    path.write_bytes(pickle.dumps({"epoch": 1, "model": RunsCommand(f"touch {marker}")}))
 
 
 def _not_a_checkpoint(path: Path, marker: Path) -> None:

@@ -18,6 +18,7 @@ from actexp.evaluation import load_run
 from actexp.training import train
 
 from conftest import cli
+from data_files import RunsCommand
 
 XOR = {
     "name": "xor",
@@ -27,23 +28,13 @@ XOR = {
 }
 
 
-class _Payload:
-    """Unpickling this runs a shell command: what a hostile file would carry."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _legacy_pickle(folder: Path, marker: Path) -> None:
-    (folder / "model.pt").write_bytes(pickle.dumps({"epoch": 2, "model": _Payload(marker)}))
+    (folder / "model.pt").write_bytes(pickle.dumps({"epoch": 2, "model": RunsCommand(f"touch {marker}")}))
 
 
 def _zip_with_payload(folder: Path, marker: Path) -> None:
     state = torch.load(folder / "model.pt", weights_only=True)
-    state["model"]["output.bias"] = _Payload(marker)
+    state["model"]["output.bias"] = RunsCommand(f"touch {marker}")
     torch.save(state, folder / "model.pt")
 
 
