@@ -90,6 +90,18 @@ def bare_overrides(arguments: list[str], command: str) -> list[str]:
     return list(arguments)
 
 
+def check_figure_output(output: Path, needing: str) -> None:
+    """Before any work: matplotlib is installed (exit 1, saying that `needing`, the command or
+    option, needs it) and writes the format `output`'s suffix names (exit 2)."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        fail(f"{needing} needs matplotlib: pip install 'actexp[plot]'", 1)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if output.suffix[1:].lower() not in formats:
+        fail(f"-o {output}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}; the suffix picks the format", 2)
+
+
 def print_table(table) -> None:
     """Tables keep all their columns when the output goes to a file or a pipe (rich would squeeze
     them into 80 columns there); a terminal gets its own width."""
@@ -364,16 +376,10 @@ def plot(
     legend best first (as `compare` ranks); with two varying keys, a panel per value of one of
     them. With --diag, one line per layer over epochs, one panel per run. With --boundary, one
     run's decision regions. -o x.pdf or -o x.svg writes a PDF or an SVG."""
-    try:
-        from matplotlib.backend_bases import FigureCanvasBase
-    except ImportError:
-        fail("plot needs matplotlib: pip install 'actexp[plot]'", 1)
     output = output or Path("boundary.png" if boundary else "curves.png")
     if not output.suffix:
         output = output.with_suffix(".png")  # what matplotlib would write anyway
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if output.suffix[1:].lower() not in formats:
-        fail(f"-o {output}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}; the suffix picks the format", 2)
+    check_figure_output(output, "plot")
     if boundary:
         if diag or panel_by or group_by:
             fail("--boundary draws one run's decision regions; drop --diag, --panel-by and --group-by", 2)
@@ -454,13 +460,7 @@ def eval_run(
     from .show import resolve_run
 
     if output is not None:
-        try:
-            from matplotlib.backend_bases import FigureCanvasBase
-        except ImportError:
-            fail("-o needs matplotlib: pip install 'actexp[plot]'", 1)
-        formats = FigureCanvasBase.get_supported_filetypes()
-        if output.suffix[1:].lower() not in formats:
-            fail(f"-o {output}: matplotlib writes {', '.join('.' + f for f in sorted(formats))}; the suffix picks the format", 2)
+        check_figure_output(output, "-o")
     result = evaluate_run(resolve_run(run, completed=True), split, dataset)
     on = result["dataset"] if result["dataset"] == result["trained_on"] else f"{result['dataset']} (trained on {result['trained_on']})"
     out.print(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "

@@ -102,10 +102,7 @@ def train(
     folder is created."""
     config = with_overrides(config, overrides)
     device = resolve_device(config.train.device)
-    if config.train.tensorboard:
-        from .board import require_tensorboard
-
-        require_tensorboard()
+    _require_extras([config])
     # Refuse, in milliseconds and before anything is read or allocated, a run that cannot fit.
     check_fits(estimate_bytes(config, *dataset_shape(config.data.dataset)), available_bytes(str(device)), str(device))
     with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device), thread_policy(config.train.threads, device) as threads:
@@ -155,10 +152,7 @@ def train_group(
     if any(resume[i] and run_dirs[i] is None for i in range(k)):
         raise ValueError("train_group: a member to resume needs its run folder in run_dirs")
     device = resolve_device(configs[0].train.device)
-    if any(c.train.tensorboard for c in configs):
-        from .board import require_tensorboard
-
-        require_tensorboard()
+    _require_extras(configs)
     check_fits(group_bytes(configs), available_bytes(str(device)), str(device))
     results: list = [None] * k
     order = sorted(range(k), key=lambda i: (member_order(configs[i]), i))
@@ -196,6 +190,15 @@ def train_group(
             for i, run in zip(indices, runs):
                 results[i] = run
     return results
+
+
+def _require_extras(configs: list[Config]) -> None:
+    """ConfigError naming the install when a config needs a package that is missing (tensorboard),
+    before anything is written."""
+    if any(c.train.tensorboard for c in configs):
+        from .board import require_tensorboard
+
+        require_tensorboard()
 
 
 def with_overrides(config: Config | dict | str | Path, overrides: list[str]) -> Config:
@@ -621,10 +624,6 @@ def _resume_state(folder: Path, tc, n_params: int) -> dict:
         raise ActexpError(f"{folder}: no {CHECKPOINTS}/last.pt to resume from (the run kept train.checkpoint={tc.checkpoint}; resuming needs last or both)")
     # The model, up to three optimizer states and the best weights, in float32, plus RNG states.
     return load_checkpoint(last, max_bytes=4 * 6 * n_params + (64 << 20))
-
-
-def _steps(n: int, batch_size: int, batch_norm: bool) -> int:
-    return steps_per_epoch(n, batch_size, batch_norm)
 
 
 @torch.inference_mode()

@@ -85,8 +85,9 @@ def override_name(name: str, overrides: list[str]) -> str:
     keys it sweeps (`tanh,seed=1`). The key is its last part (the dotted key where
     two overridden keys share one), the value as written (a key given twice: its last value), and
     characters a folder name cannot hold become `-`. Keys that change only where or how the run is
-    recorded (UNNAMED_KEYS) are left out. An override of `name` itself is the name as given. A result longer than MAX_NAME_LENGTH is cut and ends in a hash of the whole, so that
-    different overrides still get different names."""
+    recorded (UNNAMED_KEYS) are left out. An override of `name` itself is the name as given. A
+    result longer than MAX_NAME_LENGTH is cut and ends in a hash of the whole, so that different
+    overrides still get different names."""
     given = {}
     for item in overrides:
         key, _, value = item.partition("=")
