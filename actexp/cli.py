@@ -233,7 +233,7 @@ def validate(
                 names = ", ".join(run.name for run in sweep.runs[:3]) + (", …" if len(sweep.runs) > 3 else "")
                 what = f"sweep {sweep.name}, {len(sweep.runs)} runs: {names}"
             else:
-                what = load_config(path, set_).name
+                what = load_config(path, set_, document=document).name
         except ActexpError as e:
             err.print("error: " + str(e), soft_wrap=True, markup=False, style="red")
             bad += 1

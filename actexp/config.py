@@ -175,19 +175,23 @@ FLOAT_PATTERN = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 # Every config file is possibly hostile: no small input may make reading it allocate or spin without bound.
 MAX_CONFIG_BYTES = 1_000_000  # a config is 1-2 KB and a sweep file not much more
 MAX_YAML_DEPTH = 100  # nesting levels; a config is 3 deep
-MAX_YAML_VALUES = 100_000  # values with every alias expanded; a config has about 50
+# Values with every alias expanded: a config has about 50 (at most ~6,000: six per-layer lists of
+# 1,001), a sweep file at most ~12,000 (10,000 runs). Refusing costs ~0.3 s at the cap (PyYAML builds
+# Python objects value by value), where 100,000 cost 1-2 s.
+MAX_YAML_VALUES = 20_000
 # libyaml parses ~20x faster than pure-Python PyYAML (a 1 MB file: 0.2 s instead of 4 s); the data
 # and the errors are the same kinds.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_config(path: str | Path, overrides: list[str] = (), *, rename: bool = True) -> Config:
+def load_config(path: str | Path, overrides: list[str] = (), *, rename: bool = True, document=...) -> Config:
     """Read a YAML config, apply `key=value` overrides, validate. Raises ConfigError. With
     overrides, the config is named after them too (varying.override_name: `relu_xavier,activation=tanh`),
     so that a run trained with them is not filed and titled as the config without them; `rename`
-    False keeps the file's name (sweeps name their runs themselves)."""
+    False keeps the file's name (sweeps name their runs themselves). `document`: what read_yaml(path)
+    returned, when the caller has read the file already."""
     path = Path(path)
-    raw = read_yaml(path)
+    raw = read_yaml(path) if document is ... else document
     if raw is None:
         raise ConfigError(f"{_shown_path(path)}: the file is empty; see configs/relu_xavier.yaml for a complete example")
     if not isinstance(raw, dict):
@@ -475,7 +479,7 @@ def _parse(tp, value, path: str, rng: Range | None = None, registry: str | None 
             raise ConfigError(f"{path}: expected a list of {len(args)} values, got {len(value)}")
         if not value:
             raise ConfigError(f"{path}: expected a non-empty list")
-        if len(value) > MAX_LIST:  # refused before 100,000 values are checked one by one
+        if len(value) > MAX_LIST:  # refused before 20,000 values are checked one by one
             raise ConfigError(f"{path}: a list of {len(value)} values; lists here hold one value per layer, at most {MAX_LIST}")
         return tuple(_parse(args[0], v, f"{path}[{i}]", rng) for i, v in enumerate(value))
     return _parse_scalar(tp, value, path, rng)
@@ -638,6 +642,8 @@ def _first_line(error: Exception) -> str:
 
 
 def _plain(value):
+    if value is None or isinstance(value, (str, int, float)):  # most of a config: first, since lists can be long
+        return value
     if isinstance(value, Component):
         return value.to_plain()
     if dataclasses.is_dataclass(value):

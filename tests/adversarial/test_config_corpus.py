@@ -17,7 +17,8 @@ import yaml
 
 from conftest import REPO, cli, tiny_config, write_yaml
 
-SECONDS = 2.0  # per CLI call; the refusals take milliseconds
+SECONDS = 2.0  # CPU seconds of the calling thread per CLI call (the refusals take milliseconds): neither
+# other processes on a busy machine nor torch's idle threads spinning count
 
 
 def _bomb(levels: int = 9, fan: int = 10) -> str:
@@ -49,16 +50,16 @@ PWNED = "pwned"  # the file a python/object tag would create if it ran
 # (id, YAML text, fragments the one line must hold besides the file's path)
 BAD_FILES = [
     # aliases, nesting, size of the document
-    ("alias bomb", _bomb(), ["more than 100,000 values", "nested aliases"]),
-    ("alias bomb under model.hidden", f"model:\n  hidden: {_flow_bomb()}\n", ["more than 100,000 values"]),
-    ("alias bomb of mappings", "\n".join(["b0: &b0 {x: 1, y: 2, z: 3}"] + [f"b{i}: &b{i} {{x: *b{i-1}, y: *b{i-1}, z: *b{i-1}, w: *b{i-1}}}" for i in range(1, 12)]) + "\n", ["more than 100,000 values"]),
-    ("merge-key bomb", _merge_bomb(), ["more than 100,000 values"]),
+    ("alias bomb", _bomb(), ["more than 20,000 values", "nested aliases"]),
+    ("alias bomb under model.hidden", f"model:\n  hidden: {_flow_bomb()}\n", ["more than 20,000 values"]),
+    ("alias bomb of mappings", "\n".join(["b0: &b0 {x: 1, y: 2, z: 3}"] + [f"b{i}: &b{i} {{x: *b{i-1}, y: *b{i-1}, z: *b{i-1}, w: *b{i-1}}}" for i in range(1, 12)]) + "\n", ["more than 20,000 values"]),
+    ("merge-key bomb", _merge_bomb(), ["more than 20,000 values"]),
     ("recursive alias in a list", "model:\n  hidden: &a [1, *a]\n", ["alias *a", "holds it"]),
     ("recursive alias in a mapping", "model: &m\n  hidden: [8]\n  extra: *m\n", ["alias *m", "holds it"]),
     ("deep flow sequence", DEEP_LIST, ["nests deeper than 100 levels"]),
     ("deep flow mapping", DEEP_MAP, ["nests deeper than 100 levels"]),
     ("deep block mapping", _block_nest(150), ["nests deeper than 100 levels"]),
-    ("a list of 150,000 values", "model:\n  hidden: [" + "1," * 150_000 + "1]\n", ["more than 100,000 values"]),
+    ("a list of 150,000 values", "model:\n  hidden: [" + "1," * 150_000 + "1]\n", ["more than 20,000 values"]),
     ("undefined alias", "model:\n  hidden: *nowhere\n", ["YAML syntax error", "alias"]),
     ("two documents", "name: a\n---\nname: b\n", ["YAML syntax error"]),
     ("NUL in the text", "name: a\x00b\n", ["YAML syntax error"]),
@@ -158,11 +159,11 @@ BAD_FILES = [
     ("l1 list too long", "model:\n  hidden: [8]\nregularization:\n  l1: [0.1, 0.1, 0.1]\n", ["regularization.l1", "3 values for 2 weight matrices"]),
     ("activity list of the weight matrices", "model:\n  hidden: [8]\nregularization:\n  activity_l1: [0.1, 0.1]\n", ["regularization.activity_l1", "2 values for 1 hidden layer"]),
     ("penalty list empty", "regularization:\n  l2: []\n", ["regularization.l2", "non-empty list"]),
-    ("penalty list of 90,000 values", "model:\n  hidden: [8]\nregularization:\n  l2: [" + "0.1," * 89_999 + "0.1]\n", ["regularization.l2", "a list of 90000 values", "at most 1001"]),
+    ("penalty list of 19,000 values", "model:\n  hidden: [8]\nregularization:\n  l2: [" + "0.1," * 18_999 + "0.1]\n", ["regularization.l2", "a list of 19000 values", "at most 1001"]),
     ("penalty list of 1001 values", "model:\n  hidden: [8]\nregularization:\n  l1: [" + "0," * 1000 + "0]\n", ["regularization.l1", "1001 values for 2 weight matrices"]),
-    ("hidden list of 90,000 widths", "model:\n  hidden: [" + "8," * 89_999 + "8]\n", ["model.hidden", "a list of 90000 values", "at most 1001"]),
-    ("penalty list of 150,000 values", "regularization:\n  l1: [" + "0," * 150_000 + "0]\n", ["more than 100,000 values"]),
-    ("penalty list alias bomb", f"regularization:\n  l2: {_flow_bomb()}\n", ["more than 100,000 values"]),
+    ("hidden list of 19,000 widths", "model:\n  hidden: [" + "8," * 18_999 + "8]\n", ["model.hidden", "a list of 19000 values", "at most 1001"]),
+    ("penalty list of 150,000 values", "regularization:\n  l1: [" + "0," * 150_000 + "0]\n", ["more than 20,000 values"]),
+    ("penalty list alias bomb", f"regularization:\n  l2: {_flow_bomb()}\n", ["more than 20,000 values"]),
     ("negative in a penalty list", "model:\n  hidden: [8]\nregularization:\n  l1: [0.1, -1]\n", ["regularization.l1[1]", "out of range"]),
     ("-inf in a penalty list", "model:\n  hidden: [8]\nregularization:\n  l2: [-.inf, 0]\n", ["regularization.l2[0]", "finite"]),
     ("nan in an activity list", "model:\n  hidden: [8]\nregularization:\n  activity_l2: [.nan]\n", ["regularization.activity_l2[0]", "finite"]),
@@ -254,8 +255,8 @@ BAD_OVERRIDES = [
     ("a key through a name", ["name.x=1"], ["name", "expected a string"]),
     ("unknown section", ["trian.epochs=3"], ["trian", "unknown key"]),
     ("key with a newline", ["optim.l\nr=1"], ["optim.'l\\nr'", "unknown key"]),
-    ("alias bomb value", [f"model.hidden={_flow_bomb()}"], ["--set 'model.hidden=", "more than 100,000 values"]),
-    ("alias bomb of a whole section", ["model=" + _bomb()], ["more than 100,000 values"]),
+    ("alias bomb value", [f"model.hidden={_flow_bomb()}"], ["--set 'model.hidden=", "more than 20,000 values"]),
+    ("alias bomb of a whole section", ["model=" + _bomb()], ["more than 20,000 values"]),
     ("deep nesting value", ["model.hidden=" + "[" * 20_000 + "]" * 20_000], ["nests deeper than 100 levels"]),
     ("recursive alias value", ["model.hidden=&a [1, *a]"], ["alias *a", "holds it"]),
     ("python tag value", [f'name=!!python/object/apply:os.system ["touch {PWNED}"]'], ["name", "not a usable folder name"]),
@@ -273,7 +274,7 @@ BAD_OVERRIDES = [
     ("epochs a boolean", ["train.epochs=yes"], ["train.epochs", "boolean"]),
     ("penalty list of the wrong length", ["regularization.l2=[0.1, 0.1, 0.1]"], ["regularization.l2", "3 values for 2 weight matrices"]),
     ("depth that no longer fits a penalty list", ["regularization.l1=[0.1, 0]", "model.depth=3"], ["regularization.l1", "2 values for 4 weight matrices"]),
-    ("penalty list alias bomb", [f"regularization.l2={_flow_bomb()}"], ["more than 100,000 values"]),
+    ("penalty list alias bomb", [f"regularization.l2={_flow_bomb()}"], ["more than 20,000 values"]),
     ("normalize unknown", ["data.normalize=x/255"], ["data.normalize", "choose one of"]),
 ]
 
@@ -296,9 +297,9 @@ def deadline():
 
 
 def _refused(args, path: Path, fragments) -> str:
-    start = time.perf_counter()
+    start = time.thread_time()
     result = cli(*args)
-    seconds = time.perf_counter() - start
+    seconds = time.thread_time() - start
     assert result.exit_code == 2, result.output[:2000]
     assert "Traceback" not in result.output
     lines = result.output.strip().splitlines()
@@ -347,9 +348,9 @@ def test_sweep_files_are_read_the_same_way(tmp_path, deadline):
     # A sweep file and the base config it names go through read_yaml too.
     bomb = write_yaml(tmp_path / "bomb.yaml", _bomb())
     sweep = write_yaml(tmp_path / "sweep.yaml", {"base": "bomb.yaml", "grid": {"optim.lr": [0.1, 0.01]}})
-    line = _refused(["validate", sweep], bomb, ["more than 100,000 values"])
+    line = _refused(["validate", sweep], bomb, ["more than 20,000 values"])
     assert line
-    _refused(["sweep", sweep, "--runs-dir", tmp_path / "runs"], bomb, ["more than 100,000 values"])
+    _refused(["sweep", sweep, "--runs-dir", tmp_path / "runs"], bomb, ["more than 20,000 values"])
     fifo = _fifo(tmp_path)
     _refused(["sweep", fifo, "--runs-dir", tmp_path / "runs"], fifo, [])
     assert not (tmp_path / "runs").exists()
@@ -375,28 +376,29 @@ def test_good_files_still_load(tmp_path):
 # ----------------------------------------------------------------------------- memory, in a child process
 
 
-# Runs `python -m actexp ...` and writes its exit code, seconds and peak RSS (KB) to argv[1]. A child's
+# Runs `python -m actexp ...` and writes its exit code, CPU seconds and peak RSS (KB) to argv[1]. A child's
 # ru_maxrss starts at its parent's peak on Linux (fork copies the parent's memory map, and exec keeps
 # the larger figure): measured from the pytest process, which holds torch, every child would weigh
 # ~700 MB. This small launcher's only child is measured from the launcher, so RUSAGE_CHILDREN is that
 # child's alone. The child's address space is capped at 2 GB (a regression fails with MemoryError
 # instead of taking the machine's memory) and it is killed after its time limit.
 LAUNCHER = """
-import resource, subprocess, sys, time
+import resource, subprocess, sys
 report, limit, args = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 cap = lambda: resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
-start = time.monotonic()
 try:
     code = subprocess.run([sys.executable, "-m", "actexp", *args], preexec_fn=cap, timeout=limit).returncode
 except subprocess.TimeoutExpired:
     code = "timeout"
-seconds = time.monotonic() - start
-open(report, "w").write(f"{code} {seconds} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(report, "w").write(f"{code} {usage.ru_utime + usage.ru_stime} {usage.ru_maxrss}")
 """
 
 
 def _run_child(args, cwd: Path, limit: float = 10.0):
-    """`python -m actexp ARGS` in a grandchild: (exit code, output, seconds, its peak RSS in bytes)."""
+    """`python -m actexp ARGS` in a grandchild: (exit code, output, its CPU seconds, its peak RSS in
+    bytes). CPU time, not wall time: other work on the machine (a parallel test run) does not count;
+    a hang (a blocking read) is caught by `limit`, in wall seconds."""
     report, output = cwd / "child-report.txt", cwd / "child-output.txt"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with output.open("wb") as sink:
@@ -437,7 +439,7 @@ def test_bounded_in_a_child_process(tmp_path, make):
 def test_alias_bomb_override_in_a_child_process(tmp_path):
     path = write_yaml(tmp_path / "ok.yaml", tiny_config())
     code, output, seconds, peak = _run_child(["validate", path, "--set", f"model.hidden={_flow_bomb(9)}"], tmp_path)
-    assert code == 2 and "more than 100,000 values" in output and len(output.strip().splitlines()) == 1, output[:2000]
+    assert code == 2 and "more than 20,000 values" in output and len(output.strip().splitlines()) == 1, output[:2000]
     assert seconds < CHILD_SECONDS and peak < PEAK_LIMIT, (seconds, peak)
 
 

@@ -206,10 +206,10 @@ GIANTS = [
 def test_giants_are_refused_in_milliseconds_without_allocating(section, shape, key):
     config = config_from_dict(section)
     tracemalloc.start()
-    start = time.perf_counter()
+    start = time.thread_time()  # this thread's CPU time: a busy machine (a parallel test run) must not fail it
     with pytest.raises(ConfigError) as error:
         check_fits(estimate_bytes(config, *shape), 8 * GB, "cpu")
-    seconds = time.perf_counter() - start
+    seconds = time.thread_time() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     message = str(error.value)
@@ -230,10 +230,10 @@ def test_giants_are_refused_in_milliseconds_without_allocating(section, shape, k
     ids=["depth 1e6", "hidden 1e9", "width 1e9", "maxout k 1e9", "xor 1e11"],
 )
 def test_absurd_sizes_are_refused_by_the_bounds(section):
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(ConfigError, match="out of range"):
         config_from_dict(section)
-    assert time.perf_counter() - start < 0.05
+    assert time.thread_time() - start < 0.05
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
