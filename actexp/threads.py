@@ -40,6 +40,72 @@ def usable_cpus() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
+def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """How many cores this process can keep busy: its CPUs (usable_cpus), or fewer where its cgroup
+    caps its CPU time (`docker --cpus`, a Kubernetes CPU limit, systemd's CPUQuota), rounded down
+    (at least 1). A container on a 64-core host capped at 2 CPUs sees all 64 in its affinity; 64
+    spinning OpenMP threads sharing 2 cores' time would mostly wait."""
+    cpus = len(usable_cpus())
+    quota = cpu_quota(cgroup_root)
+    return cpus if quota is None else max(1, min(cpus, int(quota)))
+
+
+def cpu_quota(cgroup_root: str = "/sys/fs/cgroup", own: str = "/proc/self/cgroup") -> float | None:
+    """The tightest CPU bandwidth limit, in cores, on this process's cgroup and its ancestors
+    (cgroup v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us); None without one, or where the
+    files cannot be read or make no sense."""
+    try:
+        with open(own, "rb") as f:
+            lines = f.read(1 << 16).decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # v2: one hierarchy
+            folders, read = [cgroup_root], _v2_limit
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's hierarchy
+            folders, read = [os.path.join(cgroup_root, name) for name in (controllers, "cpu", "cpu,cpuacct")], _v1_limit
+        else:
+            continue
+        parts = [p for p in path.strip().split("/") if p and p != "."]
+        if ".." in parts:  # a cgroup outside this namespace's view (or a hostile file): not readable here
+            continue
+        for base in dict.fromkeys(folders):  # (v1's mount point has one of these names)
+            for depth in range(len(parts) + 1):  # the cgroup and each ancestor; in a container, its root is the cgroup
+                limit = read(os.path.join(base, *parts[:depth]))
+                if limit is not None:
+                    limits.append(limit)
+    return min(limits) if limits else None
+
+
+def _read_small(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(256).decode(errors="replace")
+    except OSError:
+        return None
+
+
+def _v2_limit(folder: str) -> float | None:
+    text = _read_small(os.path.join(folder, "cpu.max"))  # "max 100000" or "200000 100000"
+    fields = text.split() if text else []
+    return _cores(*fields) if len(fields) == 2 else None
+
+
+def _v1_limit(folder: str) -> float | None:
+    quota, period = (_read_small(os.path.join(folder, name)) for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+    return _cores(quota.strip(), period.strip()) if quota and period else None
+
+
+def _cores(quota: str, period: str) -> float | None:
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:  # "max": no limit
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
 def busy_others(previous: tuple[float, float, float] | None, cpus: set[int] | None = None) -> tuple[tuple[float, float, float], float | None]:
     """(a new sample, the cores other processes kept busy since `previous` on the CPUs this process
     may use (`cpus`, default usable_cpus()), None without a previous sample or where /proc/stat
@@ -77,7 +143,7 @@ class ThreadGovernor:
 
     def __init__(self, most: int, cores: int | None = None, read=busy_others, every: float = CHECK_SECONDS):
         self.most, self.read, self.every = most, read, every
-        self.cores = cores or len(usable_cpus())
+        self.cores = cores or usable_cores()
         self.sample, _ = read(None)
         self.next_check = time.monotonic() + every
         self.used = {torch.get_num_threads()}
@@ -117,6 +183,11 @@ def thread_policy(threads, device):
         policy = _Fixed(threads)
     elif device.type != "cpu" or before == 1:
         policy = _Fixed(before)
+    elif (cores := usable_cores()) < len(usable_cpus()):
+        # A CPU quota: its share of time is this process's whatever the rest of the host does (which
+        # /proc/stat shows), and torch's default counts the host's cores, not the quota's.
+        torch.set_num_threads(min(before, cores))
+        policy = _Fixed(min(before, cores))
     else:
         policy = ThreadGovernor(before)
     try:

@@ -13,7 +13,8 @@ import torch
 import actexp
 from actexp.config import config_hash, config_from_dict
 from actexp.errors import ConfigError
-from actexp.threads import ThreadGovernor, busy_others, thread_policy
+from actexp import threads
+from actexp.threads import ThreadGovernor, busy_others, cpu_quota, thread_policy
 
 from conftest import tiny_config
 
@@ -81,6 +82,53 @@ def test_a_policy_restores_the_count_it_found():
     with thread_policy("auto", torch.device("cpu")) as policy:
         assert isinstance(policy, ThreadGovernor) and policy.most == 2
     assert torch.get_num_threads() == 2
+
+
+def cgroup(tmp_path, own: str, files: dict[str, str]):
+    """A fake cgroup mount under tmp_path/fs and /proc/self/cgroup saying `own`: (root, own file)."""
+    root = tmp_path / "fs"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "cgroup").write_text(own)
+    return str(root), str(tmp_path / "cgroup")
+
+
+@pytest.mark.parametrize("own,files,cores", [
+    # cgroup v2: docker --cpus=2 (in the container's namespace its cgroup is the root), none, 1.5 CPUs
+    ("0::/\n", {"cpu.max": "200000 100000\n"}, 2.0),
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+    ("0::/user.slice/job\n", {"user.slice/job/cpu.max": "150000 100000\n"}, 1.5),
+    # the tightest of the cgroup and its ancestors
+    ("0::/a/b\n", {"a/cpu.max": "100000 100000\n", "a/b/cpu.max": "400000 100000\n"}, 1.0),
+    # cgroup v1: the cpu controller's quota and period; -1 is none; other controllers' lines ignored
+    ("4:memory:/x\n3:cpu,cpuacct:/docker/c1\n", {"cpu,cpuacct/docker/c1/cpu.cfs_quota_us": "300000\n",
+                                                   "cpu,cpuacct/docker/c1/cpu.cfs_period_us": "100000\n"}, 3.0),
+    ("3:cpu,cpuacct:/\n", {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, None),
+    # nonsense is no limit: garbage, a zero period, a path that climbs out, an empty file
+    ("0::/\n", {"cpu.max": "lots of cpu\n"}, None),
+    ("0::/\n", {"cpu.max": "100000 0\n"}, None),
+    ("0::/../../etc\n", {"etc/cpu.max": "100000 100000\n"}, None),
+    ("", {}, None),
+])
+def test_a_cgroup_cpu_quota_is_read(tmp_path, own, files, cores):
+    root, own_file = cgroup(tmp_path, own, files)
+    assert cpu_quota(root, own_file) == cores
+
+
+def test_a_quota_caps_the_threads_and_the_governor_stands_down(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cpus", lambda: set(range(64)))  # a big host ...
+    monkeypatch.setattr(threads, "cpu_quota", lambda root="": 2.5)  # ... and docker --cpus=2.5
+    assert threads.usable_cores() == 2
+    torch.set_num_threads(4)
+    with thread_policy("auto", torch.device("cpu")) as policy:
+        assert torch.get_num_threads() == 2 and policy.used == {2} and not isinstance(policy, ThreadGovernor)
+    assert torch.get_num_threads() == 4
+    monkeypatch.setattr(threads, "cpu_quota", lambda root="": 0.2)
+    assert threads.usable_cores() == 1
+    monkeypatch.setattr(threads, "cpu_quota", lambda root="": None)
+    assert threads.usable_cores() == 64
+    torch.set_num_threads(2)
 
 
 def test_summary_records_the_choice_and_fixed_counts_repeat_exactly(data_root, tmp_path):

@@ -263,4 +263,7 @@ def resumable(run: RunSpec, folder: Path | None) -> RunSpec:
 
 
 def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may keep busy (its CPU affinity, or its cgroup's CPU quota if lower)."""
+    from ..threads import usable_cores
+
+    return usable_cores()
