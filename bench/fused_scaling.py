@@ -8,7 +8,8 @@ checkpoints), model-steps per second (K x steps / seconds), the throughput again
 GPU the peak memory torch allocated during the group and that peak less the data, per member.
 With --profile, the group's last epoch is profiled instead of timed (torch.profiler): CPU and GPU
 time per step, and kernels per step (on a GPU the launches; on a CPU the aten operations that
-compute, views and allocations left out).
+compute, views and allocations left out); --ops N adds the N costliest operations (the matrix
+multiplies are aten::mm, addmm, baddbmm and bmm).
 
     ACTEXP_DATA=/tmp/data python bench/fused_scaling.py --set train.device=cuda --ks 1,2,4,8,16,32,54,108
 """
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--ks", default="1,2,4,8,16,32,54", help="group sizes, comma-separated")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per group (the first is a warm-up)")
     parser.add_argument("--profile", action="store_true", help="profile each group's last epoch (then give at least 3 epochs)")
+    parser.add_argument("--ops", type=int, default=0, help="with --profile: also print the N operations that took the most CPU time, per step")
     args = parser.parse_args()
 
     import torch
@@ -66,6 +68,8 @@ def main() -> None:
             with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as prof:
                 result = original(stepper, *a, **kw)
             profiled.append(per_step(prof, stepper.steps_per_epoch(), on_gpu))
+            if args.ops:
+                top_operations(prof, stepper.steps_per_epoch(), stepper.k, args.ops)
             return result
         if on_gpu:
             torch.cuda.synchronize()
@@ -114,6 +118,16 @@ NOT_COMPUTING = {
     "aten::flatten", "aten::resolve_conj", "aten::resolve_neg", "aten::to", "aten::lift_fresh", "aten::result_type", "aten::_unsafe_view",
 }
 LAUNCHES = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"}
+
+
+def top_operations(prof, steps: int, k: int, n: int) -> None:
+    """The n operations with the most self CPU time: ms per step and per member-step, and share."""
+    averages = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in averages)
+    print(f"      K={k}, the {n} costliest operations: {'ms/step':>8} {'ms/member-step':>15} {'share':>6}")
+    for e in averages[:n]:
+        ms = e.self_cpu_time_total / 1e3 / steps
+        print(f"      {e.key[:40]:40} {ms:8.2f} {ms / k:15.3f} {e.self_cpu_time_total / total:6.1%}")
 
 
 def per_step(prof, steps: int, on_gpu: bool) -> str:
