@@ -357,7 +357,7 @@ def test_sweep_files_are_read_the_same_way(tmp_path, deadline):
 
 
 def test_good_files_still_load(tmp_path):
-    from actexp.config import load_config
+    from actexp.config import load_config, read_yaml
 
     # Aliases within the bound load, and each use is a copy of its own: an override changes one place.
     shared = write_yaml(tmp_path / "shared.yaml", "model:\n  hidden: [8]\n  init: &i {name: normal, std: 0.1}\n  bias_init: *i\n")
@@ -371,6 +371,13 @@ def test_good_files_still_load(tmp_path):
     bom.write_bytes(b"\xef\xbb\xbfmodel:\n  hidden: [8]\n")
     assert cli("validate", bom).exit_code == 0
     assert load_config(write_yaml(tmp_path / "wide.yaml", "model:\n  depth: 1000\n  width: 1000000\n")).model.hidden[-1] == 1_000_000
+    # The value bound leaves room for the largest real documents: a config with every per-layer list
+    # at its longest (about 6,000 values), and a sweep file of 10,000 seeds.
+    longest = {"model": {"hidden": list(range(1, 1001)), "dropout": [0.1] * 1000},
+               "regularization": {"l1": [0.0] * 1001, "l2": [0.0] * 1001, "activity_l1": [0.0] * 1000, "activity_l2": [0.0] * 1000}}
+    assert len(load_config(write_yaml(tmp_path / "longest.yaml", longest)).regularization.l2) == 1001
+    seeds = write_yaml(tmp_path / "seeds.yaml", {"base": "longest.yaml", "grid": {"optim.lr": [0.1]}, "seeds": list(range(10_000))})
+    assert len(read_yaml(seeds)["seeds"]) == 10_000
 
 
 # ----------------------------------------------------------------------------- memory, in a child process
