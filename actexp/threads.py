@@ -40,13 +40,13 @@ def usable_cpus() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
-def usable_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+def usable_cores() -> int:
     """How many cores this process can keep busy: its CPUs (usable_cpus), or fewer where its cgroup
     caps its CPU time (`docker --cpus`, a Kubernetes CPU limit, systemd's CPUQuota), rounded down
     (at least 1). A container on a 64-core host capped at 2 CPUs sees all 64 in its affinity; 64
     spinning OpenMP threads sharing 2 cores' time would mostly wait."""
     cpus = len(usable_cpus())
-    quota = cpu_quota(cgroup_root)
+    quota = cpu_quota()
     return cpus if quota is None else max(1, min(cpus, int(quota)))
 
 
@@ -186,10 +186,11 @@ def thread_policy(threads, device):
     elif (cores := usable_cores()) < len(usable_cpus()):
         # A CPU quota: its share of time is this process's whatever the rest of the host does (which
         # /proc/stat shows), and torch's default counts the host's cores, not the quota's.
-        torch.set_num_threads(min(before, cores))
-        policy = _Fixed(min(before, cores))
+        count = min(before, cores)
+        torch.set_num_threads(count)
+        policy = _Fixed(count)
     else:
-        policy = ThreadGovernor(before)
+        policy = ThreadGovernor(before, cores)
     try:
         yield policy
     finally:

@@ -118,15 +118,15 @@ def test_a_cgroup_cpu_quota_is_read(tmp_path, own, files, cores):
 
 def test_a_quota_caps_the_threads_and_the_governor_stands_down(monkeypatch):
     monkeypatch.setattr(threads, "usable_cpus", lambda: set(range(64)))  # a big host ...
-    monkeypatch.setattr(threads, "cpu_quota", lambda root="": 2.5)  # ... and docker --cpus=2.5
+    monkeypatch.setattr(threads, "cpu_quota", lambda: 2.5)  # ... and docker --cpus=2.5
     assert threads.usable_cores() == 2
     torch.set_num_threads(4)
     with thread_policy("auto", torch.device("cpu")) as policy:
         assert torch.get_num_threads() == 2 and policy.used == {2} and not isinstance(policy, ThreadGovernor)
     assert torch.get_num_threads() == 4
-    monkeypatch.setattr(threads, "cpu_quota", lambda root="": 0.2)
+    monkeypatch.setattr(threads, "cpu_quota", lambda: 0.2)
     assert threads.usable_cores() == 1
-    monkeypatch.setattr(threads, "cpu_quota", lambda root="": None)
+    monkeypatch.setattr(threads, "cpu_quota", lambda: None)
     assert threads.usable_cores() == 64
     torch.set_num_threads(2)
 
