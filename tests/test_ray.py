@@ -1,11 +1,14 @@
 """The Ray backend on one local Ray instance (2 CPUs), started once for this module: the same
-results as the local backend, a killed worker's run resumed, Ctrl-C then the same command, a
-failing config, the shared-storage probe."""
+results as the local backend, a killed worker's run resumed, Ctrl-C then the same command (the
+tasks stopping themselves, never through ray.cancel), a failing config, the shared-storage probe."""
 
 from __future__ import annotations
 
 import os
+import random
 import signal
+import threading
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -18,7 +21,7 @@ from test_sweep import LONG_BASE, ONE_THREAD_ENV, XOR_BASE, signal_sweep_when, s
 ray = pytest.importorskip("ray")
 
 from actexp.backends import raycluster  # noqa: E402
-from actexp.backends.raycluster import RayBackend  # noqa: E402
+from actexp.backends.raycluster import RayBackend, run_interruptibly  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ def test_a_worker_lost_more_often_than_allowed_fails_its_run(tmp_path, cluster):
 
 def test_ctrl_c_then_the_same_command_retrains_nothing_and_loses_nothing(tmp_path, cluster):
     # Runs of several seconds each: Ray's events reach the ledger up to half a second late, and on a
-    # busy machine the cancel takes a while to reach the tasks.
+    # busy machine the stop takes a while to reach the tasks.
     base = {**LONG_BASE, "data": {**LONG_BASE["data"], "dataset": {"name": "xor", "n_train": 12000}}}
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"]}, base=base)
     runs = tmp_path / "runs"
@@ -114,7 +117,7 @@ def test_ctrl_c_then_the_same_command_retrains_nothing_and_loses_nothing(tmp_pat
     assert code == 130, output
     assert "run the same command again to resume" in output
     before = read_ledger(sweep_dir)["runs"]
-    # On a busy machine a run may finish before the cancel reaches it: every run is then completed,
+    # On a busy machine a run may finish before the stop reaches it: every run is then completed,
     # interrupted (saved) or pending, and nothing is failed or lost.
     assert {e["status"] for e in before} <= {"completed", "interrupted", "pending"}
     finished = {e["name"]: snapshot(sweep_dir / e["folder"]) for e in before if e["status"] == "completed"}
@@ -130,6 +133,83 @@ def test_ctrl_c_then_the_same_command_retrains_nothing_and_loses_nothing(tmp_pat
         if old["status"] == "interrupted":
             assert e["folder"] == old["folder"]  # resumed in place
         assert [r["epoch"] for r in read_history(sweep_dir / e["folder"])] == list(range(0, 31))
+
+
+def test_ctrl_c_stops_the_tasks_through_the_inbox_never_with_ray_cancel(tmp_path, cluster, monkeypatch):
+    # ray.cancel of a task that is ending on its own can abort the driver inside Ray (a RAY_CHECK in
+    # its task manager; bench/ray_stop_race.py shows it): the first Ctrl-C must not use it.
+    def no_cancel(*args, **kwargs):
+        raise AssertionError("ray.cancel called")
+
+    monkeypatch.setattr(ray, "cancel", no_cancel)
+    path = write_sweep(tmp_path, {"model.activation": ["relu"]}, seeds=[0], base={**LONG_BASE, "train": {**LONG_BASE["train"], "epochs": 40}})
+
+    pressed = []
+
+    def ctrl_c(event, info):
+        if event == "epoch" and info["epoch"] >= 2 and not pressed:
+            pressed.append(info["epoch"])
+            raise KeyboardInterrupt  # as Ctrl-C lands in the driver, once
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(path, runs_dir=tmp_path / "runs", backend=RayBackend(), report=False, progress=ctrl_c)
+    [entry] = read_ledger(tmp_path / "runs" / "xor_sweep")["runs"]
+    assert entry["status"] == "interrupted"
+    summary = read_summary(tmp_path / "runs" / "xor_sweep" / entry["folder"])
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] < 40  # the task stopped, and saved its run
+
+
+def test_a_stop_interrupts_the_task_in_its_main_thread_and_leaves_nothing_behind():
+    def trains(seconds=30.0):  # short steps, as training's
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(0.005)
+        return "done"
+
+    def saves_itself():
+        try:
+            return trains()
+        except KeyboardInterrupt:
+            return "saved as interrupted"
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # as in Ray's workers
+    try:
+        asked = time.monotonic() + 0.3
+        assert run_interruptibly(trains, lambda: time.monotonic() > asked, every=0.01) is None
+        assert time.monotonic() - asked < 5
+        asked = time.monotonic() + 0.1
+        assert run_interruptibly(saves_itself, lambda: time.monotonic() > asked, every=0.01) == "saved as interrupted"
+        assert run_interruptibly(lambda: trains(0.05), lambda: False, every=0.01) == "done"
+        assert run_interruptibly(lambda: pytest.fail("began after the stop"), lambda: True) is None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "actexp-stop-watch"]
+
+
+def test_a_stop_that_comes_as_the_task_ends_is_raised_inside_it_or_not_at_all():
+    # The stop comes at random moments around the work's end; a KeyboardInterrupt may only ever come
+    # out of the work itself, never later (where it would escape the task's catch).
+    rng = random.Random(0)
+    results, late = [], 0
+
+    def work():
+        end = time.monotonic() + 0.002
+        while time.monotonic() < end:
+            pass
+        return "done"
+
+    for _ in range(300):
+        flip = time.monotonic() + rng.uniform(0, 0.004)
+        try:
+            results.append(run_interruptibly(work, lambda: time.monotonic() > flip, every=0.0002))
+            for _ in range(20):
+                time.sleep(0.0002)
+        except KeyboardInterrupt:
+            late += 1
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert late == 0 and 0 < results.count(None) < 300 and set(results) == {None, "done"}
 
 
 def test_a_failing_config_fails_once_and_is_not_retried(tmp_path, cluster):

@@ -10,11 +10,15 @@ Ray instance of this machine started for the sweep.
 - A task whose worker process or node dies is not lost: it is submitted again, its runs going on
   from their last checkpoint in the same folders, up to `retries` times; then its runs are
   `failed`. A run's own error (a bad config, missing data) is a `failed` outcome, never retried.
-- `stop` cancels the tasks: Ray raises KeyboardInterrupt in each, and the runs save as interrupted.
+- `stop` tells the tasks, through the same actor; each raises KeyboardInterrupt in itself, as Ctrl-C
+  does in a local run, and its runs save as interrupted. Not `ray.cancel`: a cancel that meets a
+  task ending on its own can crash the driver (a RAY_CHECK in Ray's task manager, "Tried to
+  complete task that was not pending"; ray-project/ray#54527 fixed one form of that race).
 """
 
 from __future__ import annotations
 
+import _thread
 import logging
 import math
 import os
@@ -31,6 +35,7 @@ INSTALL = "pip install 'actexp[ray]'"
 RETRIES = 3
 PROBE_SECONDS = 120  # a probe waits for a worker process to start on each node
 RESOURCES_EVERY = 10.0  # seconds between looks at the cluster's size (nodes come and go)
+STOP_POLL_SECONDS = 0.25  # how often a task asks whether the sweep is stopping
 
 
 def import_ray():
@@ -100,8 +105,8 @@ class RayBackend(Backend):
 
     def stop(self) -> None:
         self.stopping = True
-        for ref in list(self.attempts):
-            self.ray.cancel(ref)  # KeyboardInterrupt in the task: its runs save as interrupted
+        if self.inbox is not None:
+            self.inbox.stop.remote()  # each task hears it within STOP_POLL_SECONDS: its runs save as interrupted
 
     def close(self) -> None:
         ray = self.ray
@@ -240,10 +245,18 @@ def _first_line(e) -> str:
 
 
 class _Inbox:
-    """The events of the running tasks, held until the driver takes them (a Ray actor)."""
+    """The events of the running tasks, held until the driver takes them, and whether the driver is
+    stopping (a Ray actor)."""
 
     def __init__(self):
         self.items = []
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def stopping(self) -> bool:
+        return self.stopped
 
     def put(self, item) -> None:
         self.items.append(item)
@@ -259,11 +272,70 @@ def _run_task(task: Task, key: str, inbox, threads: int) -> list[Outcome]:
     import torch
 
     torch.set_num_threads(threads)
+    folders = {}
 
     def report(name, kind, info):
+        if kind == "run_start":
+            folders[name] = info["dir"]
         ray.get(inbox.put.remote((key, name, kind, info)))  # waited for: the driver sees it before the task's end
 
-    return execute(task, report)
+    outcomes = run_interruptibly(lambda: execute(task, report), lambda: ray.get(inbox.stopping.remote()))
+    if outcomes is None:  # the stop came between two runs, outside their own catch
+        outcomes = [ended_without_outcome(run, folders.get(run.name), task.sweep_dir, "interrupted", "interrupted") for run in task.runs]
+    return outcomes
+
+
+def run_interruptibly(work, stopping, every: float = STOP_POLL_SECONDS):
+    """`work()` in the main thread, while a thread calls `stopping()` every `every` seconds; once
+    that is true, KeyboardInterrupt is raised in `work` at its next Python line, as Ctrl-C would
+    (a call into torch finishes first). Returns what `work` returns, or None if the interrupt came
+    out of it (or came before it began: then it does not begin). Nothing is raised after this
+    returns: an interrupt on its way as `work` ends lands here (any Python line can take it, so the
+    lines that end the watch are retried until it has)."""
+    lock, ended, fired, landed = threading.Lock(), threading.Event(), threading.Event(), threading.Event()
+
+    def asked() -> bool | None:
+        try:
+            return bool(stopping())
+        except Exception:  # the driver is gone: the task ends on its own (or its worker is killed)
+            return None
+
+    def on_interrupt(signum, frame):
+        landed.set()
+        if not ended.is_set():
+            raise KeyboardInterrupt
+
+    def watch():
+        while not ended.wait(every):
+            stop = asked()
+            if stop:
+                with lock:
+                    if not ended.is_set():
+                        fired.set()
+                        _thread.interrupt_main()  # as ray.cancel does (Ray's workers block the SIGINT signal itself)
+            if stop is not False:
+                return
+
+    if asked():
+        return None
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        threading.Thread(target=watch, name="actexp-stop-watch", daemon=True).start()
+        return work()
+    except KeyboardInterrupt:
+        return None
+    finally:
+        while True:
+            try:
+                with lock:
+                    ended.set()  # from here on the watcher fires no more, and on_interrupt raises nothing
+                waited = time.monotonic()
+                while fired.is_set() and not landed.is_set() and time.monotonic() - waited < 1.0:
+                    time.sleep(0.001)
+                break
+            except KeyboardInterrupt:
+                continue
+        signal.signal(signal.SIGINT, previous)
 
 
 # ----------------------------------------------------------------------------- shared storage
