@@ -159,6 +159,25 @@ def test_ctrl_c_stops_the_tasks_through_the_inbox_never_with_ray_cancel(tmp_path
     assert summary["status"] == "interrupted" and summary["epochs_completed"] < 40  # the task stopped, and saved its run
 
 
+def test_a_task_that_hears_the_stop_before_it_begins_trains_nothing(tmp_path, cluster):
+    import torch
+
+    from actexp.backends import RunSpec, Task
+    from actexp.config import config_from_dict, config_to_dict
+
+    config = config_to_dict(config_from_dict(XOR_BASE))
+    task = Task((RunSpec("a", config, None, False), RunSpec("b", config, None, False)), tmp_path)
+    inbox = ray.remote(num_cpus=0)(raycluster._Inbox).remote()
+    ray.get(inbox.stop.remote())
+    threads = torch.get_num_threads()
+    try:
+        outcomes = raycluster._run_task(task, "key", inbox, 1)  # here, in this process's main thread, as in a worker
+    finally:
+        torch.set_num_threads(threads)
+    assert [(o.name, o.status, o.folder) for o in outcomes] == [("a", "pending", None), ("b", "pending", None)]
+    assert not list(tmp_path.iterdir()) and ray.get(inbox.take.remote()) == []
+
+
 def test_a_stop_interrupts_the_task_in_its_main_thread_and_leaves_nothing_behind():
     def trains(seconds=30.0):  # short steps, as training's
         end = time.monotonic() + seconds

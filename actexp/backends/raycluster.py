@@ -276,7 +276,7 @@ def _run_task(task: Task, key: str, inbox, threads: int) -> list[Outcome]:
 
     def report(name, kind, info):
         if kind == "run_start":
-            folders[name] = info["dir"]
+            folders[name] = Path(info["dir"])
         ray.get(inbox.put.remote((key, name, kind, info)))  # waited for: the driver sees it before the task's end
 
     outcomes = run_interruptibly(lambda: execute(task, report), lambda: ray.get(inbox.stopping.remote()))
