@@ -2,17 +2,18 @@
 and return (as actexp's runs do, saving themselves as interrupted) are stopped, round after round,
 at random moments around their end, on a Ray instance of this machine.
 
-- `--mode cancel`: the driver calls `ray.cancel` on them. A cancel that meets a task ending on its
+- mode `cancel`: the driver calls `ray.cancel` on them. A cancel that meets a task ending on its
   own can abort the driver process inside Ray ("Check failed: it != submissible_tasks_.end() Tried
   to complete task that was not pending").
-- `--mode inbox`: the driver tells them through an actor and each stops itself, as
+- mode `inbox`: the driver tells them through an actor and each stops itself, as
   `actexp.backends.raycluster` does (its `run_interruptibly`; one actor for all rounds here, which
   holds the last round stopped, where a sweep has one `_Inbox` with one flag).
 
 Each mode runs in a child process (an abort takes the driver with it); the script prints, per mode,
 how many rounds ran, what the tasks returned, and how the driver ended.
 
-    python bench/ray_stop_race.py --seconds 120
+    python bench/ray_stop_race.py --seconds 120            # both modes, 120 s each
+    python bench/ray_stop_race.py --modes cancel --seed 1
 """
 
 from __future__ import annotations
