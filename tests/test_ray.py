@@ -160,22 +160,25 @@ def test_ctrl_c_stops_the_tasks_through_the_inbox_never_with_ray_cancel(tmp_path
 
 
 def test_a_task_that_hears_the_stop_before_it_begins_trains_nothing(tmp_path, cluster):
-    import torch
-
     from actexp.backends import RunSpec, Task
     from actexp.config import config_from_dict, config_to_dict
 
+    sweep_dir = tmp_path / "sweep"
     config = config_to_dict(config_from_dict(XOR_BASE))
-    task = Task((RunSpec("a", config, None, False), RunSpec("b", config, None, False)), tmp_path)
-    inbox = ray.remote(num_cpus=0)(raycluster._Inbox).remote()
-    ray.get(inbox.stop.remote())
-    threads = torch.get_num_threads()
+    task = Task((RunSpec("a", config, None, False), RunSpec("b", config, None, False)), sweep_dir)
+    events = []
+    backend = RayBackend()
+    backend.start(sweep_dir, events.append)
     try:
-        outcomes = raycluster._run_task(task, "key", inbox, 1)  # here, in this process's main thread, as in a worker
+        backend.stop()
+        backend.submit(task)
+        deadline = time.monotonic() + 60
+        while backend.attempts and time.monotonic() < deadline:
+            backend.poll(0.5)
     finally:
-        torch.set_num_threads(threads)
-    assert [(o.name, o.status, o.folder) for o in outcomes] == [("a", "pending", None), ("b", "pending", None)]
-    assert not list(tmp_path.iterdir()) and ray.get(inbox.take.remote()) == []
+        backend.close()
+    assert [(e.run, e.kind, e.info.status, e.info.folder) for e in events] == [("a", "run_end", "pending", None), ("b", "run_end", "pending", None)]
+    assert not list(sweep_dir.rglob("*"))  # no run folder: nothing began
 
 
 def test_a_stop_interrupts_the_task_in_its_main_thread_and_leaves_nothing_behind():

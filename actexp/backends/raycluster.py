@@ -36,6 +36,7 @@ RETRIES = 3
 PROBE_SECONDS = 120  # a probe waits for a worker process to start on each node
 RESOURCES_EVERY = 10.0  # seconds between looks at the cluster's size (nodes come and go)
 STOP_POLL_SECONDS = 0.25  # how often a task asks whether the sweep is stopping
+STOP_SET_SECONDS = 10.0  # how long Ctrl-C waits for the stop to be set in the actor
 
 
 def import_ray():
@@ -106,7 +107,12 @@ class RayBackend(Backend):
     def stop(self) -> None:
         self.stopping = True
         if self.inbox is not None:
-            self.inbox.stop.remote()  # each task hears it within STOP_POLL_SECONDS: its runs save as interrupted
+            # Waited for: Ray orders one caller's calls only, and a task that begins after this returns
+            # must find the flag set. A running task hears it within STOP_POLL_SECONDS.
+            try:
+                self.ray.get(self.inbox.stop.remote(), timeout=STOP_SET_SECONDS)
+            except self.ray.exceptions.RayError:
+                pass  # the actor is out of reach: what still runs at the driver's deadline is force-cancelled
 
     def close(self) -> None:
         ray = self.ray
@@ -181,6 +187,8 @@ class RayBackend(Backend):
             outcomes = self._ended(attempt, "failed", f"the Ray task failed: {_first_line(e.cause) if e.cause else _first_line(e)}")
         except ray.exceptions.RayError as e:
             outcomes = self._ended(attempt, "failed", f"Ray: {_first_line(e)}")
+        if outcomes is None:  # the task heard the stop outside its runs' own catch
+            outcomes = self._ended(attempt, "interrupted", "interrupted")
         for outcome in outcomes:
             self.emit(Event(outcome.name, "run_end", outcome))
 
@@ -266,23 +274,19 @@ class _Inbox:
         return items
 
 
-def _run_task(task: Task, key: str, inbox, threads: int) -> list[Outcome]:
+def _run_task(task: Task, key: str, inbox, threads: int) -> list[Outcome] | None:
     """A Ray task: train `task` with `threads` torch threads, reporting to `inbox`."""
     import ray
     import torch
 
     torch.set_num_threads(threads)
-    folders = {}
 
     def report(name, kind, info):
-        if kind == "run_start":
-            folders[name] = Path(info["dir"])
         ray.get(inbox.put.remote((key, name, kind, info)))  # waited for: the driver sees it before the task's end
 
-    outcomes = run_interruptibly(lambda: execute(task, report), lambda: ray.get(inbox.stopping.remote()))
-    if outcomes is None:  # the stop came between two runs, outside their own catch
-        outcomes = [ended_without_outcome(run, folders.get(run.name), task.sweep_dir, "interrupted", "interrupted") for run in task.runs]
-    return outcomes
+    # None: the stop came outside the runs' own catch (before the first, or between two); the driver
+    # ends them as their folders say.
+    return run_interruptibly(lambda: execute(task, report), lambda: ray.get(inbox.stopping.remote()))
 
 
 def run_interruptibly(work, stopping, every: float = STOP_POLL_SECONDS):
