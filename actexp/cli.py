@@ -252,7 +252,7 @@ def sweep(
     grid: List[str] = typer.Option([], "--grid", help="Sweep a key over values: --grid model.activation=relu,tanh (repeatable: every combination; a YAML list for components: --grid 'model.init=[xavier_normal, {name: normal, std: 0.1}]')."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Repeat every run with these seeds: --seeds 5 (seeds 0-4) or --seeds 0,1,2; replaces a sweep file's seeds. Adding seeds later trains only the new runs."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders; the sweep lives in RUNS_DIR/<sweep name>/."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Trainings in parallel worker processes (default: one per GPU with several GPUs, else 1). With --backend ray: at most this many runs at a time."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes that train in parallel, each a fused group at a time (default: one per CPU core, one per GPU with several GPUs, 1 with one GPU). With --backend ray: at most this many tasks at a time."),
     backend: str = typer.Option("local", "--backend", help="Where the runs train: local (this machine, --jobs) or ray (Ray tasks on a Ray cluster; pip install 'actexp[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: the cluster to join: auto (the one `ray start` runs on this node) or ray://HOST:10001 (Ray Client). Default: a Ray instance on this machine, for this sweep."),
     cpus_per_run: Optional[float] = typer.Option(None, "--cpus-per-run", min=0.01, help="With --backend ray: CPUs each run asks Ray for (default 1; its torch threads: the whole part, at least 1)."),
@@ -262,8 +262,8 @@ def sweep(
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first run that fails or diverges."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table; the final table only."),
     wait: bool = typer.Option(False, "--wait", help="If another process is running this sweep, wait for it to finish instead of exiting."),
-    fused: bool = typer.Option(False, "--fused", help="Train runs that share layer shapes, data, batch size and epochs as one stacked model per group (each still writes its own run folder); --dry-run shows the groups."),
-    max_group: Optional[int] = typer.Option(None, "--max-group", min=1, help="With --fused: at most this many runs in one group (groups are also split to fit the device's memory)."),
+    fused: bool = typer.Option(True, "--fuse/--no-fuse", help="Runs that share layer shapes, data, batch size and epochs train as one stacked model per group (each still writes its own run folder); --dry-run shows the groups. --no-fuse trains each run alone."),
+    max_group: Optional[int] = typer.Option(None, "--max-group", min=1, help="At most this many runs in one fused group (default: the runs shared evenly between the workers; groups are also split to fit the device's memory)."),
 ):
     """Run a family of experiments; run the same command again to resume it."""
     from .display import SweepDisplay, comparison_table
@@ -280,15 +280,15 @@ def sweep(
     if gpus_per_run is not None and gpus_per_run > 1 and gpus_per_run != int(gpus_per_run):
         fail(f"--gpus-per-run {gpus_per_run}: a fraction of one GPU, or a whole number of GPUs", 2)
     if max_group is not None and not fused:
-        fail("--max-group is an option of --fused", 2)
+        fail("--max-group sizes fused groups; leave out --no-fuse, or --max-group", 2)
     if dry_run:
         swept = load_sweep(path, set_, **expansion)
         steps, _ = plan_sweep(swept, runs_dir / swept.name, force)
         groups = None
         if fused:
-            from .sweep import plan_tasks
+            from .sweep import dry_run_tasks
 
-            tasks = plan_tasks([s for s in steps if s.action != "skip"], runs_dir / swept.name, fused=True, max_group=max_group)
+            tasks = dry_run_tasks(swept, steps, runs_dir / swept.name, jobs, max_group)
             groups = {name: i for i, task in enumerate(tasks, 1) for name in task.names}
         print_table(_dry_run_table(swept, steps, runs_dir / swept.name, groups))
         return
@@ -335,7 +335,7 @@ def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
         table.add_row(step.run.name, *(step.run.labels[k] for k in swept.keys), step.action, *group)
     if groups:
         sizes = sorted(Counter(groups.values()).values(), reverse=True)
-        table.caption = f"--fused: {len(sizes)} tasks (group sizes {', '.join(map(str, sizes))}); a run alone in its group trains solo"
+        table.caption = f"fused: {len(sizes)} tasks (group sizes {', '.join(map(str, sizes))}); a run alone in its group trains solo"
     return table
 
 

@@ -145,8 +145,9 @@ class TrainConfig:
     device: str = spec("auto", doc="auto, cpu, cuda, cuda:N")
     early_stopping: EarlyStoppingConfig | None = spec(None, doc="null/false: off; true or a mapping: on")
     checkpoint: Literal["none", "best", "last", "both"] = spec("last", doc="which checkpoints to keep")
+    checkpoint_every: float = spec(60.0, range=Range(0, 86_400), doc="seconds between checkpoint writes while training (0: every epoch); always written at the end and on Ctrl-C/SIGTERM")
     diagnostics: bool = spec(True, doc="per-layer gradient, weight and activation figures each epoch (diagnostics.csv)")
-    threads: int | Literal["auto"] = spec("auto", range=Range(1, 1024), doc="torch threads on a CPU; auto: the cores other processes leave free, checked twice a second")
+    threads: int | Literal["auto", "adaptive"] = spec("auto", range=Range(1, 1024), doc="torch threads on a CPU; auto: 1, the same numbers whatever else runs; adaptive: the cores other processes leave free")
     tensorboard: bool = spec(False, doc="also write each epoch's figures as TensorBoard events to the run's tensorboard/ (pip install 'actexp[tensorboard]')")
 
 
@@ -665,7 +666,7 @@ def config_to_yaml(config: Config) -> str:
 
 
 # Keys config_hash leaves out: how a run is computed or watched, not which experiment it is.
-UNHASHED_KEYS = ("train.threads", "train.tensorboard")
+UNHASHED_KEYS = ("train.threads", "train.tensorboard", "train.checkpoint_every")
 # Keys added after run folders first recorded a hash, left out while at their default, so that
 # runs recorded before a key existed are still recognised as the same experiments.
 LATER_KEYS = {"data.normalize": "standardize"}

@@ -116,6 +116,16 @@ def plan_groups(configs, max_group: int | None = None, available: int | None = N
     return groups
 
 
+def training_cost(config) -> int:
+    """A run's arithmetic, up to a constant: its parameters times the samples it sees (a fused
+    group costs about the sum of its members'); plan_tasks starts the costliest groups first."""
+    from .data import dataset_shape
+    from .resources import estimate_bytes
+
+    shape = dataset_shape(config.data.dataset)
+    return config.train.epochs * shape[1] * estimate_bytes(config, *shape)["gradients"]
+
+
 def _resolved(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -34,7 +34,7 @@ from pathlib import Path
 from .errors import ActexpError, ConfigError
 from . import stats
 from .report import METRIC_NAMES, PLOT_METRICS, RunData, collect_runs, group_runs, run_result
-from .runs import FAILURES
+from .runs import FAILURES, read_history, read_summary
 from .varying import key_labels, varying_keys
 
 # matplotlib's tab10 (its default colour cycle): ten hues told apart at a glance.
@@ -326,6 +326,21 @@ def save_run_curves(folder: Path, records: list[dict], title: str = "", selected
         warnings.warn(f"{out} not drawn ({type(e).__name__}: {e}); the run itself is complete", RunFolderWarning, stacklevel=2)
         return None
     return out
+
+
+def draw_folder_curves(folder: Path) -> Path | None:
+    """A completed run folder's curves.png from its own files, as its run would have drawn it (a
+    sweep's driver draws its members' once they end, off the workers' path); None where the folder
+    holds no completed run or nothing could be drawn."""
+    folder = Path(folder)
+    summary = read_summary(folder)
+    if summary.get("status") != "completed":
+        return None
+    return save_run_curves(folder, read_history(folder), run_title(str(summary.get("name", "")), folder), summary.get("selected_epoch"))
+
+
+def run_title(name: str, folder: Path) -> str:
+    return f"{name} ({Path(folder).name})"
 
 
 # ----------------------------------------------------------------------------- a run in use (actexp eval, plot --boundary)

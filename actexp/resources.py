@@ -51,7 +51,7 @@ def estimate_bytes(config, n_features: int, n_samples: int, n_classes: int) -> d
     samples (training, validation and test together) of `n_features` features in `n_classes` classes.
 
     Kept for the whole run: parameters (with batch norm's running statistics), gradients, optimizer
-    state, best weights (the copy early stopping keeps), data (every split, and an epoch's shuffled
+    state, best weights (the selected epoch's copy, kept unless early stopping's restore_best is off), data (every split, and an epoch's shuffled
     order), diagnostics (the probe samples and the weights as the epoch began). Alive one at a time:
     training batch (what the backward pass needs, and the gradients it makes), evaluation batch
     (EVAL_BATCH samples, no autograd), probe batch (the diagnostics' pass over their probe samples).
@@ -99,7 +99,7 @@ def estimate_bytes(config, n_features: int, n_samples: int, n_classes: int) -> d
         "parameters": parameters,
         "gradients": FLOAT * trainable,
         "optimizer state": FLOAT * trainable * slots,
-        "best weights": parameters if stopping and stopping.restore_best else 0,
+        "best weights": parameters if not stopping or stopping.restore_best else 0,  # training.Recorder.selects_best
         # Every split as float32 features and int64 labels, and an epoch's shuffled order (int64).
         "data": n_samples * (FLOAT * n_features + INT64) + INT64 * n_samples,
         "diagnostics": probe * (FLOAT * n_features + INT64) + (FLOAT * weights if train.diagnostics else 0),

@@ -320,20 +320,22 @@ def run_sweep(
     progress: Progress | None = None,
     report: bool = True,
     wait: bool = False,
-    fused: bool = False,
+    fused: bool = True,
     max_group: int | None = None,
 ) -> SweepResult:
     """Run a sweep into `runs_dir/<sweep name>/`: skip finished runs, re-run failed ones, resume
     interrupted ones. A failing run does not stop the others (unless `fail_fast`). `backend` trains
     the runs: None or "local", this machine, where `jobs` worker processes train in parallel (None:
-    one per GPU on a multi-GPU machine, else 1, in this process); "ray", Ray tasks on a local Ray
+    one per GPU on a multi-GPU machine, one in this process with one GPU, else one per CPU core
+    this process may use, at most one per task); "ray", Ray tasks on a local Ray
     instance (a `backends.raycluster.RayBackend(address=...)` joins a cluster); or any
     `backends.Backend`. On Ctrl-C the ledger is saved and KeyboardInterrupt re-raised (SIGTERM too,
     as errors.Terminated). With `report`, a finished sweep writes summary.csv, summary.md and
     curves.png next to the ledger. The sweep folder is locked while it runs: a second copy raises
     runs.Busy, or with `wait` waits for the first to finish (and then finds its runs done). With
-    `fused`, runs that share their layer shapes, data, batch size and epochs train as one stacked
-    model per group (at most `max_group` runs), each still writing its own run folder."""
+    `fused` (the default), runs that share their layer shapes, data, batch size and epochs train as
+    one stacked model per group (at most `max_group` runs; by default the runs are shared evenly
+    between the workers), each still writing its own run folder; groups start longest first."""
     if backend == "ray":
         from .backends.raycluster import RayBackend
 
@@ -353,7 +355,9 @@ def run_sweep(
 
 
 def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, force: bool, fail_fast: bool, progress, report: bool,
-                fused: bool = False, max_group: int | None = None) -> SweepResult:
+                fused: bool = True, max_group: int | None = None) -> SweepResult:
+    from .plots import draw_folder_curves
+
     steps, ledger = plan_sweep(sweep, sweep_dir, force)
     write_ledger(sweep_dir, ledger)
     todo = [s for s in steps if s.action != "skip"]
@@ -374,6 +378,8 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
             info = dataclasses.asdict(info)
             step.entry.update(status=info["status"], folder=info["folder"] or step.entry["folder"], error=info["error"])
             write_ledger(sweep_dir, ledger)
+            if info["status"] == "completed":  # drawn here, while the workers train: off their path
+                draw_folder_curves(sweep_dir / step.entry["folder"])
         elif event.kind == "retry":
             warnings.warn(f"{event.run}: {info['error']}; it goes on from its folder (attempt {info['attempt']} of {info['attempts']})", RunLostWarning, stacklevel=2)
             return
@@ -383,9 +389,10 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
         plan(1)
     else:
         backend = backend or _local_backend(sweep, jobs, len(todo))
-        if fused and max_group is None:  # one group per worker: fused groups in parallel, one thread each
-            max_group = math.ceil(len(todo) / max(1, backend.slots))
-        _drive(backend, plan_tasks(todo, here, fused, max_group), here, record, fail_fast, plan)
+        _drive(backend, plan_tasks(todo, here, fused, max_group or _even_share(len(todo), backend.slots)), here, record, fail_fast, plan)
+    for entry in ledger["runs"]:  # a run whose drawing an interrupted sweep never reached
+        if entry["status"] == "completed" and entry["folder"] and not (sweep_dir / entry["folder"] / "curves.png").exists():
+            draw_folder_curves(sweep_dir / entry["folder"])
     result = SweepResult(sweep.name, sweep_dir, tuple(ledger["runs"]), tuple(ledger["removed"]))
     if report and not result.unfinished and any(e["folder"] for e in result.runs):
         from .report import write_report
@@ -398,20 +405,40 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
 def _local_backend(sweep: Sweep, jobs: int | None, n_tasks: int) -> Backend:
     from .backends.local import InProcessBackend, ProcessBackend
 
-    gpus = _gpu_count(sweep) if jobs is None or jobs > 1 else 0
-    jobs = max(1, min(jobs or (gpus if gpus > 1 else 1), n_tasks))
+    jobs, gpus = _local_jobs(sweep, jobs, n_tasks)
     return InProcessBackend() if jobs == 1 else ProcessBackend(worker_slots(jobs, cpu_count(), gpus))
 
 
-def plan_tasks(steps: list[Step], sweep_dir: Path, fused: bool = False, max_group: int | None = None) -> list[Task]:
-    """The steps to train as tasks: one run each, or with `fused`, one task per group of runs that
+def _local_jobs(sweep: Sweep, jobs: int | None, n_tasks: int) -> tuple[int, int]:
+    """(worker processes, GPUs) of a local sweep of `n_tasks` runs."""
+    gpus = _gpu_count(sweep) if jobs is None or jobs > 1 else 0
+    if jobs is None:  # a run computes with one thread on a CPU (threads.py): one worker per core fills them
+        jobs = gpus if gpus else cpu_count()
+    return max(1, min(jobs, n_tasks)), gpus
+
+
+def _even_share(runs: int, workers: int) -> int:
+    """The default fused group size: the runs shared evenly between the workers, one group each."""
+    return math.ceil(runs / max(1, workers))
+
+
+def dry_run_tasks(sweep: Sweep, steps: list[Step], sweep_dir: Path, jobs: int | None, max_group: int | None) -> list[Task]:
+    """The fused tasks a local sweep of these steps would train (what --dry-run shows)."""
+    todo = [s for s in steps if s.action != "skip"]
+    workers, _ = _local_jobs(sweep, jobs, len(todo))
+    return plan_tasks(todo, sweep_dir, True, max_group or _even_share(len(todo), workers))
+
+
+def plan_tasks(steps: list[Step], sweep_dir: Path, fused: bool = True, max_group: int | None = None) -> list[Task]:
+    """The steps to train as tasks, the costliest first (so that no worker is left with a long
+    task while the others idle): one run each, or with `fused`, one task per group of runs that
     train as one stacked model (fused.plan_groups: same layer shapes, data, batch size and epochs,
     split to fit the device's memory and `max_group`); a run that fuses with nothing is a task alone."""
-    if not fused:
-        return [Task((_spec(step, sweep_dir),), sweep_dir) for step in steps]
-    from .fused import plan_groups
+    from .fused import plan_groups, training_cost
 
-    groups = plan_groups([step.run.config for step in steps], max_group)
+    configs = [step.run.config for step in steps]
+    groups = plan_groups(configs, max_group) if fused else [[i] for i in range(len(steps))]
+    groups.sort(key=lambda group: -sum(training_cost(configs[i]) for i in group))  # (stable: ties keep the plan's order)
     return [Task(tuple(_spec(steps[i], sweep_dir) for i in group), sweep_dir, fused=len(group) > 1) for group in groups]
 
 

@@ -1,20 +1,20 @@
 """How many torch threads a run computes with, on a machine it may share.
 
-torch's OpenMP threads spin while they wait for each other. When another process holds one of the
-cores, a matrix multiply split over every core waits for the thread that got no core: measured on
-2 cores (bench/contention.py, 3 rounds), an epoch that takes 0.90 s alone took 4.6-25 s beside a
-Python busy loop and 2.2-11 s beside a second torch training, where one thread took 1.1-1.3 s.
-One thread always would cost a quiet machine about 25%, and a passive OpenMP wait policy about
-doubled the quiet time in a first trial (`--variants passive`).
+Two facts decide the default. First, the thread count can change a run's numbers: a BLAS library
+may split a matrix multiply's sums by thread, and torch splits full reductions (a weight matrix's
+L1/L2 penalty, a gradient norm) into one partial sum per thread. Second, torch's OpenMP threads
+spin while they wait for each other, so a multiply split over every core stalls when another
+process holds one of them (bench/contention.py: several times slower beside a busy loop on 2
+cores), and passive waiting costs a quiet machine about as much as one thread does.
 
-So by default (`train.threads: auto`) a ThreadGovernor looks, twice a second, at how much CPU the
-other processes take on the CPUs this run may use (their lines of /proc/stat less this process's
-own time) and computes with the cores they leave: all of them on a quiet machine, fewer while
-others are busy. Thread counts only change the order in which a matrix multiply may sum, so a
-run's metrics are identical whatever counts it used wherever the BLAS library splits a multiply by
-rows and columns only (measured: MKL, 1 and 2 threads, these networks); `train.threads: N` fixes
-the count, for runs that must be bit-identical anywhere. summary.json records the policy and the
-counts used.
+So `train.threads: auto` (the default) computes with one thread on a CPU, whatever the machine's
+load: the same config and seed give the same numbers alone or beside other work, and a busy
+neighbour slows a run by its share of the core, never by a stall. Parallelism comes from running
+runs side by side (a sweep's worker processes fill the cores, and each trains a fused group).
+`train.threads: N` fixes N threads (bit-identical wherever N is the same, fast on a quiet machine,
+stalls when the cores are contended); `train.threads: adaptive` follows the load (a
+ThreadGovernor), fast alone and safe when shared, but its numbers may then depend on that load.
+summary.json records the policy and the counts used.
 
 torch is imported on first use.
 """
@@ -173,24 +173,26 @@ class _Fixed:
 
 @contextlib.contextmanager
 def thread_policy(threads, device):
-    """Compute with `threads` (train.threads: "auto" or a count) for the duration: yields the
-    object whose `tick()` the training loop calls each step and whose `used` set says which counts
-    ran. torch's thread count is restored afterwards. On a GPU the count only matters for the
-    little the CPU computes, and is left as it is."""
+    """Compute with `threads` (train.threads: "auto", "adaptive" or a count) for the duration:
+    yields the object whose `tick()` the training loop calls each step and whose `used` set says
+    which counts ran. torch's thread count is restored afterwards. On a GPU the count only matters
+    for the little the CPU computes, and is left as it is."""
     before = torch.get_num_threads()
-    if threads != "auto":
+    if device.type != "cpu" and threads in ("auto", "adaptive"):
+        policy = _Fixed(before)
+    elif threads == "auto":
+        torch.set_num_threads(1)
+        policy = _Fixed(1)
+    elif threads == "adaptive":
+        # At most the cores this process may keep busy, or a worker's share. Under a CPU quota its
+        # share of time is its own whatever the rest of the host does (which /proc/stat shows).
+        cores = usable_cores()
+        most = min(before, cores)
+        torch.set_num_threads(most)
+        policy = ThreadGovernor(most, cores) if most > 1 and cores == len(usable_cpus()) else _Fixed(most)
+    else:
         torch.set_num_threads(threads)
         policy = _Fixed(threads)
-    elif device.type != "cpu" or before == 1:
-        policy = _Fixed(before)
-    elif (cores := usable_cores()) < len(usable_cpus()):
-        # A CPU quota: its share of time is this process's whatever the rest of the host does (which
-        # /proc/stat shows), and torch's default counts the host's cores, not the quota's.
-        count = min(before, cores)
-        torch.set_num_threads(count)
-        policy = _Fixed(count)
-    else:
-        policy = ThreadGovernor(before, cores)
     try:
         yield policy
     finally:
@@ -199,4 +201,4 @@ def thread_policy(threads, device):
 
 def describe(threads, policy) -> dict:
     """summary.json's record of the choice."""
-    return {"policy": "auto" if threads == "auto" else "fixed", "used": sorted(policy.used)}
+    return {"policy": threads if threads in ("auto", "adaptive") else "fixed", "used": sorted(policy.used)}

@@ -25,6 +25,7 @@ from . import __version__
 from .config import Config, as_config, config_hash, config_to_dict, config_to_yaml, config_with_overrides, load_config
 from .data import Data, dataset_shape, load_data
 from .diagnostics import Tracker, choose_probe, diagnostic_warnings
+from .checkpointing import CheckpointSchedule, CheckpointWriter, cpu_copy
 from .errors import ActexpError, ConfigError, sigterm_as_interrupt, signals_deferred
 from .fused import Member, Stepper, group_bytes, group_key, member_order, optimizer_for, steps_per_epoch
 from .model import MLP, build_model, count_parameters
@@ -38,7 +39,6 @@ from .runs import (
     new_run_dir,
     read_history,
     read_summary,
-    save_checkpoint,
     save_weights,
     write_json_atomic,
     write_metrics,
@@ -94,12 +94,14 @@ def train(
     resume: str | Path | None = None,
     run_dir: str | Path | None = None,
     overrides: list[str] = (),
+    curves: bool = True,
 ) -> Run:
     """Train one config and write its run folder. `resume` continues a run folder from its
     last checkpoint; `run_dir` trains into a given (empty or new) folder instead of a fresh one.
     `overrides` (`KEY=VALUE`, as --set) change the config, name the run after them (load_config)
-    and are recorded in summary.json. Raises ActexpError (bad config, missing data) before any
-    folder is created."""
+    and are recorded in summary.json. With `curves`, a completed run draws its curves.png (a sweep
+    leaves that to its driver: plots.draw_folder_curves). Raises ActexpError (bad config, missing
+    data) before any folder is created."""
     config = with_overrides(config, overrides)
     device = resolve_device(config.train.device)
     _require_extras([config])
@@ -112,6 +114,7 @@ def train(
         member, recorder = _prepare(config, device, data, held, progress, runs_dir=runs_dir,
                                     folder=Path(resume or run_dir) if (resume or run_dir) else None, resume=bool(resume))
         recorder.summary["overrides"] = list(overrides) or recorder.summary["overrides"]
+        recorder.draws_curves = curves
         (run,) = _fit([member], [recorder], data, threads)
         return run
 
@@ -123,6 +126,7 @@ def train_group(
     runs_dir: str | Path = "runs",
     resume: list[bool] | None = None,
     progress_for: list[Progress | None] | None = None,
+    curves: bool = True,
 ) -> list[Run | ActexpError]:
     """Train configs that share a fused.group_key as one stacked model; each writes its own run
     folder, as `train` would, and gets its own progress events ("start", "step", "epoch", "end").
@@ -130,6 +134,8 @@ def train_group(
     run_dirs[i]: the folder to train config i into (None: a fresh one under runs_dir/<name>/), or,
     with resume[i], the run folder to continue from its last checkpoint. Members that resume from
     different epochs train one after the other, each set fused.
+
+    `curves`: each completed member draws its curves.png, as `train` does.
 
     Returns, in the order of `configs`, each member's Run (its status completed, diverged, stopped
     early or failed: a failure inside the shared computation fails every member still training),
@@ -176,6 +182,7 @@ def train_group(
             except ActexpError as e:
                 results[i] = e
                 continue
+            recorder.draws_curves = curves
             started.setdefault(recorder.start_epoch, []).append((i, member, recorder))
         for entries in started.values():
             indices, members, recorders = zip(*entries)
@@ -273,7 +280,7 @@ def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, fo
             member.optimizer_state = optimizer.state_dict()
             member.scheduler_state = scheduler.state_dict() if scheduler is not None else None
             best = {key: state["best"][key] for key in ("value", "epoch", "waited")}
-            best_model = state["best_model"] and {k: v.to(device) for k, v in state["best_model"].items()}
+            best_model = state["best_model"] and {k: v.to("cpu") for k, v in state["best_model"].items()}
             epoch = int(state["epoch"])
         except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise DamagedFile(f"{folder / CHECKPOINTS / 'last.pt'}: does not fit this run's model and optimizer ({str(e).splitlines()[0][:120]})") from None
@@ -392,17 +399,21 @@ class Recorder:
         self.ended: str | None = None
         self.run: Run | None = None
         self.board = None  # board.Board with train.tensorboard, from open() to finish()
+        self.draws_curves = True  # complete() draws curves.png
+        self.checkpoints = None  # checkpointing.CheckpointSchedule, from open() on
 
     def record_metrics(self) -> None:
         self.metrics_pending = True
         write_metrics(self.folder, self.baseline + self.history)
         self.metrics_pending = False
 
-    def open(self, steps: int, fused: int) -> None:
+    def open(self, steps: int, fused: int, writer: CheckpointWriter) -> None:
         """Write the folder's first files and announce the run. The metrics files exist from the
         start (with their header), and a resumed run's drop the epochs after its checkpoint; from
-        here on each finished epoch rewrites them."""
+        here on each finished epoch rewrites them. Checkpoints go through `writer`."""
         self.opened = True
+        tc = self.config.train
+        self.checkpoints = CheckpointSchedule(self.folder, tc.checkpoint, tc.checkpoint_every, writer)
         if fused > 1:
             # Its wall time and each epoch's seconds are the group's, shared by its members.
             self.summary["fused"] = {"members": fused}
@@ -437,28 +448,24 @@ class Recorder:
 
     def keep(self, record: dict, stepper: Stepper, position: int) -> bool:
         """The rest of the epoch's commit (inside signals_deferred, after the schedules stepped):
-        the best epoch, and the checkpoints. Returns whether the epoch improved on the best."""
+        the best epoch, and the epoch's checkpoint snapshot (written when due: checkpointing.py).
+        Returns whether the epoch improved on the best."""
         improved = self.best.update(record)
         if improved and self.selects_best:
-            self.best_weights = stepper.model_state(position, copy=True)
-        policy = self.config.train.checkpoint
-        save_last, save_best = policy in ("last", "both"), improved and policy in ("best", "both")
-        if save_last or save_best:
-            checkpoint = {
+            self.best_weights = cpu_copy(stepper.model_state(position))
+        if self.checkpoints is not None and self.checkpoints.wanted:
+            snapshot = cpu_copy({
                 "epoch": record["epoch"],
                 "model": stepper.model_state(position),
                 "optimizer": stepper.optimizer_state(position),
                 "scheduler": stepper.scheduler_state(position),
                 "rng": stepper.rng_state(position),
                 "best": {"value": self.best.value, "epoch": self.best.epoch, "waited": self.best.waited},
-                "best_model": self.best_weights,
                 "started": self.summary["started"],
                 "wall_seconds": time.time() - self.started,
-            }
-            if save_last:
-                save_checkpoint(checkpoint, self.folder / CHECKPOINTS / "last.pt")
-            if save_best:
-                save_checkpoint(checkpoint, self.folder / CHECKPOINTS / "best.pt")
+            })
+            snapshot["best_model"] = self.best_weights  # (a CPU copy already, replaced, never changed)
+            self.checkpoints.epoch(snapshot, improved)
         return improved
 
     def announce(self, record: dict, improved: bool) -> None:
@@ -485,18 +492,22 @@ class Recorder:
         # The tested weights are the run's result, kept whatever train.checkpoint says (load_run reads
         # them); written before summary.json says completed, so a completed run always has them.
         save_weights(model.state_dict(), selected, self.folder / MODEL)
-        # Drawn before the run says completed: Ctrl-C while matplotlib loads (~1 s) leaves an
-        # interrupted run that resumes straight to this point, never a completed folder whose
-        # caller (a sweep's ledger) heard "interrupted".
-        from .plots import save_run_curves  # matplotlib, if at all, only now: a run's start stays fast
+        if self.draws_curves:
+            # Drawn before the run says completed: Ctrl-C while matplotlib loads (~1 s) leaves an
+            # interrupted run that resumes straight to this point, never a completed folder whose
+            # caller (a sweep's ledger) heard "interrupted".
+            from .plots import run_title, save_run_curves  # matplotlib, if at all, only now: a run's start stays fast
 
-        save_run_curves(self.folder, self.baseline + self.history, f"{self.config.name} ({self.folder.name})", selected)
+            save_run_curves(self.folder, self.baseline + self.history, run_title(self.config.name, self.folder), selected)
         self.summary.setdefault("stopped_early", False)
         chosen = next(r for r in self.history if r["epoch"] == selected)
         result = {key: chosen[key] for key in ("train_loss", "train_acc", "val_loss", "val_acc")}
         return self.finish("completed", selected_epoch=selected, **result, test_loss=test_loss, test_acc=test_acc)
 
     def finish(self, status: str, **extra) -> Run:
+        if self.checkpoints is not None:  # the last finished epoch's state on disk before the run says how it ended
+            self.checkpoints.save()
+            self.checkpoints.writer.flush()
         summary = self.summary
         summary.update(status=status, wall_seconds=round(time.time() - self.started, 3), epochs_completed=len(self.history), **extra)
         summary.update(_best_fields(self.history, self.best))
@@ -528,9 +539,10 @@ def _fit(members: list[Member], recorders: list[Recorder], data: Data, threads) 
         recorder.threads = threads
     steps = steps_per_epoch(len(data.y_train), config.train.batch_size, config.model.batch_norm)
     live = list(range(len(members)))  # members (and recorders) still training, in stepper order
+    writer = CheckpointWriter()
     try:
         for recorder in recorders:
-            recorder.open(steps, len(members))
+            recorder.open(steps, len(members), writer)
         for member, recorder in zip(members, recorders):
             if member.tracker is not None and not recorder.resumed:
                 val_loss, val_acc = evaluate(member.model, data.x_val, data.y_val)
@@ -569,7 +581,7 @@ def _fit(members: list[Member], recorders: list[Recorder], data: Data, threads) 
                 if layers[position] is not None:
                     record["layers"] = layers[position]
                 records.append(record)
-            with signals_deferred():  # the epoch is on disk whole (records, metrics files, checkpoints) or not at all
+            with signals_deferred():  # the epoch is recorded whole (records, metrics files, its checkpoint snapshot) or not at all
                 for position, i in enumerate(live):
                     recorders[i].append(records[position])
                 stepper.step_schedules()
@@ -597,6 +609,8 @@ def _fit(members: list[Member], recorders: list[Recorder], data: Data, threads) 
             if recorder.opened and recorder.ended is None:
                 _finish_anyway(recorder.finish, "failed", error=str(e) if isinstance(e, ActexpError) else f"{type(e).__name__}: {e}")
         raise
+    finally:
+        writer.close()
 
 
 def train_epoch(stepper: Stepper, epoch: int, progress=None, each_step=None) -> tuple[list[float], list[float]]:

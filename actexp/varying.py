@@ -17,7 +17,7 @@ from .config import MAX_NAME_LENGTH, NAME_CHARS
 SEED_KEY = "train.seed"
 # Overrides that change where or how a run is recorded, not what it trains: left out of its name
 # (summary.json's overrides still list them).
-UNNAMED_KEYS = ("data.root", "train.device", "train.checkpoint", "train.diagnostics", "train.tensorboard", "train.threads")
+UNNAMED_KEYS = ("data.root", "train.device", "train.checkpoint", "train.checkpoint_every", "train.diagnostics", "train.tensorboard", "train.threads")
 VALUE_PUNCTUATION = re.compile(r"[\s{}\[\]'\"]+")
 UNSAFE_NAME_CHARS = re.compile(f"[^{NAME_CHARS}]+")
 

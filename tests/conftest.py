@@ -161,6 +161,16 @@ def one_torch_thread():
 
 
 @pytest.fixture(autouse=True)
+def sweeps_in_process(monkeypatch):
+    """A sweep without --jobs trains in the test's own process, as on a one-core machine (its
+    default is a worker process per core, each paying for its own torch import); tests of that
+    default undo this."""
+    import actexp.sweep
+
+    monkeypatch.setattr(actexp.sweep, "cpu_count", lambda: 1)
+
+
+@pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
     """Every test: no real download can start (mirrors point at a closed local port), the default
     data root is an empty temporary folder, and relative paths (runs/) land in tmp_path."""

@@ -80,7 +80,7 @@ NAMES = ["activation=relu", "activation=tanh", "activation=sigmoid", "activation
 def test_the_driver_keeps_the_ledger_and_passes_events_in_order(tmp_path):
     backend = ScriptedBackend(slots=2)
     events = []
-    result = run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "runs", backend=backend, report=False,
+    result = run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "runs", backend=backend, fused=False, report=False,
                        progress=lambda event, info: events.append((event, info)))
     assert [e["status"] for e in result.runs] == ["completed"] * 4
     assert [e["folder"] for e in result.runs] == [f"{name}/1" for name in NAMES]  # relative to the sweep folder
@@ -95,13 +95,13 @@ def test_the_driver_keeps_the_ledger_and_passes_events_in_order(tmp_path):
 
 def test_fail_fast_submits_nothing_after_a_failure_and_lets_running_runs_finish(tmp_path):
     backend = ScriptedBackend(slots=2, ends={"activation=tanh": "failed"})
-    result = run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "runs", backend=backend, fail_fast=True, report=False)
+    result = run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "runs", backend=backend, fused=False, fail_fast=True, report=False)
     assert [e["status"] for e in result.runs] == ["completed", "failed", "pending", "pending"]
     assert result.runs[1]["error"] == "it broke"
     assert ("stop",) not in backend.log  # fail-fast is not a stop: relu, in flight, completed
 
     slow = ScriptedBackend(slots=1, ends={"activation=relu": "diverged"})
-    result = run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "again", backend=slow, fail_fast=True, report=False)
+    result = run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "again", backend=slow, fused=False, fail_fast=True, report=False)
     assert [e["status"] for e in result.runs] == ["diverged", "pending", "pending", "pending"]
 
 
@@ -109,7 +109,7 @@ def test_fail_fast_submits_nothing_after_a_failure_and_lets_running_runs_finish(
 def test_an_interrupt_stops_the_backend_waits_for_its_runs_and_is_raised_as_it_came(tmp_path, interrupt):
     backend = ScriptedBackend(slots=2, interrupt_at={3: interrupt})  # two runs in flight, at their first epoch
     with pytest.raises(KeyboardInterrupt) as raised:
-        run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "runs", backend=backend, report=False)
+        run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "runs", backend=backend, fused=False, report=False)
     assert raised.value is interrupt  # Terminated stays Terminated: the CLI exits 143, not 130
     assert backend.log.count(("stop",)) == 1 and backend.log[-1] == ("close",)
     assert sum(entry[0] == "submit" for entry in backend.log) == 2
@@ -119,7 +119,7 @@ def test_an_interrupt_stops_the_backend_waits_for_its_runs_and_is_raised_as_it_c
 def test_a_second_interrupt_stops_waiting(tmp_path):
     backend = ScriptedBackend(slots=2, interrupt_at={3: KeyboardInterrupt(), 5: KeyboardInterrupt()}, deaf=True)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "runs", backend=backend, report=False)
+        run_sweep(four_runs(tmp_path), runs_dir=tmp_path / "runs", backend=backend, fused=False, report=False)
     assert backend.polls == 5 and backend.log[-1] == ("close",)
     # The runs never said how they ended: the ledger keeps `running`, which the next sweep resumes.
     assert list(statuses(tmp_path / "runs" / "xor_sweep").values()) == ["running", "running", "pending", "pending"]

@@ -326,3 +326,32 @@ def test_a_folder_of_runs_means_its_latest_completed_run(tmp_path, data_root):
     (done.dir / "summary.json").write_text(json.dumps({**done.summary, "status": "failed"}))
     none = cli("eval", done.dir.parent)
     assert none.exit_code == 1 and "no completed run" in none.output
+
+
+def test_a_sweep_draws_its_members_curves_in_its_driver_not_its_workers(tmp_path, monkeypatch):
+    """No matplotlib on a sweep member's path: the driver draws each completed run's curves.png
+    once it ends, the same figure the run would have drawn, and a later run of the same command
+    draws any an interrupted driver never reached."""
+    import actexp.plots as plots
+    from actexp.backends import execute
+    from actexp.sweep import plan_tasks, plan_sweep, load_sweep, run_sweep
+    from test_sweep import write_sweep, XOR_BASE
+
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, base=XOR_BASE)
+    drawn_in_workers = []
+    real = plots.save_run_curves
+    monkeypatch.setattr(plots, "save_run_curves", lambda folder, *a, **k: drawn_in_workers.append(folder))
+    sweep = load_sweep(path)
+    steps, _ = plan_sweep(sweep, tmp_path / "alone")
+    (task,) = plan_tasks(steps, tmp_path / "alone")
+    outcomes = execute(task, lambda *a: None)
+    assert [o.status for o in outcomes] == ["completed"] * 2 and drawn_in_workers == []  # a worker draws nothing
+    monkeypatch.setattr(plots, "save_run_curves", real)
+
+    result = run_sweep(path, runs_dir=tmp_path / "runs", report=False)
+    for entry in result.runs:
+        folder = result.dir / entry["folder"]
+        assert (folder / "curves.png").read_bytes().startswith(PNG)
+        (folder / "curves.png").unlink()
+    run_sweep(path, runs_dir=tmp_path / "runs", report=False)  # every run done: the missing figures are drawn
+    assert all((result.dir / e["folder"] / "curves.png").exists() for e in result.runs)

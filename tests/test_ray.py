@@ -62,9 +62,10 @@ def test_a_grid_on_ray_gives_the_local_statuses_and_metrics(tmp_path, cluster):
     assert not list(remote.dir.glob(".probe-*"))  # the storage probe cleans up
 
 
-def test_a_killed_worker_is_resumed_and_its_run_ends_as_if_never_stopped(tmp_path, cluster):
-    base = {**LONG_BASE, "train": {**LONG_BASE["train"], "epochs": 40}}
-    path = write_sweep(tmp_path, {"model.activation": ["relu"]}, seeds=[0], base=base)
+def test_a_killed_worker_is_resumed_and_its_runs_end_as_if_never_stopped(tmp_path, cluster):
+    """A fused group whose worker dies goes on from its members' folders, still as one group."""
+    base = {**LONG_BASE, "train": {**LONG_BASE["train"], "epochs": 40, "checkpoint_every": 0}}  # (a kill -9 keeps what is on disk)
+    path = write_sweep(tmp_path, {"model.activation": ["relu"]}, seeds=[0, 1], base=base)
     starts, killed = [], []
 
     def kill_mid_run(event, info):
@@ -75,10 +76,14 @@ def test_a_killed_worker_is_resumed_and_its_run_ends_as_if_never_stopped(tmp_pat
             killed.append(info["epoch"])
 
     with pytest.warns(RunLostWarning, match="its worker was lost"):
-        result = run_sweep(path, runs_dir=tmp_path / "ray", backend=RayBackend(), report=False, progress=kill_mid_run)
-    assert [e["status"] for e in result.runs] == ["completed"]
-    assert killed and len(starts) == 2 and starts[1]["pid"] != starts[0]["pid"]
-    assert starts[1]["dir"] == starts[0]["dir"] and starts[1]["first_epoch"] > 1  # resumed in place, from its checkpoint
+        result = run_sweep(path, runs_dir=tmp_path / "ray", backend=RayBackend(), max_group=2, report=False, progress=kill_mid_run)
+    assert [e["status"] for e in result.runs] == ["completed", "completed"]
+    assert killed and len(starts) == 4
+    first, again = starts[:2], starts[2:]
+    assert len({s["pid"] for s in first}) == len({s["pid"] for s in again}) == 1 and again[0]["pid"] != first[0]["pid"]  # one task each time
+    assert {s["dir"] for s in again} == {s["dir"] for s in first} and all(s["first_epoch"] > 1 for s in again)  # resumed in place
+    for e in result.runs:
+        assert read_summary(result.dir / e["folder"])["fused"] == {"members": 2}  # the retry trained them fused too
     local = run_sweep(path, runs_dir=tmp_path / "local", jobs=1, report=False)
     assert metrics(result) == metrics(local)
 
@@ -113,7 +118,7 @@ def test_ctrl_c_then_the_same_command_retrains_nothing_and_loses_nothing(tmp_pat
     def ready(folder, entries) -> bool:
         return any(e["status"] == "completed" for e in entries) and any(training_mid_way(folder, e) for e in entries)
 
-    code, output = signal_sweep_when(path, runs, ready, signal.SIGINT, "--backend", "ray", "--address", cluster, env=env, wait=90)
+    code, output = signal_sweep_when(path, runs, ready, signal.SIGINT, "--backend", "ray", "--address", cluster, "--no-fuse", env=env, wait=90)
     assert code == 130, output
     assert "run the same command again to resume" in output
     before = read_ledger(sweep_dir)["runs"]

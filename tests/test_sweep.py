@@ -193,7 +193,7 @@ def test_failure_isolation_exit_code_and_ledger(tmp_path):
     assert sorted(s.action for s in steps) == ["rerun", "skip", "skip", "skip"]
 
     # --fail-fast stops at the first failure (the sorted order is a, b, c, d).
-    result = run_sweep(folder, runs_dir=tmp_path / "fast", fail_fast=True, jobs=1)
+    result = run_sweep(folder, runs_dir=tmp_path / "fast", fail_fast=True, jobs=1, fused=False)  # (a fused group trains on together)
     assert [e["status"] for e in result.runs] == ["completed", "diverged", "pending", "pending"]
 
 
@@ -219,17 +219,19 @@ def signal_sweep_when(path: Path, runs: Path, ready, signum, *args: str, env: di
 
 
 def training_mid_way(sweep_dir: Path, entry: dict) -> bool:
-    """The run is training, has a checkpoint to resume from, and is well before its end."""
+    """The run is training, has finished an epoch (its checkpoint may wait in memory: an interrupt
+    writes it) and is well before its end."""
     folder = sweep_dir / (entry["folder"] or "-")
-    return entry["status"] == "running" and (folder / "checkpoints/last.pt").exists() and len(read_history(folder)) < 20
+    return entry["status"] == "running" and 2 <= len(read_history(folder)) < 20
 
 
 def test_resume_after_ctrl_c(tmp_path):
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"]}, base=LONG_BASE)
     runs = tmp_path / "runs"
     sweep_dir = runs / "xor_sweep"
-    # Ctrl-C while the second run trains, the first being finished.
-    code, output = signal_sweep_when(path, runs, lambda d, e: len(e) > 1 and e[0]["status"] == "completed" and training_mid_way(d, e[1]), signal.SIGINT)
+    # Ctrl-C while the second run trains, the first being finished (runs one after the other).
+    code, output = signal_sweep_when(path, runs, lambda d, e: len(e) > 1 and e[0]["status"] == "completed" and training_mid_way(d, e[1]), signal.SIGINT,
+                                     "--no-fuse", "--jobs", "1")
     assert code == 130, output
     assert "run the same command again to resume" in output
     assert statuses(sweep_dir) == {"activation=relu": "completed", "activation=tanh": "interrupted", "activation=sigmoid": "pending"}
@@ -249,17 +251,21 @@ def test_resume_after_ctrl_c(tmp_path):
 
 
 def test_resume_after_kill_9(tmp_path):
-    """SIGKILL gives no chance to save anything: the ledger says `running`; the run's checkpoint resumes it."""
+    """SIGKILL gives no chance to save anything: the ledger says `running`; the runs' checkpoints resume
+    them (a fused group's members, each from its own)."""
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, base=LONG_BASE)
     runs = tmp_path / "runs"
     sweep_dir = runs / "xor_sweep"
-    signal_sweep_when(path, runs, lambda d, e: bool(e) and training_mid_way(d, e[0]), signal.SIGKILL)
-    assert statuses(sweep_dir)["activation=relu"] == "running"
-    steps, _ = plan_sweep(load_sweep(path), sweep_dir)
-    assert [s.action for s in steps] == ["resume", "new"]
-    result = run_sweep(path, runs_dir=runs, report=False)
+    # kill -9 loses what came after the last checkpoint written: here every epoch's.
+    signal_sweep_when(path, runs, lambda d, e: len(e) > 1 and all(training_mid_way(d, x) and (d / x["folder"] / "checkpoints/last.pt").exists() for x in e),
+                      signal.SIGKILL, "--jobs", "1", "--set", "train.checkpoint_every=0")
+    assert set(statuses(sweep_dir).values()) == {"running"}
+    steps, _ = plan_sweep(load_sweep(path, ["train.checkpoint_every=0"]), sweep_dir)
+    assert [s.action for s in steps] == ["resume", "resume"]
+    result = run_sweep(path, ["train.checkpoint_every=0"], runs_dir=runs, report=False)
     assert [e["status"] for e in result.runs] == ["completed", "completed"]
-    assert [r["epoch"] for r in read_history(sweep_dir / result.runs[0]["folder"])] == list(range(0, 31))  # the epoch-0 record, kept once
+    for entry in result.runs:
+        assert [r["epoch"] for r in read_history(sweep_dir / entry["folder"])] == list(range(0, 31))  # the epoch-0 record, kept once
 
 
 def test_config_change_detection_and_force(tmp_path):
@@ -444,18 +450,22 @@ def test_live_table_at_80_columns_keeps_run_names_whole(tmp_path):
     assert "0.8125" in out.getvalue() and "4/10" in out.getvalue()
 
 
-# ----------------------------------------------------------------------------- --fused
+# ----------------------------------------------------------------------------- fused groups (the default)
 
 
 def test_fused_sweep_groups_runs_and_writes_ordinary_run_folders(tmp_path):
     grid = {"model.activation": ["relu", "tanh", "sigmoid"], "model.hidden": [[8], [16]]}
     path = write_sweep(tmp_path, grid, seeds=[0, 1])
     runs = tmp_path / "runs"
-    dry = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--fused", "--dry-run"], env={"COLUMNS": "200"})
-    assert dry.exit_code == 0 and "--fused: 2 tasks (group sizes 6, 6)" in dry.output  # one group per layer shape
-    capped = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--fused", "--max-group", "4", "--dry-run"], env={"COLUMNS": "200"})
-    assert "--fused: 4 tasks (group sizes 4, 4, 2, 2)" in capped.output
-    result = run_sweep(path, runs_dir=runs, fused=True, report=False)
+    dry = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--dry-run"], env={"COLUMNS": "200"})
+    assert dry.exit_code == 0 and "fused: 2 tasks (group sizes 6, 6)" in dry.output  # one group per layer shape
+    capped = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--max-group", "4", "--dry-run"], env={"COLUMNS": "200"})
+    assert "fused: 4 tasks (group sizes 4, 4, 2, 2)" in capped.output
+    shared = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--jobs", "4", "--dry-run"], env={"COLUMNS": "200"})
+    assert "fused: 4 tasks (group sizes 3, 3, 3, 3)" in shared.output  # the runs shared evenly between the workers
+    alone = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--no-fuse", "--dry-run"], env={"COLUMNS": "200"})
+    assert alone.exit_code == 0 and "tasks (group sizes" not in alone.output and "┃ group" not in alone.output
+    result = run_sweep(path, runs_dir=runs, report=False)
     assert [e["status"] for e in result.runs] == ["completed"] * 12
     for entry in result.runs:  # each member's folder is an ordinary run folder
         folder = result.dir / entry["folder"]
@@ -475,12 +485,12 @@ def test_an_interrupted_fused_group_resumes_from_its_members_checkpoints(tmp_pat
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(path, runs_dir=runs, fused=True, progress=stop, report=False)
+        run_sweep(path, runs_dir=runs, progress=stop, report=False)
     sweep_dir = runs / "xor_sweep"
     assert set(statuses(sweep_dir).values()) == {"interrupted"}
     steps, _ = plan_sweep(load_sweep(path), sweep_dir)
     assert [s.action for s in steps] == ["resume"] * 3
-    result = run_sweep(path, runs_dir=runs, fused=True, report=False)
+    result = run_sweep(path, runs_dir=runs, report=False)
     assert [e["status"] for e in result.runs] == ["completed"] * 3
     for entry in result.runs:
         assert [r["epoch"] for r in read_history(sweep_dir / entry["folder"])] == [0, 1, 2, 3, 4]

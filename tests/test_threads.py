@@ -80,7 +80,21 @@ def test_a_policy_restores_the_count_it_found():
         assert torch.get_num_threads() == 1 and policy.used == {1}
     assert torch.get_num_threads() == 2
     with thread_policy("auto", torch.device("cpu")) as policy:
-        assert isinstance(policy, ThreadGovernor) and policy.most == 2
+        assert torch.get_num_threads() == 1 and policy.used == {1}
+    assert torch.get_num_threads() == 2
+    with thread_policy("adaptive", torch.device("cpu")) as policy:
+        assert isinstance(policy, ThreadGovernor) and policy.most == min(2, threads.usable_cores())
+    assert torch.get_num_threads() == 2
+
+
+def test_auto_is_one_thread_whatever_the_load(monkeypatch):
+    """The count auto computes with depends on nothing the machine's load can change."""
+    torch.set_num_threads(2)
+    for busy in (0.0, 1.0, 2.0):
+        monkeypatch.setattr(threads, "busy_others", lambda previous, cpus=None, busy=busy: ((0.0, 0.0, 0.0), busy))
+        with thread_policy("auto", torch.device("cpu")) as policy:
+            policy.tick()
+            assert torch.get_num_threads() == 1 and policy.used == {1}
     assert torch.get_num_threads() == 2
 
 
@@ -121,7 +135,7 @@ def test_a_quota_caps_the_threads_and_the_governor_stands_down(monkeypatch):
     monkeypatch.setattr(threads, "cpu_quota", lambda: 2.5)  # ... and docker --cpus=2.5
     assert threads.usable_cores() == 2
     torch.set_num_threads(4)
-    with thread_policy("auto", torch.device("cpu")) as policy:
+    with thread_policy("adaptive", torch.device("cpu")) as policy:
         assert torch.get_num_threads() == 2 and policy.used == {2} and not isinstance(policy, ThreadGovernor)
     assert torch.get_num_threads() == 4
     monkeypatch.setattr(threads, "cpu_quota", lambda: 0.2)
@@ -134,23 +148,49 @@ def test_a_quota_caps_the_threads_and_the_governor_stands_down(monkeypatch):
 def test_summary_records_the_choice_and_fixed_counts_repeat_exactly(data_root, tmp_path):
     torch.set_num_threads(2)
     runs = [actexp.train(tiny_config(train={"epochs": 2, "batch_size": 50, "seed": 0, "device": "cpu", "threads": t}), runs_dir=tmp_path)
-            for t in (1, 1, "auto")]
-    fixed, again, auto = (r.summary for r in runs)
+            for t in (1, 1, "auto", "adaptive")]
+    fixed, again, auto, adaptive = (r.summary for r in runs)
     assert fixed["threads"] == 1 and fixed["thread_policy"] == {"policy": "fixed", "used": [1]}
-    assert auto["threads"] == 2 and auto["thread_policy"]["policy"] == "auto"
-    assert set(auto["thread_policy"]["used"]) <= {1, 2}
+    assert auto["threads"] == 1 and auto["thread_policy"] == {"policy": "auto", "used": [1]}
+    assert adaptive["thread_policy"]["policy"] == "adaptive" and set(adaptive["thread_policy"]["used"]) <= {1, 2}
     def figures(run):
         return [{k: v for k, v in record.items() if k != "seconds"} for record in run.history]
 
-    assert figures(runs[0]) == figures(runs[1])
+    assert figures(runs[0]) == figures(runs[1]) == figures(runs[2])
     assert torch.get_num_threads() == 2  # the caller's count is back
 
 
 def test_threads_is_validated_and_leaves_the_experiment_unchanged():
     assert config_from_dict(tiny_config(train={"threads": "auto"})).train.threads == "auto"
-    for bad, message in ((0, "out of range"), ("two", "auto"), (True, "integer"), ([2], "integer")):
+    assert config_from_dict(tiny_config(train={"threads": "adaptive"})).train.threads == "adaptive"
+    for bad, message in ((0, "out of range"), ("two", "auto, adaptive"), (True, "integer"), ([2], "integer")):
         with pytest.raises(ConfigError, match=rf"train\.threads: .*{message}"):
             config_from_dict(tiny_config(train={"threads": bad}))
     # how many threads compute a run does not make it another experiment (sweeps recognise it)
-    hashes = {config_hash(config_from_dict(tiny_config(train={"threads": t}))) for t in (1, 2, "auto")}
+    hashes = {config_hash(config_from_dict(tiny_config(train={"threads": t}))) for t in (1, 2, "auto", "adaptive")}
     assert len(hashes) == 1
+
+
+def test_the_same_config_gives_the_same_numbers_alone_and_beside_a_busy_process(data_root, tmp_path):
+    """With the default threads the numbers do not depend on what else runs: the penalties and
+    gradient clipping bring in the full reductions torch splits by thread."""
+    torch.set_num_threads(2)
+    config = tiny_config(model={"hidden": [256, 256]}, regularization={"l1": 1e-5, "l2": 1e-4},
+                         optim={"optimizer": "sgd", "lr": 0.3, "grad_clip": 1.0}, train={"epochs": 2, "seed": 1, "device": "cpu"})
+
+    def figures(run):
+        return [{k: v for k, v in record.items() if k != "seconds"} for record in run.history]
+
+    alone = actexp.train(config, runs_dir=tmp_path / "alone")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        shared = actexp.train(config, runs_dir=tmp_path / "shared")
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # The thread counts first: whether two counts round alike is the BLAS library's choice per CPU.
+    assert alone.summary["thread_policy"] == shared.summary["thread_policy"] == {"policy": "auto", "used": [1]}
+    assert figures(alone) == figures(shared)
+    assert alone.summary["test_loss"] == shared.summary["test_loss"]
+    assert torch.get_num_threads() == 2

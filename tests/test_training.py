@@ -554,3 +554,64 @@ def test_resume_keeps_the_runs_own_config_and_refuses_finished_or_unstarted_runs
         actexp.train(load_config(path), run_dir=unstarted, progress=stop_at_start)
     result = cli("train", "--resume", unstarted)
     assert result.exit_code == 1 and "nothing to resume" in result.output
+
+
+# ----------------------------------------------------------------------------- checkpoints by time
+
+
+def test_last_pt_is_written_at_most_every_checkpoint_every_seconds(tmp_path):
+    from actexp.checkpointing import CheckpointSchedule, CheckpointWriter
+
+    now = [0.0]
+    writer = CheckpointWriter()
+    schedule = CheckpointSchedule(tmp_path, "both", 60.0, writer, clock=lambda: now[0])
+
+    def written() -> dict:
+        writer.flush()
+        return {p.name: torch.load(p, weights_only=True)["epoch"] for p in sorted((tmp_path / "checkpoints").glob("*.pt"))}
+
+    for epoch, seconds, improved in ((1, 20, True), (2, 40, False), (3, 61, False), (4, 90, True), (5, 100, False)):
+        now[0] = seconds
+        schedule.epoch({"epoch": epoch, "model": {"w": torch.full((2,), float(epoch))}}, improved)
+        if epoch == 3:
+            assert written() == {"best.pt": 1, "last.pt": 3}  # due at 61 s: the newest last, the best so far
+    assert written() == {"best.pt": 1, "last.pt": 3}  # epochs 4 and 5 wait in memory
+    schedule.save()  # the end of the run, or Ctrl-C/SIGTERM
+    assert written() == {"best.pt": 4, "last.pt": 5}
+    writer.close()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_warning_and_the_run_completes(tmp_path, data_root, monkeypatch):
+    import actexp.checkpointing as checkpointing
+    from actexp.runs import RunFolderWarning
+
+    def full_disk(state, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpointing, "save_checkpoint", full_disk)
+    with pytest.warns(RunFolderWarning, match="last.pt not written .*No space left on device.*training goes on"):
+        run = actexp.train(tiny_config(train={"epochs": 2, "checkpoint_every": 0}), runs_dir=tmp_path)
+    assert run.status == "completed" and run.summary["test_acc"] > 0 and not (run.dir / "checkpoints" / "last.pt").exists()
+
+
+def test_ctrl_c_saves_the_last_finished_epoch_that_was_not_yet_due(tmp_path, data_root):
+    """With the default interval nothing is written during a short run; Ctrl-C in the middle of an
+    epoch writes the last finished one, and the resumed run equals an uninterrupted one."""
+    config = tiny_config(train={"epochs": 4})
+    full = actexp.train(config, runs_dir=tmp_path / "runs")
+    folder = tmp_path / "interrupted"
+    seen = []
+
+    def stop_mid_epoch(event, info):
+        if event == "epoch":
+            assert not (folder / "checkpoints" / "last.pt").exists()  # not due: 60 s by default
+            seen.append(info["record"]["epoch"])
+        if event == "step" and len(seen) == 2 and info["step"] >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        actexp.train(config, run_dir=folder, progress=stop_mid_epoch)
+    assert torch.load(folder / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+    resumed = actexp.train(config, resume=folder)
+    assert _without_seconds(resumed.history) == _without_seconds(full.history)
+    assert resumed.summary["test_loss"] == full.summary["test_loss"]

@@ -162,10 +162,11 @@ def train_run(run: RunSpec, sweep_dir: Path, report: Callable[[str, dict], None]
     progress = _progress(folder, report)
     try:
         config = config_from_dict(run.config)
+        # curves.png: the sweep's driver draws it, off this worker's path.
         if run.resume:
-            trained = train(config, progress=progress, resume=run.folder)
+            trained = train(config, progress=progress, resume=run.folder, curves=False)
         else:
-            trained = train(config, runs_dir=sweep_dir, progress=progress, run_dir=run.folder)
+            trained = train(config, runs_dir=sweep_dir, progress=progress, run_dir=run.folder, curves=False)
     except KeyboardInterrupt:
         return Outcome(run.name, "interrupted", _relative(folder["dir"], sweep_dir), "interrupted")
     except Exception as e:
@@ -197,7 +198,7 @@ def _train_group(task: Task, report: Report) -> list[Outcome]:
 
     try:
         results = train_group([config_from_dict(run.config) for run in task.runs], [run.folder for run in task.runs],
-                              runs_dir=task.sweep_dir, resume=[run.resume for run in task.runs], progress_for=progress)
+                              runs_dir=task.sweep_dir, resume=[run.resume for run in task.runs], progress_for=progress, curves=False)
     except KeyboardInterrupt:
         return unfinished("interrupted", "interrupted")
     except Exception as e:

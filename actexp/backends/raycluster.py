@@ -212,7 +212,7 @@ class RayBackend(Backend):
         if again:
             for run in again:
                 self.emit(Event(run.name, "retry", {"error": f"its worker was lost ({error})", "attempt": attempt.tries + 2, "attempts": self.retries + 1}))
-            self.submit(Task(tuple(again), task.sweep_dir), attempt.tries + 1)
+            self.submit(Task(tuple(again), task.sweep_dir, fused=task.fused and len(again) > 1), attempt.tries + 1)
         return done
 
 

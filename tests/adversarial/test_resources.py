@@ -253,10 +253,12 @@ def test_the_default_config_on_mnist():
     assert estimate["data"] == 70_000 * (784 * 4 + 8) + 70_000 * 8  # float32 features, int64 labels and order
     assert estimate["parameters"] == 4 * (784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10)
     assert estimate["optimizer state"] == 2 * estimate["gradients"]  # Adam
-    assert estimate["best weights"] == 0  # no early stopping
+    assert estimate["best weights"] == estimate["parameters"]  # the selected (best val_loss) epoch's copy
     assert 250e6 < estimate["total"] < 350e6
     stopping = estimate_bytes(config_from_dict({"train": {"early_stopping": True, "diagnostics": False}}), *MNIST)
     assert stopping["best weights"] == stopping["parameters"] and stopping["diagnostics"] == stopping["probe batch"] == 0
+    last = estimate_bytes(config_from_dict({"train": {"early_stopping": {"restore_best": False}}}), *MNIST)
+    assert last["best weights"] == 0  # the last epoch is the result: no copy is kept
 
 
 def test_the_refusal_line():
