@@ -297,6 +297,9 @@ def sweep(
         from .backends.raycluster import RayBackend
 
         runner = RayBackend(address, cpus_per_run or 1.0, gpus_per_run, max_slots=jobs)  # says at once when Ray is missing
+    from .backends import keep_freed_memory
+
+    keep_freed_memory()  # this process trains the sweep's tasks itself with --jobs 1
     display = SweepDisplay(out, quiet)
     try:
         result = run_sweep(path, set_, **expansion, runs_dir=runs_dir, jobs=jobs, backend=runner, force=force, fail_fast=fail_fast, progress=display,

@@ -54,7 +54,8 @@ OUTPUT_LAYER = "output"
 
 
 class Tracker:
-    """Collects an epoch's weight-side figures during training and measures the probe after it."""
+    """One run's probe and figures: the epoch-0 record, and each epoch's per-layer figures from the
+    weight-side ones a StackedTracker collects for the run's fused group (K >= 1 members)."""
 
     def __init__(self, model, x_train, y_train, seed: int, batch_size: int, probe=None):
         """`probe`: the (x, y) that choose_probe(x_train, y_train, seed) returns, when the caller
@@ -62,24 +63,6 @@ class Tracker:
         self.model, self.batch_size = model, batch_size
         self.weights = [linear.weight for linear in model.linears()]
         self.probe_x, self.probe_y = probe if probe is not None else choose_probe(x_train, y_train, seed)
-        self.grad_sums = [torch.zeros((), device=x_train.device) for _ in self.weights]
-        self.steps = 0
-        self.start = None
-
-    def begin_epoch(self) -> None:
-        self.start = [w.detach().clone() for w in self.weights]
-        torch._foreach_zero_(self.grad_sums)
-        self.steps = 0
-
-    def after_backward(self) -> None:
-        """Called once per step, after backward: adds the weight-gradient norms, on the device, in
-        two multi-tensor calls (the fewest kernel launches: this runs every step)."""
-        torch._foreach_add_(self.grad_sums, torch._foreach_norm([w.grad for w in self.weights]))
-        self.steps += 1
-
-    def end_epoch(self) -> list[dict]:
-        update = torch.stack([torch.linalg.vector_norm(w.detach() - s) / s.norm() for w, s in zip(self.weights, self.start)])
-        return self._layers(torch.stack(self.grad_sums) / max(self.steps, 1), update)
 
     def epoch_zero(self) -> list[dict]:
         """The model as initialized: gradients of the probe batch's loss, no update yet."""
@@ -261,3 +244,43 @@ def _saturation_sentence(first: dict, activation: str) -> str:
         f"layers {names}: {min(values):.0%}–{max(values):.0%} of {activation} outputs saturated "
         f"(first at epoch {min(e for e, _ in first.values())})"
     )
+
+
+# ----------------------------------------------------------------------------- fused groups
+
+class StackedTracker:
+    """diagnostics.Tracker's per-step and per-epoch weight figures for all members at once (one
+    norm per layer per step over the stacked gradients); each member's own Tracker (over its MLP,
+    whose weights are views of the stack) measures its probe and writes its records."""
+
+    def __init__(self, weights, trackers):
+        self.weights, self.trackers = weights, trackers
+        self.grad_sums = None
+        self.steps = 0
+        self.start = None
+
+    def begin_epoch(self) -> None:
+        self.start = [w.detach().clone() for w in self.weights]
+        self.grad_sums = torch.zeros(len(self.weights), self.weights[0].shape[0], device=self.weights[0].device)
+        self.steps = 0
+
+    def after_backward(self) -> None:
+        with torch.no_grad():
+            self.grad_sums += torch.stack([torch.linalg.vector_norm(w.grad, dim=(1, 2)) for w in self.weights])
+        self.steps += 1
+
+    def carry(self, other: StackedTracker, keep: list[int]) -> None:
+        """Take over the kept members' figures of the epoch so far from `other`."""
+        self.start = [s[keep] for s in other.start]
+        self.grad_sums, self.steps = other.grad_sums[:, keep], other.steps
+
+    def end_epoch(self) -> list:
+        """Each member's `layers` list (None for a member without diagnostics)."""
+        with torch.no_grad():
+            update = torch.stack([
+                torch.linalg.vector_norm(w.detach() - s, dim=(1, 2)) / torch.linalg.vector_norm(s, dim=(1, 2))
+                for w, s in zip(self.weights, self.start)
+            ])
+            grad = self.grad_sums / max(self.steps, 1)
+        self.start = None
+        return [t._layers(grad[:, k], update[:, k]) if t is not None else None for k, t in enumerate(self.trackers)]

@@ -21,6 +21,7 @@ from .errors import ActexpError, ConfigError
 from .runs import CHECKPOINTS, MODEL, DamagedFile, load_checkpoint, load_weights, read_config, read_summary, run_status
 
 torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 SPLITS = ("test", "val")
 # Past this many classes the CLI prints no confusion table (CIFAR-100's would be 100 x 100).
@@ -189,8 +190,6 @@ def evaluate_run(run: str | Path | LoadedRun, split: str = "test", dataset: str 
     held out) of its dataset, or of another dataset (`dataset`) of the same input shape and
     classes, preprocessed as the run's own data. Returns plain data: loss, accuracy, per-class
     accuracy and the confusion matrix (rows: true class, columns: predicted)."""
-    from .training import evaluate
-
     run = run if isinstance(run, LoadedRun) else load_run(run, device)
     x, y, data_config = eval_split(run, split, dataset)
     loss, accuracy = evaluate(run.model, x, y)  # as training measured its test figures: the same numbers
@@ -308,3 +307,25 @@ def decision_grid(run: str | Path | LoadedRun, resolution: int = BOUNDARY_RESOLU
     predicted = _predict(run.model, run.preprocess(points)).cpu()
     accuracy = float((predicted == labels).float().mean())
     return DecisionGrid(xs.numpy(), ys.numpy(), classes.numpy(), points.numpy(), labels.numpy(), accuracy)
+
+
+# ----------------------------------------------------------------------------- the measure training uses
+
+EVAL_BATCH = 8192  # samples a forward pass takes at once (resources.EVAL_BATCH estimates it)
+
+
+def evaluate(model, x, y) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over (x, y) in eval mode: each epoch's validation figures,
+    a run's test figures, and `evaluate_run`'s, one function so that they are the same numbers."""
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        loss_sum = torch.zeros((), device=x.device)
+        correct = torch.zeros((), device=x.device, dtype=torch.int64)
+        for start in range(0, len(y), EVAL_BATCH):
+            logits = model(x[start : start + EVAL_BATCH])
+            yb = y[start : start + EVAL_BATCH]
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(y), correct.item() / len(y)

@@ -17,7 +17,7 @@ from .errors import ConfigError
 
 FLOAT = 4  # bytes of a float32: parameters, optimizer state, features and activations
 INT64 = 8  # labels and batch indices
-EVAL_BATCH = 8192  # training.EVAL_BATCH (training imports torch; a test keeps the two equal)
+EVAL_BATCH = 8192  # evaluation.EVAL_BATCH (kept here too so that this module imports nothing heavy; a test keeps the two equal)
 PASSES = ("training batch", "evaluation batch", "probe batch")  # items alive one at a time
 
 # Tensors of the parameters' shape that each optimizer keeps (torch.optim's per-parameter state;
@@ -38,6 +38,7 @@ _CULPRITS = {
     "gradients": ("model.hidden", "use fewer or narrower layers"),
     "optimizer state": ("model.hidden", "use fewer or narrower layers"),
     "best weights": ("model.hidden", "use fewer or narrower layers"),
+    "checkpoint copy": ("model.hidden", "use fewer or narrower layers"),
     "training batch": ("train.batch_size", "use a smaller batch_size, or narrower layers"),
     "evaluation batch": ("model.hidden", f"use narrower layers (evaluation runs {EVAL_BATCH} samples at a time)"),
     "diagnostics": ("train.diagnostics", "set train.diagnostics: false, or use narrower layers"),
@@ -51,8 +52,10 @@ def estimate_bytes(config, n_features: int, n_samples: int, n_classes: int) -> d
     samples (training, validation and test together) of `n_features` features in `n_classes` classes.
 
     Kept for the whole run: parameters (with batch norm's running statistics), gradients, optimizer
-    state, best weights (the selected epoch's copy, kept unless early stopping's restore_best is off), data (every split, and an epoch's shuffled
-    order), diagnostics (the probe samples and the weights as the epoch began). Alive one at a time:
+    state, best weights (the selected epoch's copy, kept unless early stopping's restore_best is
+    off), the checkpoint copy (the weights and optimizer state each epoch's checkpoint is written
+    from), data (every split, and an epoch's shuffled order), diagnostics (the probe samples and
+    the weights as the epoch began). Alive one at a time:
     training batch (what the backward pass needs, and the gradients it makes), evaluation batch
     (EVAL_BATCH samples, no autograd), probe batch (the diagnostics' pass over their probe samples).
     total: everything kept plus the largest of the three passes. Pure arithmetic on the config, so
@@ -100,6 +103,8 @@ def estimate_bytes(config, n_features: int, n_samples: int, n_classes: int) -> d
         "gradients": FLOAT * trainable,
         "optimizer state": FLOAT * trainable * slots,
         "best weights": parameters if not stopping or stopping.restore_best else 0,  # training.Recorder.selects_best
+        # Each epoch's checkpoint is taken as a copy, written later by a thread (checkpointing.py).
+        "checkpoint copy": parameters + FLOAT * trainable * slots if train.checkpoint != "none" else 0,
         # Every split as float32 features and int64 labels, and an epoch's shuffled order (int64).
         "data": n_samples * (FLOAT * n_features + INT64) + INT64 * n_samples,
         "diagnostics": probe * (FLOAT * n_features + INT64) + (FLOAT * weights if train.diagnostics else 0),

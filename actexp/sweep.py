@@ -432,9 +432,9 @@ def dry_run_tasks(sweep: Sweep, steps: list[Step], sweep_dir: Path, jobs: int | 
 def plan_tasks(steps: list[Step], sweep_dir: Path, fused: bool = True, max_group: int | None = None) -> list[Task]:
     """The steps to train as tasks, the costliest first (so that no worker is left with a long
     task while the others idle): one run each, or with `fused`, one task per group of runs that
-    train as one stacked model (fused.plan_groups: same layer shapes, data, batch size and epochs,
+    train as one stacked model (planning.plan_groups: same layer shapes, data, batch size and epochs,
     split to fit the device's memory and `max_group`); a run that fuses with nothing is a task alone."""
-    from .fused import plan_groups, training_cost
+    from .planning import plan_groups, training_cost
 
     configs = [step.run.config for step in steps]
     groups = plan_groups(configs, max_group) if fused else [[i] for i in range(len(steps))]

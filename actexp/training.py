@@ -1,6 +1,6 @@
 """The training loop: configs in, run folders out. A run is a Recorder (its folder: config.yaml,
 summary.json, metrics files, checkpoints, best epoch and early stopping, how it ended); the
-arithmetic is a fused.Stepper of K >= 1 members. `train` is K = 1; `train_group` trains a fused
+arithmetic is a stepper.Stepper of K >= 1 members. `train` is K = 1; `train_group` trains a fused
 group, K recorders around one stepper, in the same loop.
 
 Speed by design: every split is one tensor on the device, batches are index slices of per-epoch
@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from . import __version__
 from .config import Config, as_config, config_hash, config_to_dict, config_to_yaml, config_with_overrides, load_config
 from .data import Data, dataset_shape, load_data
+from .evaluation import evaluate
 from .diagnostics import Tracker, choose_probe, diagnostic_warnings
 from .checkpointing import CheckpointSchedule, CheckpointWriter, cpu_copy
 from .errors import ActexpError, ConfigError, sigterm_as_interrupt, signals_deferred
-from .fused import Member, Stepper, group_bytes, group_key, member_order, optimizer_for, steps_per_epoch
+from .planning import group_bytes, group_key, member_order
+from .stepper import Member, Stepper, optimizer_for, steps_per_epoch
 from .model import MLP, build_model, count_parameters
 from .resources import available_bytes, check_fits, estimate_bytes
 from .runs import (
@@ -49,11 +50,6 @@ from .threads import describe as describe_threads, thread_policy
 # progress(event, info): events "start", "step", "epoch", "end"; the CLI draws them with rich.
 Progress = Callable[[str, dict], None]
 PROGRESS_UPDATES_PER_EPOCH = 20
-EVAL_BATCH = 8192
-
-
-class Diverged(ActexpError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ def train_group(
     progress_for: list[Progress | None] | None = None,
     curves: bool = True,
 ) -> list[Run | ActexpError]:
-    """Train configs that share a fused.group_key as one stacked model; each writes its own run
+    """Train configs that share a planning.group_key as one stacked model; each writes its own run
     folder, as `train` would, and gets its own progress events ("start", "step", "epoch", "end").
 
     run_dirs[i]: the folder to train config i into (None: a fresh one under runs_dir/<name>/), or,
@@ -152,9 +148,8 @@ def train_group(
     progress_for = list(progress_for) if progress_for is not None else [None] * k
     if not k or not len(run_dirs) == len(resume) == len(progress_for) == k:
         raise ValueError("train_group: give one run_dir, resume flag and progress per config")
-    keys = {group_key(c) for c in configs}
-    if len(keys) != 1 or None in keys:
-        raise ValueError("train_group: these configs cannot train as one group (plan them with fused.plan_groups)")
+    if len({group_key(c) for c in configs}) != 1:
+        raise ValueError("train_group: these configs cannot train as one group (plan them with planning.plan_groups)")
     if any(resume[i] and run_dirs[i] is None for i in range(k)):
         raise ValueError("train_group: a member to resume needs its run folder in run_dirs")
     device = resolve_device(configs[0].train.device)
@@ -638,22 +633,6 @@ def _resume_state(folder: Path, tc, n_params: int) -> dict:
         raise ActexpError(f"{folder}: no {CHECKPOINTS}/last.pt to resume from (the run kept train.checkpoint={tc.checkpoint}; resuming needs last or both)")
     # The model, up to three optimizer states and the best weights, in float32, plus RNG states.
     return load_checkpoint(last, max_bytes=4 * 6 * n_params + (64 << 20))
-
-
-@torch.inference_mode()
-def evaluate(model: MLP, x, y) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over (x, y) in eval mode."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for start in range(0, len(y), EVAL_BATCH):
-        logits = model(x[start : start + EVAL_BATCH])
-        yb = y[start : start + EVAL_BATCH]
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
-    model.train(was_training)
-    return loss_sum.item() / len(y), correct.item() / len(y)
 
 
 def _best_fields(history: list[dict], best: _Best) -> dict:

@@ -28,8 +28,9 @@ from actexp.data import Data, load_data  # noqa: E402
 from actexp.diagnostics import Tracker  # noqa: E402
 from actexp.errors import DatasetMissing  # noqa: E402
 from actexp.model import build_model  # noqa: E402
-from actexp.fused import Member, Stepper  # noqa: E402
-from actexp.training import evaluate, train_epoch  # noqa: E402
+from actexp.stepper import Member, Stepper  # noqa: E402
+from actexp.evaluation import evaluate  # noqa: E402
+from actexp.training import train_epoch  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "relu_xavier.yaml"
 
@@ -56,12 +57,10 @@ def one_epoch(config, data: Data, diagnostics: bool) -> float:
     tracker = Tracker(model, data.x_train, data.y_train, config.train.seed, config.train.batch_size) if diagnostics else None
     stepper = Stepper([Member(config, model, dropout, batch_order, tracker)], data)
     tick = time.perf_counter()
-    if tracker:
-        tracker.begin_epoch()
-    train_epoch(stepper, 1)
+    train_epoch(stepper, 1)  # (the stepper's StackedTracker sums the gradient norms each step)
     evaluate(model, data.x_val, data.y_val)
-    if tracker:
-        tracker.end_epoch()
+    if stepper.tracker:
+        stepper.tracker.end_epoch()  # the weight update and the probe pass, as the training loop asks
     return time.perf_counter() - tick
 
 

@@ -42,7 +42,7 @@ def main() -> None:
 
     from actexp import training
     from actexp.data import load_data
-    from actexp.fused import steps_per_epoch
+    from actexp.stepper import steps_per_epoch
     from actexp.sweep import load_sweep
 
     ks = [int(k) for k in args.ks.split(",")]

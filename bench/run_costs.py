@@ -48,7 +48,8 @@ def main() -> None:
 
     import torch
 
-    from actexp import fused, plots, training
+    from actexp import plots, training
+    from actexp.backends import keep_freed_memory
     from actexp.sweep import load_sweep
 
     torch.set_num_threads(args.threads)
@@ -58,7 +59,7 @@ def main() -> None:
     for name in ("_prepare", "train_epoch", "evaluate", "save_checkpoint", "save_weights", "write_metrics"):
         timed(training, name, totals)
     timed(plots, "save_run_curves", totals, "curves.png")
-    fused.keep_freed_memory()
+    keep_freed_memory()  # as a sweep's worker does
     with tempfile.TemporaryDirectory() as runs_dir:
         start = time.perf_counter()
         training.train_group(configs, runs_dir=runs_dir)

@@ -7,7 +7,7 @@ Variants (each in a fresh child process, timed from its start, so each pays its 
   solo-jN    actexp's sweep, N worker processes (`actexp sweep --jobs N`, without the report);
              its workers get cores/N torch threads each, as the sweep gives them (jobs 1: torch's
              default, one per core)
-  fused-wN   the same runs as fused groups (fused.plan_groups, training.train_group) in N worker
+  fused-wN   the same runs as fused groups (planning.plan_groups, training.train_group) in N worker
              processes, each with cores/N torch threads
   ...tT      (a suffix, e.g. fused-w1t1) T torch threads per process instead
 
@@ -62,7 +62,7 @@ def child(args) -> None:
         sweep = load_sweep(args.sweep, args.set, seeds=args.seeds)
         configs = [run.config for run in sweep.runs]
         from actexp.config import config_to_dict
-        from actexp.fused import plan_groups
+        from actexp.planning import plan_groups
 
         groups = plan_groups(configs, max_group=math.ceil(len(configs) / workers))
         shares = [[] for _ in range(workers)]
@@ -147,7 +147,7 @@ def shape(args):
     """(runs, model-steps, GEMM FLOPs per model-step) of the sweep."""
     sys.path.insert(0, str(REPO))
     from actexp.data import load_data
-    from actexp.fused import steps_per_epoch
+    from actexp.stepper import steps_per_epoch
     from actexp.sweep import load_sweep
 
     sweep = load_sweep(args.sweep, args.set, seeds=args.seeds)

@@ -16,7 +16,7 @@ from actexp.errors import ConfigError
 from actexp.data import load_data
 from actexp.model import build_model, count_parameters
 from actexp.runs import EPOCH_COLUMNS
-from actexp.training import evaluate
+from actexp.evaluation import evaluate
 from conftest import REPO, cli, run_dirs, tiny_config, write_yaml
 
 

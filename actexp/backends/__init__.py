@@ -213,6 +213,27 @@ def _train_group(task: Task, report: Report) -> list[Outcome]:
     return outcomes
 
 
+def keep_freed_memory() -> None:
+    """A fused step allocates and frees tensors of tens of MB (K members' activations and
+    gradients); glibc gives such blocks back to the system when they are freed and faults them in
+    again on the next step (a tenth of a 54-member step's time). Raise its mmap and trim thresholds
+    for this process so that it keeps them. The cost: the process holds on to its peak memory until
+    it ends, so only processes that exist to train a sweep's tasks call this (its workers, the
+    `actexp sweep` command), never the library on its own. Nothing happens where the C library is
+    not glibc."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: free heap is given back beyond 1 GiB only
+    except (OSError, AttributeError):
+        pass
+
+
 def _relative(folder, sweep_dir: Path) -> str | None:
     return None if folder is None else Path(folder).relative_to(sweep_dir).as_posix()
 

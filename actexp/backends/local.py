@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import Terminated
-from . import Backend, Event, Task, ended_without_outcome, execute
+from . import Backend, Event, Task, ended_without_outcome, execute, keep_freed_memory
 
 
 class InProcessBackend(Backend):
@@ -197,6 +197,7 @@ def _worker_main(index: int, slot: Slot, tasks, events, parent_pid: int) -> None
     import torch
 
     torch.set_num_threads(slot.threads)
+    keep_freed_memory()
 
     def report(name, kind, info):
         if os.getppid() != parent_pid:

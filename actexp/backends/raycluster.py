@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import Backend, BackendUnavailable, Event, Outcome, Task, cpu_count, ended_without_outcome, execute, recorded_outcome, resumable
+from . import Backend, BackendUnavailable, Event, Outcome, Task, cpu_count, ended_without_outcome, execute, keep_freed_memory, recorded_outcome, resumable
 
 INSTALL = "pip install 'actexp[ray]'"
 RETRIES = 3
@@ -280,6 +280,7 @@ def _run_task(task: Task, key: str, inbox, threads: int) -> list[Outcome] | None
     import torch
 
     torch.set_num_threads(threads)
+    keep_freed_memory()
 
     def report(name, kind, info):
         ray.get(inbox.put.remote((key, name, kind, info)))  # waited for: the driver sees it before the task's end

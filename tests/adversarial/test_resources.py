@@ -22,7 +22,8 @@ from actexp.diagnostics import PROBE_SIZE
 from actexp.errors import ConfigError
 from actexp.model import build_model
 from actexp.resources import available_bytes, check_fits, estimate_bytes, human_bytes
-from actexp.training import EVAL_BATCH, build_optimizer
+from actexp.evaluation import EVAL_BATCH
+from actexp.training import build_optimizer
 from conftest import REPO, tiny_config
 
 # (n_features, n_samples, n_classes) as data.py knows them
