@@ -90,6 +90,7 @@ def write_atomic(path: Path, write) -> None:
     except OSError as e:
         raise WriteFailed(f"could not write {path}: {e.strerror or e}") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file 0600; a run folder is shared as its folder is
         with os.fdopen(fd, "wb") as file:
             write(file)
         os.replace(tmp, path)
@@ -99,6 +100,19 @@ def write_atomic(path: Path, write) -> None:
         if isinstance(e, OSError):
             raise WriteFailed(f"could not write {path}: {e.strerror or e}") from None
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask can only be read
+    by setting it, which races with threads creating files)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: Path, text: str) -> None:
