@@ -80,6 +80,31 @@ print(json.dumps({{"outcome": outcome, "peak": status("VmHWM") - base, "cpu": ti
 """
 
 
+# ----------------------------------------------------------------------------- counts built before their bound
+
+
+@pytest.mark.parametrize("text", ["100000000", "1000000000", "1" + "0" * 22, "9" * 5000, "١٢", "²", "1,2,x", "0", "",
+                                  ",".join(["1"] * (MAX_SEEDS + 1)), "12345678901234567890123"])
+def test_seeds_are_bounded_before_they_are_built(text):
+    tracemalloc.start()
+    start = time.thread_time()
+    with pytest.raises(ConfigError) as refused:
+        parse_seeds(text)
+    seconds = time.thread_time() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert str(refused.value).startswith("--seeds ") and "\n" not in str(refused.value)
+    assert seconds < 0.05 and peak < 2 * len(text) + 200_000, (seconds, peak)
+
+
+def test_seeds_through_the_cli_are_a_usage_error(tmp_path):
+    config = write_yaml(tmp_path / "c.yaml", XOR)
+    for text in ("100000000", "1" + "0" * 22, "٣"):
+        result = cli("sweep", config, "--seeds", text, "--dry-run", "--runs-dir", tmp_path / "runs")
+        assert result.exit_code == 2 and "--seeds" in one_error_line(result.output)
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds(" 4, 7") == [4, 7] and len(parse_seeds(str(MAX_SEEDS))) == MAX_SEEDS
+
+
 # ----------------------------------------------------------------------------- smaller
 
 
