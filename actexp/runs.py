@@ -293,15 +293,80 @@ def _load_weights_only(path: Path, max_bytes: int, what: str = "checkpoint"):
         raise DamagedFile(f"{path}: not a regular file")
     if info.st_size > max_bytes:
         raise DamagedFile(f"{path}: {info.st_size:,} bytes, far more than this run's {what} can be ({max_bytes:,}); not loaded")
+    _check_archive(path, max_bytes)
     try:
         with warnings.catch_warnings():  # torch's remarks on a foreign file's pickle protocol
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DamagedFile(f"{path}: refused: it holds Python objects other than tensors and plain data, which could run code when loaded") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise DamagedFile(f"{path}: not a checkpoint actexp can load safely ({reason}); only tensors and plain data are accepted") from None
+    _check_plain(path, state, max_bytes)
+    return state
+
+
+# A checkpoint of the largest model the config allows (1,001 layers, each with weight, bias and
+# batch-norm tensors, Adam's state for each) holds about 60,000 values; its archive a few thousand
+# entries. The walk that checks a loaded checkpoint counts a value each time it is reached, so a
+# list shared a million times over counts a million times: what torch's load_state_dict would copy.
+MAX_CHECKPOINT_ITEMS = 500_000
+MAX_CHECKPOINT_DEPTH = 32
+MAX_ARCHIVE_ENTRIES = 100_000
+
+
+def _check_archive(path: Path, max_bytes: int) -> None:
+    """torch.save writes a zip archive of uncompressed entries; torch.load would inflate compressed
+    ones, and reads the legacy format's storages at the sizes their headers claim, so only the
+    former is loaded, and only after its directory says it holds no more than the file's own bytes."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+            if len(entries) > MAX_ARCHIVE_ENTRIES:
+                raise DamagedFile(f"{path}: {len(entries):,} entries in its archive, more than a checkpoint has; not loaded")
+            packed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
+            total = sum(e.file_size for e in entries)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        raise DamagedFile(f"{path}: not a checkpoint actexp can load safely (not the zip archive torch.save writes: "
+                          f"{str(e).splitlines()[0][:80] if str(e) else type(e).__name__}); only tensors and plain data are accepted") from None
+    if packed:
+        raise DamagedFile(f"{path}: refused: {packed[0].filename[:80]!r} is compressed ({packed[0].file_size:,} bytes inflated), "
+                          "which torch.save never does; not loaded")
+    if total > max_bytes:
+        raise DamagedFile(f"{path}: its entries hold {total:,} bytes, far more than this run's checkpoint can be ({max_bytes:,}); not loaded")
+
+
+def _check_plain(path: Path, state, max_bytes: int) -> None:
+    """Refuse a loaded checkpoint that would grow when used: tensors that are views larger than the
+    bytes stored for them (a stride of 0 makes one number look like a billion, and casting or
+    copying it allocates them all), tensors that are not plain dense ones, and structure shared so
+    often, or nested so deep, that copying it out (as load_state_dict does) would build a huge tree."""
+    import torch
+
+    items, numbers, stack = 0, 0, [(state, 0)]
+    while stack:
+        value, depth = stack.pop()
+        items += 1
+        if items > MAX_CHECKPOINT_ITEMS or depth > MAX_CHECKPOINT_DEPTH:
+            raise DamagedFile(f"{path}: refused: it holds more than {MAX_CHECKPOINT_ITEMS:,} values (counting shared ones each time) "
+                              f"or nests deeper than {MAX_CHECKPOINT_DEPTH}, which no checkpoint of actexp's does; not loaded")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend((item, depth + 1) for item in value)
+        elif torch.is_tensor(value):
+            if value.layout != torch.strided or value.is_quantized or value.is_nested:
+                raise DamagedFile(f"{path}: refused: a {value.layout} tensor, where actexp saves only dense ones; not loaded")
+            size = value.numel() * value.element_size()
+            numbers += size
+            if size > value.untyped_storage().nbytes():
+                raise DamagedFile(f"{path}: refused: a tensor of shape {tuple(value.shape)[:8]} stands for {size:,} bytes but "
+                                  f"{value.untyped_storage().nbytes():,} are stored (strides {tuple(value.stride())[:8]}); not loaded")
+            if numbers > max_bytes:  # views sharing one storage
+                raise DamagedFile(f"{path}: refused: its tensors stand for more than the {max_bytes:,} bytes this run's checkpoint can hold; not loaded")
 
 
 def load_checkpoint(path: Path, max_bytes: int) -> dict:

@@ -80,6 +80,125 @@ print(json.dumps({{"outcome": outcome, "peak": status("VmHWM") - base, "cpu": ti
 """
 
 
+def measured(setup: str, action: str, cwd: Path, limit: int = 1536 * MB) -> dict:
+    """Run `action` (after `setup`, which the baseline includes) in a fresh process: what it raised
+    (or "ok"), its peak resident memory above the baseline, and its CPU seconds."""
+    code = CHILD.format(setup=setup, action="\n".join("    " + line for line in action.strip().splitlines()), limit=limit)
+    env = {**ENV, "MALLOC_MMAP_THRESHOLD_": "131072", "ACTEXP_DATA": str(cwd / "data")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+needs_proc = pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="reads the peak RSS from /proc")
+
+
+def interrupted(tmp_path: Path, config: dict = XOR, after: int = 1) -> Path:
+    def stop(event, info):
+        if event == "epoch" and info["record"]["epoch"] == after:
+            raise KeyboardInterrupt
+
+    folder = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        actexp.train(config, run_dir=folder, progress=stop)
+    return folder
+
+
+def _edit_checkpoint(path: Path, change) -> None:
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+
+
+def _deflated_pickle(path: Path, padding: int) -> None:
+    """The checkpoint's own entries, its data.pkl deflated and followed by `padding` zero bytes
+    (after the pickle's STOP, so a reader that inflated it would load it as before): a few MB on
+    disk that inflate to `padding` bytes."""
+    with zipfile.ZipFile(path) as original:
+        entries = [(info, original.read(info)) for info in original.infolist()]
+    with zipfile.ZipFile(path, "w") as bomb:
+        for info, content in entries:
+            if info.filename.endswith("data.pkl"):
+                with bomb.open(_deflated(info.filename), "w", force_zip64=True) as f:
+                    f.write(content)
+                    for _ in range(padding // MB):
+                        f.write(bytes(MB))
+            else:
+                bomb.writestr(info, content)
+
+
+def _deflated(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def _shared_lists(state) -> None:
+    """An optimizer state whose lists share their items: a few hundred bytes pickled, 10**8 values
+    once copied out into a tree, as torch's load_state_dict does."""
+    shared = [0.0] * 10
+    for _ in range(7):
+        shared = [shared] * 10
+    state["optimizer"]["state"][0]["history"] = shared
+
+
+def _stride_zero(state) -> None:
+    """An optimizer state tensor of 2**28 float64 numbers that stores one (stride 0): cast to the
+    parameter's float32 by load_state_dict, it becomes 1 GB."""
+    state["optimizer"]["state"][0]["exp_avg"] = torch.zeros(1, dtype=torch.float64).expand(2**28)
+
+
+# The baseline includes a first run: what torch sets up on first use is not the file's doing.
+RESUME = f"import actexp, torch\nfrom actexp.training import train\ntrain({XOR!r}, runs_dir='warm-up')\n"
+CHECKPOINTS = [
+    ("a deflated checkpoint", lambda path: _deflated_pickle(path, 1024 * MB), "compressed"),
+    ("shared lists in the optimizer state", lambda path: _edit_checkpoint(path, _shared_lists), "counting shared ones"),
+    ("a stride-0 optimizer tensor", lambda path: _edit_checkpoint(path, _stride_zero), "are stored (strides (0,))"),
+]
+
+
+@needs_proc
+@pytest.mark.parametrize("damage, refusal", [c[1:] for c in CHECKPOINTS], ids=[c[0] for c in CHECKPOINTS])
+def test_a_small_checkpoint_that_would_grow_is_refused_before_it_grows(tmp_path, damage, refusal):
+    folder = interrupted(tmp_path)
+    last = folder / "checkpoints" / "last.pt"
+    damage(last)
+    assert last.stat().st_size < 4 * MB
+    before = (folder / "summary.json").read_bytes()
+    result = measured(RESUME, f"train({XOR!r}, resume={str(folder)!r})", tmp_path)
+    assert result["outcome"].startswith(f"DamagedFile: {last}: refused") and refusal in result["outcome"], result
+    assert "\n" not in result["outcome"]
+    assert result["peak"] < 64 * MB and result["cpu"] < 5, result
+    assert (folder / "summary.json").read_bytes() == before
+
+
+def _stride_zero_weights(folder: Path, hidden: list[int]) -> None:
+    """model.pt of stride-0 tensors shaped as `hidden` layers on XOR (its 2 inputs, 2 classes),
+    and config.yaml saying that is the model: a 3 kB file that matches names, shapes and dtypes."""
+    text = (folder / "config.yaml").read_text()
+    assert "hidden: [8]" in text
+    (folder / "config.yaml").write_text(text.replace("hidden: [8]", f"hidden: {hidden}"))
+    widths = [2, *hidden, 2]
+    model = {}
+    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+        prefix = "output" if i == len(hidden) else f"hidden.{i}.linear"
+        model[f"{prefix}.weight"] = torch.zeros(1).expand(n_out, n_in)
+        model[f"{prefix}.bias"] = torch.zeros(1).expand(n_out)
+    epoch = torch.load(folder / "model.pt", weights_only=True)["epoch"]
+    torch.save({"format": 1, "epoch": epoch, "model": model}, folder / "model.pt")
+
+
+@needs_proc
+def test_a_small_model_pt_whose_config_claims_a_huge_model_is_refused_before_it_is_built(tmp_path):
+    run = actexp.train({**XOR, "train": {**XOR["train"], "checkpoint": "none"}}, runs_dir=tmp_path / "runs")
+    _stride_zero_weights(run.dir, [32768, 32768])  # 1.07e9 parameters: 4.3 GB
+    assert (run.dir / "model.pt").stat().st_size < 8 * 1024
+    setup = f"{RESUME}from actexp.evaluation import load_run\nload_run(train({XOR!r}, runs_dir='warm-up').dir)"
+    result = measured(setup, f"load_run({str(run.dir)!r})", tmp_path)
+    assert result["outcome"].startswith(f"DamagedFile: {run.dir / 'model.pt'}: refused"), result
+    assert result["peak"] < 64 * MB and result["cpu"] < 5, result
+
+
 # ----------------------------------------------------------------------------- counts built before their bound
 
 
