@@ -199,6 +199,32 @@ def test_a_small_model_pt_whose_config_claims_a_huge_model_is_refused_before_it_
     assert result["peak"] < 64 * MB and result["cpu"] < 5, result
 
 
+def _tar_header(name: bytes, size: int, kind: bytes) -> bytes:
+    header = bytearray(512)
+    header[0:len(name)] = name
+    header[100:108] = b"0000644\x00"
+    header[108:116] = header[116:124] = b"0000000\x00"
+    header[124:136] = b"%011o\x00" % size
+    header[136:148] = b"00000000000\x00"
+    header[148:156] = b" " * 8
+    header[156:157] = kind
+    header[257:265] = b"ustar  \x00"
+    header[148:156] = b"%06o\x00 " % sum(header)
+    return bytes(header)
+
+
+@needs_proc
+def test_a_cifar_archive_whose_long_name_claims_a_gigabyte_is_refused_before_it_is_read(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    claimed = 1024 * MB
+    gzip_bomb(source / "cifar-100-python.tar.gz", _tar_header(b"././@LongLink", claimed, tarfile.GNUTYPE_LONGNAME), claimed // MB)
+    assert (source / "cifar-100-python.tar.gz").stat().st_size < 4 * MB
+    result = measured("import actexp, torch\nfrom actexp.data import import_dataset", f"import_dataset('cifar100', {str(source)!r})", tmp_path)
+    assert result["outcome"].startswith("DatasetMissing: ") and "long-name header claims 1,073,741,824 bytes" in result["outcome"], result
+    assert result["peak"] < 64 * MB and result["cpu"] < 5, result
+
+
 # ----------------------------------------------------------------------------- counts built before their bound
 
 
@@ -225,6 +251,26 @@ def test_seeds_through_the_cli_are_a_usage_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- smaller
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "folder", "dangling link"])
+def test_a_dataset_file_that_is_not_a_regular_file_is_damaged_not_missing(tmp_path, data_root, monkeypatch, kind):
+    root = tmp_path / "data"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in (data_root / "MNIST" / "raw").iterdir():
+        (raw / path.name).write_bytes(path.read_bytes())
+    target = next(p for p in raw.iterdir() if p.name.startswith("train-images"))
+    target.unlink()
+    {"fifo": lambda: os.mkfifo(target), "link to /dev/zero": lambda: target.symlink_to("/dev/zero"),
+     "folder": target.mkdir, "dangling link": lambda: target.symlink_to(raw / "nowhere")}[kind]()
+    monkeypatch.setenv("ACTEXP_DATA", str(root))
+    config = write_yaml(tmp_path / "c.yaml", tiny_config())
+    started = time.time()
+    result = cli("train", config, "--runs-dir", tmp_path / "runs", "--quiet")
+    line = one_error_line(result.output)
+    assert result.exit_code == 1 and str(target) in line and "missing" not in line and "download" not in line.split(";")[0], line
+    assert time.time() - started < 20 and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
