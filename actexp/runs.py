@@ -38,6 +38,14 @@ DIAGNOSTIC_COLUMNS = ("epoch", "layer", "metric", "value")  # diagnostics.csv, i
 MAX_JSON_BYTES = 16 << 20
 MAX_METRICS_BYTES = 256 << 20
 MAX_LOCK_BYTES = 4096
+# An epoch record with diagnostics for 1,000 layers is about 250 kB, a row per layer and ~25 bytes a
+# value. Parsed, a JSON value costs ~60-100 bytes of Python objects (an empty {} 64, from 2 bytes of
+# text): a record denser than MIN_BYTES_PER_ITEM of text per value is not one actexp wrote, and
+# refusing it keeps a hand-made file from costing 20 times its size in memory.
+MAX_RECORD_BYTES = 1 << 20
+MAX_LAYER_ROWS = 1001
+MAX_LABEL_CHARS = 200
+MIN_BYTES_PER_ITEM = 12
 # A run records the overrides it was trained with; a command line holds a few dozen at most.
 MAX_OVERRIDES = 1000
 MAX_OVERRIDE_CHARS = 10_000
@@ -169,6 +177,16 @@ def _csv(columns, rows: list[dict]) -> str:
 def read_bounded(path: Path, limit: int) -> bytes | None:
     """A regular file's bytes (None when it does not exist); DamagedFile for anything else (a FIFO,
     a device, a folder) or a file over `limit` bytes, checked before reading."""
+    file = open_bounded(path, limit)
+    if file is None:
+        return None
+    with file:
+        return file.read(limit + 1)
+
+
+def open_bounded(path: Path, limit: int):
+    """A regular file of at most `limit` bytes, opened for reading (None when it does not exist);
+    DamagedFile for anything else, checked before anything is read."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: opening a FIFO must not hang
@@ -176,13 +194,14 @@ def read_bounded(path: Path, limit: int) -> bytes | None:
         return None
     except OSError as e:
         raise DamagedFile(f"{path}: cannot be read ({e.strerror or e})") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(fd)
+    file = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        file.close()
         if not stat.S_ISREG(info.st_mode):
             raise DamagedFile(f"{path}: not a regular file")
-        if info.st_size > limit:
-            raise DamagedFile(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold; not read")
-        return file.read(limit + 1)
+        raise DamagedFile(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold; not read")
+    return file
 
 
 def read_json(path: Path) -> dict:
@@ -213,7 +232,9 @@ def read_summary(run_dir: Path) -> dict:
         raise DamagedFile(f"{path}: no status")
     for key in SUMMARY_NUMBERS + SUMMARY_INTEGERS:
         if not _is_number(summary.get(key), integer=key in SUMMARY_INTEGERS):
-            raise DamagedFile(f"{path}: {key} is not a number ({summary[key]!r:.40})")
+            raise DamagedFile(f"{path}: {key} is not a number within ±2**53 ({summary[key]!r:.40})")
+        if key in EPOCH_KEYS and summary.get(key) is not None and not 0 <= summary[key] <= MAX_EPOCH:
+            raise DamagedFile(f"{path}: {key} is {summary[key]}, outside 0..{MAX_EPOCH:,}")
     for key in ("name", "started", "error", "device"):
         if summary.get(key) is not None and not isinstance(summary[key], str):
             raise DamagedFile(f"{path}: {key} is not a string")
@@ -224,43 +245,66 @@ def read_summary(run_dir: Path) -> dict:
     return summary
 
 
+# JSON integers have no bound, numpy's have: past 2**53 an integer is no longer a float64 exactly,
+# and past 2**63 numpy refuses it (a plot would fail on it rather than skip the run).
+MAX_INTEGER = 2**53
+# A run's epochs count from 0 (the untrained model) to config's MAX_EPOCHS.
+EPOCH_KEYS = ("epoch", "selected_epoch", "best_epoch", "epochs_completed")
+MAX_EPOCH = 1_000_000
+
+
 def _is_number(value, integer: bool = False) -> bool:
-    """None (absent) or a JSON number (an integer where one is expected); not a boolean."""
+    """None (absent) or a JSON number (an integer where one is expected) that numpy can hold; not a boolean."""
     if value is None:
         return True
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         return False
-    return isinstance(value, int) if integer else isinstance(value, (int, float))
+    return not isinstance(value, int) or -MAX_INTEGER <= value <= MAX_INTEGER
 
 
 def read_history(run_dir: Path) -> list[dict]:
     """The per-epoch records of metrics.jsonl ([] when there is none); DamagedFile for a line that
-    is not a record with an integer epoch."""
+    is not a record with an integer epoch. Read a line at a time, each at most MAX_RECORD_BYTES and
+    refused before it is parsed, so what the reader holds stays a few times the file's size."""
     path = Path(run_dir) / "metrics.jsonl"
-    content = read_bounded(path, MAX_METRICS_BYTES)
-    if content is None:
+    file = open_bounded(path, MAX_METRICS_BYTES)
+    if file is None:
         return []
     records = []
-    for number, line in enumerate(content.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            record = None
-        if not _is_record(record):
-            raise DamagedFile(f"{path}: line {number} is not an epoch record")
-        records.append(record)
+    with file:
+        for number, line in enumerate(iter(lambda: file.readline(MAX_RECORD_BYTES + 1), b""), 1):
+            if len(line) > MAX_RECORD_BYTES:
+                raise DamagedFile(f"{path}: line {number} is longer than the {MAX_RECORD_BYTES:,} bytes an epoch record can take; not read")
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                record = None
+            if not _is_record(record) or _items(record) * MIN_BYTES_PER_ITEM > len(line):
+                raise DamagedFile(f"{path}: line {number} is not an epoch record")
+            records.append(record)
     return records
 
 
 def _is_record(record) -> bool:
-    if not isinstance(record, dict) or type(record.get("epoch")) is not int:
+    if not isinstance(record, dict) or type(record.get("epoch")) is not int or not 0 <= record["epoch"] <= MAX_EPOCH:
         return False
     if not all(_is_number(record.get(key)) for key in EPOCH_COLUMNS):
         return False
     layers = record.get("layers", [])
-    return isinstance(layers, list) and all(isinstance(row, dict) and "layer" in row for row in layers)
+    return isinstance(layers, list) and len(layers) <= MAX_LAYER_ROWS and all(
+        isinstance(row, dict) and "layer" in row and all(_is_scalar(value) for value in row.values()) for row in layers)
+
+
+def _is_scalar(value) -> bool:
+    return value is None or (isinstance(value, str) and len(value) <= MAX_LABEL_CHARS) or _is_number(value)
+
+
+def _items(record: dict) -> int:
+    """The objects a parsed record holds, about: its values and its rows with theirs."""
+    layers = record.get("layers")
+    return len(record) + (sum(1 + len(row) for row in layers) if isinstance(layers, list) else 0)
 
 
 def read_config(run_dir: Path) -> dict:

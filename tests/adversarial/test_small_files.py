@@ -225,6 +225,27 @@ def test_a_cifar_archive_whose_long_name_claims_a_gigabyte_is_refused_before_it_
     assert result["peak"] < 64 * MB and result["cpu"] < 5, result
 
 
+@needs_proc
+def test_one_long_metrics_line_is_refused_before_it_is_parsed(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = b", ".join([b'{"layer": 0}'] * (64 * MB // 14))
+    (run / "metrics.jsonl").write_bytes(b'{"epoch": 1, "val_acc": 0.5}\n{"epoch": 2, "layers": [' + rows + b"]}\n")
+    result = measured("import actexp\nfrom actexp.runs import read_history", f"read_history({str(run)!r})", tmp_path)
+    assert result["outcome"].startswith(f"DamagedFile: {run / 'metrics.jsonl'}: line 2 is longer than"), result
+    assert result["peak"] < 16 * MB and result["cpu"] < 2, result
+
+
+def test_metrics_records_denser_than_actexp_writes_them_are_refused(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "layers": [{"layer": 0}] * 1000}) + "\n")
+    with pytest.raises(actexp.runs.DamagedFile, match="line 1 is not an epoch record"):
+        read_history(tmp_path)
+    real = {"epoch": 1, "train_loss": 0.5, "val_acc": 0.5, "layers": [{"layer": i, "grad_norm": 0.479634, "weight_norm": 1.31812,
+                                                                     "act_mean": 0.23, "dead_fraction": 0.0} for i in range(1000)]}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "val_loss": 2.3}) + "\n" + json.dumps(real) + "\n")
+    assert len(read_history(tmp_path)) == 2
+
+
 # ----------------------------------------------------------------------------- counts built before their bound
 
 
@@ -248,6 +269,39 @@ def test_seeds_through_the_cli_are_a_usage_error(tmp_path):
         result = cli("sweep", config, "--seeds", text, "--dry-run", "--runs-dir", tmp_path / "runs")
         assert result.exit_code == 2 and "--seeds" in one_error_line(result.output)
     assert parse_seeds("3") == [0, 1, 2] and parse_seeds(" 4, 7") == [4, 7] and len(parse_seeds(str(MAX_SEEDS))) == MAX_SEEDS
+
+
+# ----------------------------------------------------------------------------- identical seeds
+
+
+def _run_folder(folder: Path, activation: str, seed: int, val_acc: float) -> None:
+    folder.mkdir(parents=True)
+    config = actexp.config.config_from_dict({**tiny_config(model={"hidden": [32], "activation": activation}), "train": {"seed": seed}})
+    (folder / "config.yaml").write_text(actexp.config.config_to_yaml(config))
+    (folder / "summary.json").write_text(json.dumps({"status": "completed", "name": "x", "val_acc": val_acc, "selected_epoch": 1}))
+    (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_acc": val_acc}) + "\n")
+
+
+# ----------------------------------------------------------------------------- one bad folder, not the listing
+
+
+def _good_run(folder: Path, seed: int) -> Path:
+    _run_folder(folder, "relu", seed, 0.9 - seed / 100)
+    return folder
+
+
+@pytest.mark.parametrize("record", [{"epoch": 2**63, "val_acc": 0.5}, {"epoch": 2**64 + 1}, {"epoch": -1}, {"epoch": 3, "val_acc": 10**400 // 10**380}],
+                         ids=["epoch 2**63", "epoch 2**64+1", "epoch -1", "a figure of 10**20"])
+def test_a_run_with_numbers_numpy_cannot_hold_is_skipped_by_plot(tmp_path, record):
+    root = tmp_path / "runs"
+    _good_run(root / "a" / "1", 0)
+    _good_run(root / "a" / "2", 1)
+    bad = _good_run(root / "a" / "3", 2)
+    (bad / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_acc": 0.5}) + "\n" + json.dumps(record) + "\n")
+    result = cli("plot", root, "-o", tmp_path / "c.png")
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert result.exit_code == 0 and len(warnings) == 1 and f"skipped {bad}" in warnings[0], result.output
+    assert (tmp_path / "c.png").exists()
 
 
 # ----------------------------------------------------------------------------- smaller
