@@ -477,9 +477,20 @@ def find_runs(path: str | Path) -> list[Path]:
     if (path / "summary.json").exists():
         return [path]
     found = []
-    for summary in path.rglob("summary.json"):
-        with contextlib.suppress(OSError):  # vanished meanwhile, or unreadable: not a run to list
-            found.append((summary.stat().st_mtime, str(summary.parent), summary.parent))
+    # A walk with its own stack: Path.rglob recurses once per level, and a folder tree a thousand
+    # levels deep would end it (and the command) with RecursionError. Links to folders are not
+    # followed, as rglob does not follow them, so a link loop cannot make it spin.
+    stack = [str(path)]
+    while stack:
+        folder = stack.pop()
+        with contextlib.suppress(OSError):  # vanished meanwhile, unreadable, or a path too long: not a run to list
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    with contextlib.suppress(OSError):
+                        if entry.name == "summary.json":
+                            found.append((entry.stat().st_mtime, folder, Path(folder)))
+                        elif entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
     return [folder for _, _, folder in sorted(found)]
 
 

@@ -290,6 +290,25 @@ def _good_run(folder: Path, seed: int) -> Path:
     return folder
 
 
+def test_a_folder_tree_a_thousand_levels_deep_does_not_take_the_listing_down(tmp_path):
+    root = tmp_path / "runs"
+    _good_run(root / "a" / "1", 0)
+    _good_run(root / "a" / "2", 1)
+    deep = str(root)
+    for _ in range(1100):  # one level at a time: Path.mkdir(parents=True) recurses too
+        deep = os.path.join(deep, "d")
+        os.mkdir(deep)
+    try:
+        for command in (["runs", root], ["compare", root], ["plot", root, "-o", tmp_path / "c.png"]):
+            result = cli(*command)
+            assert result.exit_code == 0 and "Traceback" not in result.output, (command, result.output)
+        assert (tmp_path / "c.png").exists()
+    finally:  # pytest's clean-up of old temp folders (shutil.rmtree) recurses too
+        while deep != str(root):
+            os.rmdir(deep)
+            deep = os.path.dirname(deep)
+
+
 @pytest.mark.parametrize("record", [{"epoch": 2**63, "val_acc": 0.5}, {"epoch": 2**64 + 1}, {"epoch": -1}, {"epoch": 3, "val_acc": 10**400 // 10**380}],
                          ids=["epoch 2**63", "epoch 2**64+1", "epoch -1", "a figure of 10**20"])
 def test_a_run_with_numbers_numpy_cannot_hold_is_skipped_by_plot(tmp_path, record):
