@@ -74,8 +74,7 @@ class RunFolderWarning(UserWarning):
 
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:
     """Create a fresh, uniquely named folder `runs_dir/name/<YYYYmmdd-HHMMSS>[-N]`."""
-    parent = Path(runs_dir) / name
-    parent.mkdir(parents=True, exist_ok=True)
+    parent = make_dir(Path(runs_dir) / name, root=runs_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         path = parent / (stamp if n == 0 else f"{stamp}-{n}")
@@ -84,7 +83,37 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
             return path
         except FileExistsError:
             continue
-    raise RuntimeError(f"could not create a run folder under {parent}")
+        except OSError as e:
+            raise _cannot_create(path, e) from None
+    raise WriteFailed(f"could not create a run folder under {parent}: 1,000 folders named {stamp}[-N] exist")
+
+
+def make_dir(path: Path, root: Path | None = None) -> Path:
+    """`path` and its parents, as folders; WriteFailed naming the folder and the way out otherwise.
+    With `root`, `path` must stay inside it once links are followed: a link planted in a shared
+    runs folder must not make actexp write somewhere else."""
+    path = Path(path)
+    if root is not None and not resolves_inside(path, root):
+        raise WriteFailed(f"{path}: is a link to {path.resolve()}, outside {root}; actexp writes only inside its runs folder, "
+                          f"so remove the link (or give that folder with --runs-dir)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_create(path, e) from None
+    return path
+
+
+def resolves_inside(path: Path, root: Path) -> bool:
+    """Whether `path`, its links followed (those that exist), lies in `root` (its links followed too)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def _cannot_create(path: Path, error: OSError) -> WriteFailed:
+    return WriteFailed(f"could not create {path}: {error.strerror or error}; "
+                       f"give a folder you can write with --runs-dir (or make this one writable)")
 
 
 def write_atomic(path: Path, write) -> None:
@@ -456,8 +485,9 @@ def read_ledger(sweep_dir: Path) -> dict:
             folder, name = entry.get("folder"), entry.get("name")
             if not isinstance(name, str) or not isinstance(entry.get("status"), str) or not isinstance(entry.get("config_hash", ""), str):
                 raise DamagedFile(f"{path}: {key} entry {number} lacks a name or a status")
-            if folder is not None and not _inside(folder):
-                raise DamagedFile(f"{path}: {key} entry {number} ({name}) points outside the sweep folder ({folder!r})")
+            if folder is not None and not (_inside(folder) and resolves_inside(Path(sweep_dir) / folder, sweep_dir)):
+                raise DamagedFile(f"{path}: {key} entry {number} ({name}) points outside the sweep folder ({folder!r}"
+                                  f"{', a link out of it' if _inside(folder) else ''}); move the link or the file away")
     return ledger
 
 

@@ -27,7 +27,7 @@ from .backends import Backend, Event, Outcome, RunSpec, Task, _relative, cpu_cou
 from .backends.local import Slot, worker_slots  # noqa: F401
 from .config import SEED_RANGE, Config, _did_you_mean, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
 from .errors import ConfigError, sigterm_as_interrupt
-from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, read_ledger, read_summary, write_ledger
+from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, make_dir, read_ledger, read_summary, write_ledger
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
 
 SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
@@ -356,7 +356,7 @@ def run_sweep(
 
         require_tensorboard()  # once, before the sweep folder exists, rather than a failure per run
     sweep_dir = Path(runs_dir) / sweep.name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(sweep_dir, root=runs_dir)
     with locked(sweep_dir, f"sweep {sweep.name}", wait), sigterm_as_interrupt():
         return _run_locked(sweep, sweep_dir, jobs, backend if isinstance(backend, Backend) else None, force, fail_fast, progress, report,
                            fused, max_group)

@@ -271,6 +271,50 @@ def test_seeds_through_the_cli_are_a_usage_error(tmp_path):
     assert parse_seeds("3") == [0, 1, 2] and parse_seeds(" 4, 7") == [4, 7] and len(parse_seeds(str(MAX_SEEDS))) == MAX_SEEDS
 
 
+# ----------------------------------------------------------------------------- writing through links
+
+
+def test_a_ledger_folder_that_links_out_of_the_sweep_is_refused_and_nothing_is_written_there(tmp_path):
+    sweep = write_yaml(tmp_path / "sweep.yaml", {"name": "s", "base": {**XOR, "train": {**XOR["train"], "epochs": 1}},
+                                                 "grid": {"model.activation": ["relu"]}})
+    assert cli("sweep", sweep, "--runs-dir", tmp_path / "runs", "--quiet").exit_code == 0
+    sweep_dir = tmp_path / "runs" / "s"
+    (entry,) = read_ledger(sweep_dir)["runs"]
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("mine")
+    folder = sweep_dir / entry["folder"]
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    folder.rmdir()
+    folder.symlink_to(victim, target_is_directory=True)
+    ledger = json.loads((sweep_dir / "sweep.json").read_text())
+    ledger["runs"][0]["status"] = "failed"
+    (sweep_dir / "sweep.json").write_text(json.dumps(ledger))
+
+    with pytest.raises(actexp.runs.DamagedFile, match="a link out of it"):
+        read_ledger(sweep_dir)
+    result = cli("sweep", sweep, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and str(sweep_dir / "sweep.json") in one_error_line(result.output)
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
+
+
+def test_a_runs_folder_entry_that_links_out_of_the_runs_folder_is_not_written_through(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "xor").symlink_to(outside, target_is_directory=True)
+    config = write_yaml(tmp_path / "c.yaml", XOR)
+    result = cli("train", config, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and "outside" in one_error_line(result.output) and "link" in result.output
+    assert not list(outside.iterdir())
+    (tmp_path / "runs" / "s").symlink_to(outside, target_is_directory=True)
+    sweep = write_yaml(tmp_path / "sweep.yaml", {"name": "s", "base": XOR, "grid": {"model.activation": ["relu"]}})
+    result = cli("sweep", sweep, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and "link" in one_error_line(result.output)
+    assert not list(outside.iterdir())
+
+
 # ----------------------------------------------------------------------------- identical seeds
 
 
@@ -324,6 +368,20 @@ def test_a_run_with_numbers_numpy_cannot_hold_is_skipped_by_plot(tmp_path, recor
 
 
 # ----------------------------------------------------------------------------- smaller
+
+
+def test_a_runs_folder_that_cannot_be_written_is_one_clear_line(tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the runs folder's parent should be")
+    config = write_yaml(tmp_path / "c.yaml", XOR)
+    for command in (["train", config], ["sweep", config, "--seeds", "2"]):
+        result = cli(*command, "--runs-dir", blocked / "runs", "--quiet")
+        line = one_error_line(result.output)
+        assert result.exit_code == 1 and f"could not create {blocked / 'runs'}" in line and "--runs-dir" in line, result.output
+    if os.geteuid() != 0:  # root writes into a read-only folder anyway
+        (tmp_path / "ro").mkdir(mode=0o555)
+        result = cli("train", config, "--runs-dir", tmp_path / "ro", "--quiet")
+        assert result.exit_code == 1 and "Permission denied" in one_error_line(result.output)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "folder", "dangling link"])
