@@ -326,6 +326,21 @@ def _run_folder(folder: Path, activation: str, seed: int, val_acc: float) -> Non
     (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_acc": val_acc}) + "\n")
 
 
+def test_the_same_config_and_seed_trained_twice_is_one_observation(tmp_path):
+    root = tmp_path / "runs"
+    _run_folder(root / "relu" / "1", "relu", 0, 0.90)
+    _run_folder(root / "relu" / "2", "relu", 1, 0.91)
+    _run_folder(root / "tanh" / "1", "tanh", 0, 0.80)
+    _run_folder(root / "tanh" / "2", "tanh", 0, 0.80)  # the same run again
+    comparison = compare([root])
+    best, other = comparison.rows
+    assert best.values == ("relu",) and best.metric.n == 2
+    assert other.metric.n == 1 and other.verdict is None and other.repeats == 1 and len(other.runs) == 2
+    assert any("1 run repeated an earlier run's config and seed and was counted once" in note for note in comparison_notes(comparison))
+    shown = cli("compare", root)
+    assert shown.exit_code == 0 and "p<0.001" not in shown.output and "counted once" in shown.output
+
+
 # ----------------------------------------------------------------------------- one bad folder, not the listing
 
 
