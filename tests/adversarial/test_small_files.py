@@ -419,6 +419,30 @@ def test_a_dataset_file_that_is_not_a_regular_file_is_damaged_not_missing(tmp_pa
     assert time.time() - started < 20 and not (tmp_path / "runs").exists()
 
 
+def _hear_sighup() -> None:
+    hear_signals()
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # nohup, or a harness, may have left it ignored
+
+
+def test_sighup_records_the_run_as_interrupted(tmp_path):
+    long = {**XOR, "data": {"dataset": {"name": "xor", "n_train": 2000}, "val_size": 200},
+            "train": {**XOR["train"], "epochs": 300, "batch_size": 20}}
+    path = write_yaml(tmp_path / "long.yaml", long)
+    process = subprocess.Popen([sys.executable, "-m", "actexp", "train", str(path), "--runs-dir", "runs", "--quiet"], cwd=tmp_path, env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_hear_sighup)
+    deadline = time.time() + 120
+    while not (run_dirs(tmp_path / "runs") and (run_dirs(tmp_path / "runs")[0] / "checkpoints" / "last.pt").exists()):
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.05)
+    (run,) = run_dirs(tmp_path / "runs")
+    process.send_signal(signal.SIGHUP)
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 128 + signal.SIGHUP, output
+    assert "terminated (SIGHUP)" in one_error_line(output) and "--resume" in output
+    summary = read_summary(run)
+    assert summary["status"] == "interrupted" and summary["error"] == "terminated by SIGHUP"
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
 def test_run_files_follow_the_umask(tmp_path, umask):
     previous = os.umask(umask)
