@@ -443,6 +443,18 @@ def test_sighup_records_the_run_as_interrupted(tmp_path):
     assert summary["status"] == "interrupted" and summary["error"] == "terminated by SIGHUP"
 
 
+@pytest.mark.parametrize("value", ["0.5", None, [0.5], {"v": 1}, True])
+def test_a_checkpoint_whose_best_value_is_not_a_number_is_refused_before_training(tmp_path, value):
+    folder = interrupted(tmp_path)
+    last = folder / "checkpoints" / "last.pt"
+    _edit_checkpoint(last, lambda state: state["best"].update(value=value))
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+    result = cli("train", "--resume", folder)
+    line = one_error_line(result.output)
+    assert result.exit_code == 1 and str(last) in line and "best" in line
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in before} == before
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
 def test_run_files_follow_the_umask(tmp_path, umask):
     previous = os.umask(umask)
