@@ -163,6 +163,7 @@ def write_json_atomic(path: Path, obj) -> None:
 def save_checkpoint(state: dict, path: Path) -> None:
     import torch
 
+    _checkpoints_inside(Path(path), WriteFailed)
     write_atomic(path, lambda file: torch.save({"format": CHECKPOINT_FORMAT, **state}, file))
 
 
@@ -446,6 +447,7 @@ def load_checkpoint(path: Path, max_bytes: int) -> dict:
     """A checkpoint saved by `save_checkpoint`, loaded with weights_only=True (tensors and plain
     data only: a checkpoint from elsewhere cannot run code). DamagedFile for anything else."""
     path = Path(path)
+    _checkpoints_inside(path, DamagedFile)
     state = _load_weights_only(path, max_bytes)
     missing = [k for k in ("epoch", "model", "optimizer", "rng", "best") if not isinstance(state, dict) or k not in state]
     if missing:
@@ -453,6 +455,14 @@ def load_checkpoint(path: Path, max_bytes: int) -> dict:
     if state.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
         raise DamagedFile(f"{path}: checkpoint format {state['format']!r}, this actexp reads format {CHECKPOINT_FORMAT}")
     return state
+
+
+def _checkpoints_inside(path: Path, error) -> None:
+    """A run's checkpoints folder must be the run folder's own: one that links elsewhere would have
+    a resume read, and training write, files outside the run folder."""
+    if path.parent.name == CHECKPOINTS and not resolves_inside(path.parent, path.parent.parent):
+        raise error(f"{path.parent}: is a link to {path.parent.resolve()}, outside its run folder; actexp does not read or write "
+                    f"checkpoints through it (remove the link, or put the folder itself there)")
 
 
 def load_weights(path: Path, max_bytes: int) -> dict:
@@ -598,6 +608,8 @@ def _remove_stale_temps(folder: Path) -> None:
     """Temp files that a killed writer left behind (kill -9 between write and rename): with the
     lock held, no other process of ours is writing them, and they only take space."""
     for directory in (folder, folder / CHECKPOINTS):
+        if not resolves_inside(directory, folder):
+            continue
         for tmp in directory.glob(".*.tmp"):
             with contextlib.suppress(OSError):
                 if tmp.is_file() and not tmp.is_symlink():

@@ -467,3 +467,17 @@ def test_run_files_follow_the_umask(tmp_path, umask):
     assert len(files) >= 8 and report.rows
     assert {p.relative_to(tmp_path).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == \
         {p.relative_to(tmp_path).as_posix(): oct(0o666 & ~umask if p.name != ".lock" else 0o644 & ~umask) for p in files}
+
+
+def test_a_checkpoints_folder_that_links_out_of_its_run_is_neither_read_nor_written(tmp_path):
+    folder = interrupted(tmp_path)
+    outside = tmp_path / "outside"
+    (folder / "checkpoints").rename(outside)
+    (folder / "checkpoints").symlink_to(outside, target_is_directory=True)
+    (outside / ".last.pt.stale.tmp").write_bytes(b"someone else's")
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    result = cli("train", "--resume", folder)
+    line = one_error_line(result.output)
+    assert result.exit_code == 1 and f"{folder / 'checkpoints'}: is a link to {outside}" in line
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    assert read_summary(folder)["status"] == "interrupted"
