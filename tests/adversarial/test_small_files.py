@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import tarfile
