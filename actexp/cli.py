@@ -178,7 +178,7 @@ def train(
         run = train_config(config, overrides=set_, runs_dir=runs_dir, progress=display, resume=resume)
     except KeyboardInterrupt as e:
         display.close()
-        stop, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        stop, code = (f"terminated ({e.name})", e.exit_code) if isinstance(e, Terminated) else ("interrupted", 130)
         folder = display.run_dir
         if folder is None:
             fail(f"{stop} before the run folder was created", code)
@@ -306,7 +306,7 @@ def sweep(
                            wait=wait, fused=fused, max_group=max_group)
     except KeyboardInterrupt as e:
         display.close()
-        stop, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        stop, code = (f"terminated ({e.name})", e.exit_code) if isinstance(e, Terminated) else ("interrupted", 130)
         fail(f"{stop}: finished runs are kept and the ledger is saved; run the same command again to resume", code)
     finally:
         display.close()

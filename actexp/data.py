@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import pickle
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -149,7 +150,7 @@ def _idx_source(info: ImageSet, arrays: dict) -> Source:
 def _load_cifar100(name: str, root: Path, download: bool) -> Source:
     info = IMAGE_SETS[name]
     paths = {split: root / info.folder / split for split in CIFAR_SPLITS}
-    present = [path for path in paths.values() if path.is_file()]
+    present = [path for path in paths.values() if os.path.lexists(path)]
     with _advice(_load_advice(name)):
         for path in present:  # a damaged file is reported, never replaced by a download
             _check_cifar_file(path)
@@ -366,7 +367,7 @@ def _present(folder: Path, filenames) -> dict[str, Path]:
     paths = {}
     for filename in filenames:
         for candidate in (folder / filename, folder / f"{filename}.gz"):
-            if candidate.is_file():
+            if os.path.lexists(candidate):  # a FIFO, a device or a broken link is a damaged file, not a missing one
                 paths[filename] = candidate
                 break
     return paths
@@ -427,6 +428,7 @@ def _reading(path: Path):
     """The file's content as a stream, inflated as it is read when it is gzip (a .gz must be);
     damaged gzip and read failures become one line naming the file."""
     gz = False
+    _regular(path)
     try:
         with open(path, "rb") as f:
             gz = f.read(2) == b"\x1f\x8b"
@@ -539,6 +541,8 @@ def _check_looks_like(name: str, where: Path, images) -> None:
 def _import_cifar100(folder: Path) -> dict[str, bytes]:
     info = IMAGE_SETS["cifar100"]
     archive = folder / CIFAR_ARCHIVE
+    if os.path.lexists(archive):
+        _regular(archive)
     if archive.is_file():
         where = {filename: f"{archive} (cifar-100-python/{filename})" for filename in info.files}
     else:
@@ -555,7 +559,21 @@ def _import_cifar100(folder: Path) -> dict[str, bytes]:
     return raw
 
 
+def _regular(path: Path) -> None:
+    """DatasetMissing naming the file unless it is a regular file (or a link to one): reading a FIFO
+    would wait forever, /dev/zero never ends, and neither may be taken for a missing file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise DatasetMissing(f"{path}: could not be read ({e.strerror or _one_line(e)}); replace it with the dataset's file, "
+                             "or delete it to download the dataset again") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+        raise DatasetMissing(f"{path}: not a regular file ({kind}); replace it with the dataset's file, or delete it to download the dataset again")
+
+
 def _read_capped(path: Path, cap: int) -> bytes:
+    _regular(path)
     if path.stat().st_size > cap:
         raise DatasetMissing(_too_large(path, cap))
     with _reading(path) as f:
@@ -569,12 +587,30 @@ def _too_large(where, cap: int) -> str:
     return f"{where}: larger than {cap} bytes, far more than CIFAR-100's original file holds; refusing to read it"
 
 
+# The headers a tar archive may hold for a long name or extended attributes: tarfile reads each
+# whole into memory (as the size its header claims) while it reads the member's header, before
+# any check on the member itself can run. CIFAR-100's archive has none; a long name is a few kB.
+TAR_META_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+MAX_TAR_META_BYTES = 1 << 20
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's own header reader, refusing a long-name or extended header that claims more than
+    MAX_TAR_META_BYTES before tarfile reads it."""
+
+    def _proc_member(self, tarfile_):
+        if self.type in TAR_META_HEADERS and self.size > MAX_TAR_META_BYTES:
+            raise DatasetMissing(f"{tarfile_.name}: a {'long-name' if self.type in TAR_META_HEADERS[:2] else 'extended'} header claims "
+                                 f"{self.size:,} bytes, more than any name or attribute needs ({MAX_TAR_META_BYTES:,}); refusing to read it")
+        return super()._proc_member(tarfile_)
+
+
 def _read_cifar_archive(archive: Path) -> dict[str, bytes]:
     """train, test and meta from the original archive, without extracting anything to disk."""
     wanted = {f"cifar-100-python/{f}": f for f in IMAGE_SETS["cifar100"].files}
     raw = {}
     try:
-        with tarfile.open(archive) as tar:
+        with tarfile.open(archive, tarinfo=_BoundedTarInfo) as tar:
             for _ in range(64):  # the original holds five members
                 member = None if len(raw) == len(wanted) else tar.next()
                 if member is None:
@@ -606,6 +642,7 @@ def _check_cifar_md5(where, matches: bool) -> None:
 
 def _check_cifar_file(path: Path) -> None:
     """Before a training load reads a file: its size, then its md5, with torchvision's own check."""
+    _regular(path)
     if path.stat().st_size > CIFAR_MAX_BYTES[path.name]:
         raise DatasetMissing(_too_large(path, CIFAR_MAX_BYTES[path.name]))
     _check_cifar_md5(path, tv_utils.check_integrity(str(path), _cifar_md5(path.name)))

@@ -1,5 +1,5 @@
 """Errors the user can fix (the CLI prints the message as one line and exits with `exit_code`), and
-SIGTERM turned into an exception so that whatever it stops can record how it ended."""
+SIGTERM and SIGHUP turned into an exception so that whatever it stops can record how it ended."""
 
 import contextlib
 import os
@@ -20,40 +20,59 @@ class DatasetMissing(ActexpError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (sent by schedulers, `timeout`, containers, sweep drivers), handled like Ctrl-C."""
+    """SIGTERM (sent by schedulers, `timeout`, containers, sweep drivers) or SIGHUP (the terminal or
+    ssh session went away), handled like Ctrl-C."""
+
+    def __init__(self, reason: str | int = signal.SIGTERM):
+        """`reason`: the signal's number, or a message (a stop that SIGTERM caused elsewhere)."""
+        self.signum = signal.SIGTERM if isinstance(reason, str) else int(reason)
+        self.name = signal.Signals(self.signum).name
+        super().__init__(reason if isinstance(reason, str) else f"terminated by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process the signal killed
+
+
+# Signals whose default action kills the process without a word, that a run turns into Terminated.
+STOPPING = (signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """While the block runs, SIGTERM raises Terminated instead of killing the process outright, so
-    that a run records itself as interrupted and stays resumable. Only where SIGTERM still has its
-    default action and only in the main thread (where Python runs signal handlers): a caller's own
-    handler is left alone."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    """While the block runs, SIGTERM and SIGHUP raise Terminated instead of killing the process
+    outright, so that a run records itself as interrupted and stays resumable. Only where a signal
+    still has its default action and only in the main thread (where Python runs signal handlers): a
+    caller's own handler (nohup's SIG_IGN included) is left alone."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    taken = [signum for signum in STOPPING if signal.getsignal(signum) is signal.SIG_DFL]
 
     def terminate(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the run save itself
-        raise Terminated("terminated by SIGTERM")
+        for other in taken:
+            signal.signal(other, signal.SIG_IGN)  # once: let the run save itself
+        raise Terminated(signum)
 
-    signal.signal(signal.SIGTERM, terminate)
+    for signum in taken:
+        signal.signal(signum, terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in taken:
+            signal.signal(signum, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
 def signals_deferred():
-    """Ctrl-C and SIGTERM wait until the block has run, then act as they would have: an epoch's
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block has run, then act as they would have: an epoch's
     record, metrics files and checkpoint are written together or not at all. (Blocking the signals
     with pthread_sigmask would not do: another thread, such as torch's thread pool, can take them.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = []
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, *STOPPING)}
     for signum in previous:
         signal.signal(signum, lambda signum, frame: caught.append(signum))
     try:

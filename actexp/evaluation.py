@@ -122,12 +122,25 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
         model = build_model(config.model, n_features, n_classes)
     expected = model.state_dict()
     weights, epoch = _result_weights(folder, summary, expected)
+    _check_room(folder, expected, str(device))
     model = model.to_empty(device=device)
     model.load_state_dict(weights)
     model.eval()
     mean, std = input_statistics(config.data.dataset)
     sample_shape = (len(mean), *(2 * (math.isqrt(n_features // len(mean)),))) if mean else (n_features,)
     return LoadedRun(folder, config, model, Preprocess(config.data, mean, std, sample_shape, str(device)), epoch, summary)
+
+
+def _check_room(folder: Path, expected: dict, device: str) -> None:
+    """The model, about to be allocated, must fit what `device` has left (the weights loaded from
+    the file are as large again, and are held too)."""
+    from .resources import available_bytes, human_bytes
+
+    needed = sum(t.numel() * t.element_size() for t in expected.values())
+    available = available_bytes(device)
+    if needed > available:
+        raise ActexpError(f"{folder / 'config.yaml'}: its model takes {human_bytes(needed)} on {device} but {human_bytes(available)} "
+                          f"is available; load it where there is more memory")
 
 
 def run_config(folder: Path) -> Config:

@@ -174,6 +174,7 @@ class Row:
     test_acc: stats.Summary
     wall_seconds: stats.Summary
     verdict: stats.Verdict | None = None  # against the best row; None for it and for rows of n < 2
+    repeats: int = 0  # completed runs left out: each repeats an earlier one's config and seed
 
     @property
     def name(self) -> str:
@@ -214,12 +215,24 @@ def summary_files(out_dir: str | Path, metric: str = DEFAULT_METRIC) -> tuple[Pa
     return Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.md", Path(out_dir) / "runs.csv"
 
 
+def _identity(run: RunData) -> str:
+    """What a run trained, its seed included: two runs with the same are one observation (training
+    is deterministic), and counting both would halve a row's spread and fake its certainty."""
+    import json
+
+    if run.seed is None:  # a hand-made folder that does not say what it trained: a run of its own
+        return str(run.dir)
+    return json.dumps(flatten(run.config), sort_keys=True, default=str)
+
+
 def summarize(runs: list[RunData], metric: str = DEFAULT_METRIC, group_by: list[str] | None = None) -> Comparison:
     keys, groups = group_runs(runs, group_by)
     rows = []
     for values, members in groups:
         results = [(run, run_result(run)) for run in members]
         completed = [(run, result) for run, result in results if result is not None]
+        distinct = list({_identity(run): (run, result) for run, result in reversed(completed)}.values())[::-1]
+        repeats, completed = len(completed) - len(distinct), distinct
         scored = [(run, result[metric]) for run, result in completed if math.isfinite(result[metric])]
         rows.append(Row(
             values,
@@ -230,6 +243,7 @@ def summarize(runs: list[RunData], metric: str = DEFAULT_METRIC, group_by: list[
             stats.summarize(result["selected_epoch"] for _, result in completed),
             stats.summarize(result["test_acc"] for _, result in completed),
             stats.summarize(run.summary.get("wall_seconds") for run, _ in completed),
+            repeats=repeats,
         ))
     sign = 1 if metric.endswith("loss") else -1
     rows.sort(key=lambda row: (row.metric.n == 0, sign * row.metric.mean if row.metric.n else 0))
@@ -331,6 +345,10 @@ def comparison_notes(c: Comparison) -> list[str]:
             seeds = f"about {s.n}" if s.n is not None else f"more than {s.max_seeds}"
             notes.append(f"Separating {first} from {second} (Δ {_small(s.delta)}, {spread}) would take {seeds} seeds per row "
                          f"({stats.POWER:.0%} power, α = {c.alpha:g}, {'paired' if s.paired else 'two-sample'} t-test, noncentral t).")
+    repeated = sum(row.repeats for row in c.rows)
+    if repeated:
+        notes.append(f"{_count(repeated, 'run')} repeated an earlier run's config and seed and {'was' if repeated == 1 else 'were'} "
+                     "counted once: the same seed trains the same weights, so n counts distinct seeds (use --seeds for more).")
     if any(row.metric.n > 1 for row in c.rows):
         notes.append(f"[low, high]: {stats.CONFIDENCE:.0%} confidence interval of the mean over seeds (seed noise only), not the spread "
                      "of single runs (± sd). ≈ best: no difference was shown, which is not the same as no difference.")

@@ -38,6 +38,14 @@ DIAGNOSTIC_COLUMNS = ("epoch", "layer", "metric", "value")  # diagnostics.csv, i
 MAX_JSON_BYTES = 16 << 20
 MAX_METRICS_BYTES = 256 << 20
 MAX_LOCK_BYTES = 4096
+# An epoch record with diagnostics for 1,000 layers is about 250 kB, a row per layer and ~25 bytes a
+# value. Parsed, a JSON value costs ~60-100 bytes of Python objects (an empty {} 64, from 2 bytes of
+# text): a record denser than MIN_BYTES_PER_ITEM of text per value is not one actexp wrote, and
+# refusing it keeps a hand-made file from costing 20 times its size in memory.
+MAX_RECORD_BYTES = 1 << 20
+MAX_LAYER_ROWS = 1001
+MAX_LABEL_CHARS = 200
+MIN_BYTES_PER_ITEM = 12
 # A run records the overrides it was trained with; a command line holds a few dozen at most.
 MAX_OVERRIDES = 1000
 MAX_OVERRIDE_CHARS = 10_000
@@ -66,8 +74,7 @@ class RunFolderWarning(UserWarning):
 
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:
     """Create a fresh, uniquely named folder `runs_dir/name/<YYYYmmdd-HHMMSS>[-N]`."""
-    parent = Path(runs_dir) / name
-    parent.mkdir(parents=True, exist_ok=True)
+    parent = make_dir(Path(runs_dir) / name, root=runs_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         path = parent / (stamp if n == 0 else f"{stamp}-{n}")
@@ -76,7 +83,37 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
             return path
         except FileExistsError:
             continue
-    raise RuntimeError(f"could not create a run folder under {parent}")
+        except OSError as e:
+            raise _cannot_create(path, e) from None
+    raise WriteFailed(f"could not create a run folder under {parent}: 1,000 folders named {stamp}[-N] exist")
+
+
+def make_dir(path: Path, root: Path | None = None) -> Path:
+    """`path` and its parents, as folders; WriteFailed naming the folder and the way out otherwise.
+    With `root`, `path` must stay inside it once links are followed: a link planted in a shared
+    runs folder must not make actexp write somewhere else."""
+    path = Path(path)
+    if root is not None and not resolves_inside(path, root):
+        raise WriteFailed(f"{path}: is a link to {path.resolve()}, outside {root}; actexp writes only inside its runs folder, "
+                          f"so remove the link (or give that folder with --runs-dir)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_create(path, e) from None
+    return path
+
+
+def resolves_inside(path: Path, root: Path) -> bool:
+    """Whether `path`, its links followed (those that exist), lies in `root` (its links followed too)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def _cannot_create(path: Path, error: OSError) -> WriteFailed:
+    return WriteFailed(f"could not create {path}: {error.strerror or error}; "
+                       f"give a folder you can write with --runs-dir (or make this one writable)")
 
 
 def write_atomic(path: Path, write) -> None:
@@ -90,6 +127,7 @@ def write_atomic(path: Path, write) -> None:
     except OSError as e:
         raise WriteFailed(f"could not write {path}: {e.strerror or e}") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file 0600; a run folder is shared as its folder is
         with os.fdopen(fd, "wb") as file:
             write(file)
         os.replace(tmp, path)
@@ -99,6 +137,19 @@ def write_atomic(path: Path, write) -> None:
         if isinstance(e, OSError):
             raise WriteFailed(f"could not write {path}: {e.strerror or e}") from None
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask can only be read
+    by setting it, which races with threads creating files)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -112,6 +163,7 @@ def write_json_atomic(path: Path, obj) -> None:
 def save_checkpoint(state: dict, path: Path) -> None:
     import torch
 
+    _checkpoints_inside(Path(path), WriteFailed)
     write_atomic(path, lambda file: torch.save({"format": CHECKPOINT_FORMAT, **state}, file))
 
 
@@ -155,6 +207,16 @@ def _csv(columns, rows: list[dict]) -> str:
 def read_bounded(path: Path, limit: int) -> bytes | None:
     """A regular file's bytes (None when it does not exist); DamagedFile for anything else (a FIFO,
     a device, a folder) or a file over `limit` bytes, checked before reading."""
+    file = open_bounded(path, limit)
+    if file is None:
+        return None
+    with file:
+        return file.read(limit + 1)
+
+
+def open_bounded(path: Path, limit: int):
+    """A regular file of at most `limit` bytes, opened for reading (None when it does not exist);
+    DamagedFile for anything else, checked before anything is read."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: opening a FIFO must not hang
@@ -162,13 +224,14 @@ def read_bounded(path: Path, limit: int) -> bytes | None:
         return None
     except OSError as e:
         raise DamagedFile(f"{path}: cannot be read ({e.strerror or e})") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(fd)
+    file = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        file.close()
         if not stat.S_ISREG(info.st_mode):
             raise DamagedFile(f"{path}: not a regular file")
-        if info.st_size > limit:
-            raise DamagedFile(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold; not read")
-        return file.read(limit + 1)
+        raise DamagedFile(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold; not read")
+    return file
 
 
 def read_json(path: Path) -> dict:
@@ -199,7 +262,9 @@ def read_summary(run_dir: Path) -> dict:
         raise DamagedFile(f"{path}: no status")
     for key in SUMMARY_NUMBERS + SUMMARY_INTEGERS:
         if not _is_number(summary.get(key), integer=key in SUMMARY_INTEGERS):
-            raise DamagedFile(f"{path}: {key} is not a number ({summary[key]!r:.40})")
+            raise DamagedFile(f"{path}: {key} is not a number within ±2**53 ({summary[key]!r:.40})")
+        if key in EPOCH_KEYS and summary.get(key) is not None and not 0 <= summary[key] <= MAX_EPOCH:
+            raise DamagedFile(f"{path}: {key} is {summary[key]}, outside 0..{MAX_EPOCH:,}")
     for key in ("name", "started", "error", "device"):
         if summary.get(key) is not None and not isinstance(summary[key], str):
             raise DamagedFile(f"{path}: {key} is not a string")
@@ -210,43 +275,66 @@ def read_summary(run_dir: Path) -> dict:
     return summary
 
 
+# JSON integers have no bound, numpy's have: past 2**53 an integer is no longer a float64 exactly,
+# and past 2**63 numpy refuses it (a plot would fail on it rather than skip the run).
+MAX_INTEGER = 2**53
+# A run's epochs count from 0 (the untrained model) to config's MAX_EPOCHS.
+EPOCH_KEYS = ("epoch", "selected_epoch", "best_epoch", "epochs_completed")
+MAX_EPOCH = 1_000_000
+
+
 def _is_number(value, integer: bool = False) -> bool:
-    """None (absent) or a JSON number (an integer where one is expected); not a boolean."""
+    """None (absent) or a JSON number (an integer where one is expected) that numpy can hold; not a boolean."""
     if value is None:
         return True
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         return False
-    return isinstance(value, int) if integer else isinstance(value, (int, float))
+    return not isinstance(value, int) or -MAX_INTEGER <= value <= MAX_INTEGER
 
 
 def read_history(run_dir: Path) -> list[dict]:
     """The per-epoch records of metrics.jsonl ([] when there is none); DamagedFile for a line that
-    is not a record with an integer epoch."""
+    is not a record with an integer epoch. Read a line at a time, each at most MAX_RECORD_BYTES and
+    refused before it is parsed, so what the reader holds stays a few times the file's size."""
     path = Path(run_dir) / "metrics.jsonl"
-    content = read_bounded(path, MAX_METRICS_BYTES)
-    if content is None:
+    file = open_bounded(path, MAX_METRICS_BYTES)
+    if file is None:
         return []
     records = []
-    for number, line in enumerate(content.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            record = None
-        if not _is_record(record):
-            raise DamagedFile(f"{path}: line {number} is not an epoch record")
-        records.append(record)
+    with file:
+        for number, line in enumerate(iter(lambda: file.readline(MAX_RECORD_BYTES + 1), b""), 1):
+            if len(line) > MAX_RECORD_BYTES:
+                raise DamagedFile(f"{path}: line {number} is longer than the {MAX_RECORD_BYTES:,} bytes an epoch record can take; not read")
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                record = None
+            if not _is_record(record) or _items(record) * MIN_BYTES_PER_ITEM > len(line):
+                raise DamagedFile(f"{path}: line {number} is not an epoch record")
+            records.append(record)
     return records
 
 
 def _is_record(record) -> bool:
-    if not isinstance(record, dict) or type(record.get("epoch")) is not int:
+    if not isinstance(record, dict) or type(record.get("epoch")) is not int or not 0 <= record["epoch"] <= MAX_EPOCH:
         return False
     if not all(_is_number(record.get(key)) for key in EPOCH_COLUMNS):
         return False
     layers = record.get("layers", [])
-    return isinstance(layers, list) and all(isinstance(row, dict) and "layer" in row for row in layers)
+    return isinstance(layers, list) and len(layers) <= MAX_LAYER_ROWS and all(
+        isinstance(row, dict) and "layer" in row and all(_is_scalar(value) for value in row.values()) for row in layers)
+
+
+def _is_scalar(value) -> bool:
+    return value is None or (isinstance(value, str) and len(value) <= MAX_LABEL_CHARS) or _is_number(value)
+
+
+def _items(record: dict) -> int:
+    """The objects a parsed record holds, about: its values and its rows with theirs."""
+    layers = record.get("layers")
+    return len(record) + (sum(1 + len(row) for row in layers) if isinstance(layers, list) else 0)
 
 
 def read_config(run_dir: Path) -> dict:
@@ -279,21 +367,87 @@ def _load_weights_only(path: Path, max_bytes: int, what: str = "checkpoint"):
         raise DamagedFile(f"{path}: not a regular file")
     if info.st_size > max_bytes:
         raise DamagedFile(f"{path}: {info.st_size:,} bytes, far more than this run's {what} can be ({max_bytes:,}); not loaded")
+    _check_archive(path, max_bytes)
     try:
         with warnings.catch_warnings():  # torch's remarks on a foreign file's pickle protocol
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DamagedFile(f"{path}: refused: it holds Python objects other than tensors and plain data, which could run code when loaded") from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise DamagedFile(f"{path}: not a checkpoint actexp can load safely ({reason}); only tensors and plain data are accepted") from None
+    _check_plain(path, state, max_bytes)
+    return state
+
+
+# A checkpoint of the largest model the config allows (1,001 layers, each with weight, bias and
+# batch-norm tensors, Adam's state for each) holds about 60,000 values; its archive a few thousand
+# entries. The walk that checks a loaded checkpoint counts a value each time it is reached, so a
+# list shared a million times over counts a million times: what torch's load_state_dict would copy.
+MAX_CHECKPOINT_ITEMS = 500_000
+MAX_CHECKPOINT_DEPTH = 32
+MAX_ARCHIVE_ENTRIES = 100_000
+
+
+def _check_archive(path: Path, max_bytes: int) -> None:
+    """torch.save writes a zip archive of uncompressed entries; torch.load would inflate compressed
+    ones, and reads the legacy format's storages at the sizes their headers claim, so only the
+    former is loaded, and only after its directory says it holds no more than the file's own bytes."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+            if len(entries) > MAX_ARCHIVE_ENTRIES:
+                raise DamagedFile(f"{path}: {len(entries):,} entries in its archive, more than a checkpoint has; not loaded")
+            packed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
+            total = sum(e.file_size for e in entries)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        raise DamagedFile(f"{path}: not a checkpoint actexp can load safely (not the zip archive torch.save writes: "
+                          f"{str(e).splitlines()[0][:80] if str(e) else type(e).__name__}); only tensors and plain data are accepted") from None
+    if packed:
+        raise DamagedFile(f"{path}: refused: {packed[0].filename[:80]!r} is compressed ({packed[0].file_size:,} bytes inflated), "
+                          "which torch.save never does; not loaded")
+    if total > max_bytes:
+        raise DamagedFile(f"{path}: its entries hold {total:,} bytes, far more than this run's checkpoint can be ({max_bytes:,}); not loaded")
+
+
+def _check_plain(path: Path, state, max_bytes: int) -> None:
+    """Refuse a loaded checkpoint that would grow when used: tensors that are views larger than the
+    bytes stored for them (a stride of 0 makes one number look like a billion, and casting or
+    copying it allocates them all), tensors that are not plain dense ones, and structure shared so
+    often, or nested so deep, that copying it out (as load_state_dict does) would build a huge tree."""
+    import torch
+
+    items, numbers, stack = 0, 0, [(state, 0)]
+    while stack:
+        value, depth = stack.pop()
+        items += 1
+        if items > MAX_CHECKPOINT_ITEMS or depth > MAX_CHECKPOINT_DEPTH:
+            raise DamagedFile(f"{path}: refused: it holds more than {MAX_CHECKPOINT_ITEMS:,} values (counting shared ones each time) "
+                              f"or nests deeper than {MAX_CHECKPOINT_DEPTH}, which no checkpoint of actexp's does; not loaded")
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend((item, depth + 1) for item in value)
+        elif torch.is_tensor(value):
+            if value.layout != torch.strided or value.is_quantized or value.is_nested:
+                raise DamagedFile(f"{path}: refused: a {value.layout} tensor, where actexp saves only dense ones; not loaded")
+            size = value.numel() * value.element_size()
+            numbers += size
+            if size > value.untyped_storage().nbytes():
+                raise DamagedFile(f"{path}: refused: a tensor of shape {tuple(value.shape)[:8]} stands for {size:,} bytes but "
+                                  f"{value.untyped_storage().nbytes():,} are stored (strides {tuple(value.stride())[:8]}); not loaded")
+            if numbers > max_bytes:  # views sharing one storage
+                raise DamagedFile(f"{path}: refused: its tensors stand for more than the {max_bytes:,} bytes this run's checkpoint can hold; not loaded")
 
 
 def load_checkpoint(path: Path, max_bytes: int) -> dict:
     """A checkpoint saved by `save_checkpoint`, loaded with weights_only=True (tensors and plain
     data only: a checkpoint from elsewhere cannot run code). DamagedFile for anything else."""
     path = Path(path)
+    _checkpoints_inside(path, DamagedFile)
     state = _load_weights_only(path, max_bytes)
     missing = [k for k in ("epoch", "model", "optimizer", "rng", "best") if not isinstance(state, dict) or k not in state]
     if missing:
@@ -301,6 +455,14 @@ def load_checkpoint(path: Path, max_bytes: int) -> dict:
     if state.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
         raise DamagedFile(f"{path}: checkpoint format {state['format']!r}, this actexp reads format {CHECKPOINT_FORMAT}")
     return state
+
+
+def _checkpoints_inside(path: Path, error) -> None:
+    """A run's checkpoints folder must be the run folder's own: one that links elsewhere would have
+    a resume read, and training write, files outside the run folder."""
+    if path.parent.name == CHECKPOINTS and not resolves_inside(path.parent, path.parent.parent):
+        raise error(f"{path.parent}: is a link to {path.parent.resolve()}, outside its run folder; actexp does not read or write "
+                    f"checkpoints through it (remove the link, or put the folder itself there)")
 
 
 def load_weights(path: Path, max_bytes: int) -> dict:
@@ -333,8 +495,9 @@ def read_ledger(sweep_dir: Path) -> dict:
             folder, name = entry.get("folder"), entry.get("name")
             if not isinstance(name, str) or not isinstance(entry.get("status"), str) or not isinstance(entry.get("config_hash", ""), str):
                 raise DamagedFile(f"{path}: {key} entry {number} lacks a name or a status")
-            if folder is not None and not _inside(folder):
-                raise DamagedFile(f"{path}: {key} entry {number} ({name}) points outside the sweep folder ({folder!r})")
+            if folder is not None and not (_inside(folder) and resolves_inside(Path(sweep_dir) / folder, sweep_dir)):
+                raise DamagedFile(f"{path}: {key} entry {number} ({name}) points outside the sweep folder ({folder!r}"
+                                  f"{', a link out of it' if _inside(folder) else ''}); move the link or the file away")
     return ledger
 
 
@@ -354,9 +517,20 @@ def find_runs(path: str | Path) -> list[Path]:
     if (path / "summary.json").exists():
         return [path]
     found = []
-    for summary in path.rglob("summary.json"):
-        with contextlib.suppress(OSError):  # vanished meanwhile, or unreadable: not a run to list
-            found.append((summary.stat().st_mtime, str(summary.parent), summary.parent))
+    # A walk with its own stack: Path.rglob recurses once per level, and a folder tree a thousand
+    # levels deep would end it (and the command) with RecursionError. Links to folders are not
+    # followed, as rglob does not follow them, so a link loop cannot make it spin.
+    stack = [str(path)]
+    while stack:
+        folder = stack.pop()
+        with contextlib.suppress(OSError):  # vanished meanwhile, unreadable, or a path too long: not a run to list
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    with contextlib.suppress(OSError):
+                        if entry.name == "summary.json":
+                            found.append((entry.stat().st_mtime, folder, Path(folder)))
+                        elif entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
     return [folder for _, _, folder in sorted(found)]
 
 
@@ -434,6 +608,8 @@ def _remove_stale_temps(folder: Path) -> None:
     """Temp files that a killed writer left behind (kill -9 between write and rename): with the
     lock held, no other process of ours is writing them, and they only take space."""
     for directory in (folder, folder / CHECKPOINTS):
+        if not resolves_inside(directory, folder):
+            continue
         for tmp in directory.glob(".*.tmp"):
             with contextlib.suppress(OSError):
                 if tmp.is_file() and not tmp.is_symlink():

@@ -27,7 +27,7 @@ from .backends import Backend, Event, Outcome, RunSpec, Task, _relative, cpu_cou
 from .backends.local import Slot, worker_slots  # noqa: F401
 from .config import SEED_RANGE, Config, _did_you_mean, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
 from .errors import ConfigError, sigterm_as_interrupt
-from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, read_ledger, read_summary, write_ledger
+from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, make_dir, read_ledger, read_summary, write_ledger
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
 
 SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
@@ -144,13 +144,23 @@ MAX_SEEDS = 10_000
 
 def parse_seeds(text: str) -> list[int]:
     """--seeds N (seeds 0..N-1) or --seeds 0,1,2 (these seeds)."""
+    usage = f"--seeds {text[:40]}: expected a count (--seeds 5: seeds 0 to 4) or a list of seeds (--seeds 0,1,2)"
+    bound = f"--seeds {text[:40]}: expected 1 to {MAX_SEEDS:,} distinct seeds in {SEED_RANGE}"
+    if text.count(",") >= MAX_SEEDS:
+        raise ConfigError(bound)
     parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() for p in parts):
-        raise ConfigError(f"--seeds {text}: expected a count (--seeds 5: seeds 0 to 4) or a list of seeds (--seeds 0,1,2)")
+    # str.isdigit also takes other scripts' digits and superscripts, which int() then refuses or reads
+    # as another number; and the count is checked before any list of that length is built.
+    if not all(p and p.isascii() and p.isdigit() for p in parts):
+        raise ConfigError(usage)
+    if any(len(p) > len(str(SEED_RANGE.high)) for p in parts):
+        raise ConfigError(bound)
     numbers = [int(p) for p in parts]
+    if len(numbers) == 1 and not 1 <= numbers[0] <= MAX_SEEDS:
+        raise ConfigError(bound)
     seeds = list(range(numbers[0])) if len(numbers) == 1 else numbers
-    if not seeds or len(seeds) > MAX_SEEDS or len(set(seeds)) != len(seeds) or max(seeds) not in SEED_RANGE:
-        raise ConfigError(f"--seeds {text}: expected 1 to {MAX_SEEDS:,} distinct seeds in {SEED_RANGE}")
+    if len(set(seeds)) != len(seeds) or max(seeds) not in SEED_RANGE:
+        raise ConfigError(bound)
     return seeds
 
 
@@ -348,7 +358,7 @@ def run_sweep(
 
         require_tensorboard()  # once, before the sweep folder exists, rather than a failure per run
     sweep_dir = Path(runs_dir) / sweep.name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(sweep_dir, root=runs_dir)
     with locked(sweep_dir, f"sweep {sweep.name}", wait), sigterm_as_interrupt():
         return _run_locked(sweep, sweep_dir, jobs, backend if isinstance(backend, Backend) else None, force, fail_fast, progress, report,
                            fused, max_group)

@@ -275,6 +275,8 @@ def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, fo
             member.optimizer_state = optimizer.state_dict()
             member.scheduler_state = scheduler.state_dict() if scheduler is not None else None
             best = {key: state["best"][key] for key in ("value", "epoch", "waited")}
+            if not (type(best["value"]) in (int, float) and type(best["epoch"]) is int and type(best["waited"]) is int):
+                raise ValueError(f"best holds {best['value']!r:.40}, {best['epoch']!r:.20}, {best['waited']!r:.20}; expected a number and two integers")
             best_model = state["best_model"] and {k: v.to("cpu") for k, v in state["best_model"].items()}
             epoch = int(state["epoch"])
         except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:

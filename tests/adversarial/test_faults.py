@@ -329,7 +329,8 @@ def test_a_checkpoint_write_failure_is_a_warning_and_the_next_write_tries_again(
 
 def _good_run(folder: Path, name: str, val_acc: float) -> Path:
     folder.mkdir(parents=True)
-    config = config_from_dict({**tiny_config(), "name": name})
+    # a seed of its own: runs of one config and one seed would be one observation to compare
+    config = config_from_dict({**tiny_config(train={**tiny_config()["train"], "seed": sum(map(ord, name))}), "name": name})
     (folder / "config.yaml").write_text(config_to_yaml(config))
     (folder / "summary.json").write_text(json.dumps({"status": "completed", "name": name, "test_acc": val_acc, "started": "2026-11-24T10:00:00"}))
     (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "val_acc": val_acc, "val_loss": 1.0 - val_acc}) + "\n" for e in (1, 2)))
@@ -402,7 +403,7 @@ def test_one_damaged_run_is_skipped_with_one_warning(tmp_path, damage):
     _good_run(root / "other" / "1", "other", 0.8)
     bad = _good_run(root / "bad" / "1", "bad", 0.7)
     damage(bad)
-    # runs lists both good runs (and reads no config.yaml); compare averages them (they differ only by name): 0.85 ± 0.0707
+    # runs lists both good runs (and reads no config.yaml); compare averages them (they differ only by name and seed): 0.85 ± 0.0707
     for command, survivors in ((["runs", root], ("good", "other")), (["compare", root], ("0.8500 ± 0.0707",))):
         expected_warnings = 0 if command[0] == "runs" and damage.file == "config.yaml" else 1
         started = time.time()
