@@ -16,6 +16,7 @@ from rich.console import Console
 
 from .errors import ActexpError, Terminated
 from .runs import RunFolderWarning
+from .terminal import printable
 
 class _FlagsShownAsFlags:
     """Recent typers show a boolean flag with a value placeholder (`--dry-run <bool>`), as if it took
@@ -112,15 +113,15 @@ def print_table(table) -> None:
 
 
 def fail(message: str, code: int) -> None:
-    err.print("error: " + message, soft_wrap=True, markup=False, style="red")
+    err.print("error: " + printable(message), soft_wrap=True, markup=False, style="red")
     raise typer.Exit(code)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, RunFolderWarning):
-        err.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
+        err.print(f"warning: {printable(message)}", style="yellow", markup=False, soft_wrap=True)
     else:
-        err.print(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), markup=False, soft_wrap=True)
+        err.print(printable(warnings.formatwarning(message, category, filename, lineno, line).rstrip()), markup=False, soft_wrap=True)
 
 
 def user_errors(command):
@@ -205,7 +206,7 @@ def _resumable(resume: Path, runs_dir: Path) -> Path:
         fail(f"--resume {resume}: not a run folder or a config's folder of runs ({hint}); give runs/<name>/<run id> or runs/<name>", 2)
     run = latest_resumable(resume)
     if run != resume:
-        out.print(f"resuming {run}, the latest resumable run in {resume}", markup=False, soft_wrap=True)
+        out.print(printable(f"resuming {run}, the latest resumable run in {resume}"), markup=False, soft_wrap=True)
     return run
 
 
@@ -235,10 +236,10 @@ def validate(
             else:
                 what = load_config(path, set_, document=document).name
         except ActexpError as e:
-            err.print("error: " + str(e), soft_wrap=True, markup=False, style="red")
+            err.print("error: " + printable(e), soft_wrap=True, markup=False, style="red")
             bad += 1
         else:
-            out.print(f"ok: {path} ({what})", markup=False, soft_wrap=True)
+            out.print(printable(f"ok: {path} ({what})"), markup=False, soft_wrap=True)
     if bad:
         raise typer.Exit(2)
 
@@ -310,7 +311,7 @@ def sweep(
     if result.comparison is not None:
         print_table(comparison_table(result.comparison))
         written = ", ".join(str(result.dir / f) for f in ("summary.md", "summary.csv", "curves.png") if (result.dir / f).exists())
-        out.print(f"written: {written}", markup=False, soft_wrap=True)
+        out.print(printable(f"written: {written}"), markup=False, soft_wrap=True)
     if result.failures:
         names = "; ".join(f"{e['name']} ({e['status']}: {e['error']})" for e in result.failures)
         fail(f"{len(result.failures)} of {len(result.runs)} runs did not complete: {names}", 1)
@@ -323,6 +324,7 @@ def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
 
     from rich.table import Table
 
+    from .display import plain_cells
     from .varying import key_labels
 
     labels = key_labels(list(swept.keys))
@@ -332,7 +334,7 @@ def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
         table.add_column(column)
     for step in steps:
         group = [str(groups.get(step.run.name, ""))] if groups is not None else []
-        table.add_row(step.run.name, *(step.run.labels[k] for k in swept.keys), step.action, *group)
+        table.add_row(*plain_cells([step.run.name, *(step.run.labels[k] for k in swept.keys), step.action, *group]))
     if groups:
         sizes = sorted(Counter(groups.values()).values(), reverse=True)
         table.caption = f"--fused: {len(sizes)} tasks (group sizes {', '.join(map(str, sizes))}); a run alone in its group trains solo"
@@ -392,7 +394,7 @@ def plot(
         run = resolve_run(paths[0], completed=True)
         grid = decision_grid(run)
         draw_boundary(grid, output, title=f"{run.parent.name} ({run.name})")
-        out.print(f"wrote {output} (decision regions of {run}: test accuracy {grid.accuracy:.4f} on {len(grid.labels)} points)", markup=False, soft_wrap=True)
+        out.print(printable(f"wrote {output} (decision regions of {run}: test accuracy {grid.accuracy:.4f} on {len(grid.labels)} points)"), markup=False, soft_wrap=True)
         return
     if diag:
         from .diagplot import plot_diagnostics
@@ -463,8 +465,8 @@ def eval_run(
         check_figure_output(output, "-o")
     result = evaluate_run(resolve_run(run, completed=True), split, dataset)
     on = result["dataset"] if result["dataset"] == result["trained_on"] else f"{result['dataset']} (trained on {result['trained_on']})"
-    out.print(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "
-              f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}", markup=False, soft_wrap=True)
+    out.print(printable(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "
+                        f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}"), markup=False, soft_wrap=True)
     for table in _eval_tables(result):
         print_table(table)
     if output is not None:
@@ -478,7 +480,9 @@ def _eval_tables(result: dict) -> list:
     """Per-class accuracy (with the class each is most often mistaken for) and, for up to 20
     classes, the confusion matrix."""
     from rich.table import Table
+    from rich.text import Text
 
+    from .display import plain_cells
     from .evaluation import MAX_TABLE_CLASSES
 
     names = result["classes"]
@@ -488,16 +492,16 @@ def _eval_tables(result: dict) -> list:
     for row in result["per_class"]:
         confused = f"{names[row['confused_with']]} ({row['confused_count']})" if row["confused_with"] is not None else ""
         accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
-        per_class.add_row(row["name"], str(row["n"]), accuracy, confused)
+        per_class.add_row(*plain_cells([row["name"], str(row["n"]), accuracy, confused]))
     if len(names) > MAX_TABLE_CLASSES:
         per_class.caption = f"confusion matrix: {len(names)} × {len(names)}, drawn with -o cm.png"
         return [per_class]
     confusion = Table(title="confusion matrix", title_justify="left")
     confusion.add_column("true \\ predicted")
     for name in names:
-        confusion.add_column(name, justify="right")
+        confusion.add_column(Text(printable(name)), justify="right")
     for name, counts in zip(names, result["confusion"]):
-        confusion.add_row(name, *(str(c) if c else "·" for c in counts))
+        confusion.add_row(*plain_cells([name, *(str(c) if c else "·" for c in counts)]))
     return [per_class, confusion]
 
 

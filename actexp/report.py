@@ -20,6 +20,7 @@ from pathlib import Path
 from . import stats
 from .errors import ActexpError, ConfigError
 from .runs import DamagedFile, RunFolderWarning, find_runs, read_config, read_history, read_ledger, read_summary, run_status, skip_damaged, write_text_atomic
+from .terminal import printable
 from .varying import SEED_KEY, describe, flatten, key_labels, varying_keys
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
@@ -268,17 +269,17 @@ def comparison_cells(c: Comparison, stacked: bool = False) -> tuple[list[str], l
     `stacked` (for narrow terminals), on a second line of the cell, with shorter headers."""
     show_status = any(set(row.statuses) != {"completed"} for row in c.rows)
     show_verdicts = any(row.verdict for row in c.rows)  # none where no row has two runs
-    header = ["#" if stacked else "rank", *c.labels, "n", c.metric] + (["vs\nbest" if stacked else "vs best"] if show_verdicts else [])
+    header = ["#" if stacked else "rank", *map(printable, c.labels), "n", c.metric] + (["vs\nbest" if stacked else "vs best"] if show_verdicts else [])
     header += (["epoch", "test\nacc", "wall\ns"] if stacked else ["epoch", "test acc", "wall s"]) + (["runs"] if show_status else [])
     rows = []
     for rank, row in enumerate(c.rows, 1):
-        cells = [str(rank), *row.values, str(row.metric.n), _join(mean_sd(row.metric), interval(row.metric), stacked)]
+        cells = [str(rank), *map(printable, row.values), str(row.metric.n), _join(mean_sd(row.metric), interval(row.metric), stacked)]
         if show_verdicts:
             mark, p = _mark(c, rank - 1)
             cells.append(_join(mark, p if stacked or not p else f"({p})", stacked))
         cells += [figure(row.selected_epoch.mean, 0 if row.selected_epoch.n == 1 else 1), figure(row.test_acc.mean), figure(row.wall_seconds.mean, 1)]
         if show_status:
-            cells.append(", ".join(f"{n} {status}" for status, n in row.statuses.items()))
+            cells.append(printable(", ".join(f"{n} {status}" for status, n in row.statuses.items())))
         rows.append(cells)
     return header, rows
 
@@ -450,7 +451,8 @@ def runs_csv(runs: list[RunData], root: str | Path = ".") -> str:
     """One row per run, tidy (one column per variable, ready for pandas): its folder (relative to
     `root`), name, every config key that varies across these runs (dotted; value labels as in the
     tables), the seed, status, the selected epoch and its figures, wall time. Figures at full
-    precision; empty where a run has none (it did not complete, or never had a folder)."""
+    precision; empty where a run has none (it did not complete, or never had a folder). Text read
+    from the runs' files has its control characters escaped (the CSV is printed by `runs --csv`)."""
     configs = [run.config for run in runs]
     keys = [k for k in varying_keys(configs) if k != SEED_KEY]
     out = io.StringIO()
@@ -460,8 +462,8 @@ def runs_csv(runs: list[RunData], root: str | Path = ".") -> str:
         result = run_result(run) or {}
         figures = [result.get(k, math.nan) for k in RESULT_FIGURES] + [run.summary.get("wall_seconds", math.nan)]
         writer.writerow([
-            "" if run.ledger_only else _relative(run.dir, root), run.summary.get("name") or run.config.get("name") or run.dir.parent.name,
-            *(labels[k] for k in keys), "" if run.seed is None else run.seed, run.status,
+            "" if run.ledger_only else printable(_relative(run.dir, root)), printable(run.summary.get("name") or run.config.get("name") or run.dir.parent.name),
+            *(printable(labels[k]) for k in keys), "" if run.seed is None else run.seed, printable(run.status),
             "" if result.get("selected_epoch") is None else result["selected_epoch"],
             *("" if x is None or math.isnan(x) else repr(float(x)) for x in figures),
         ])

@@ -13,6 +13,7 @@ from rich.table import Table
 from .diagnostics import METRICS, OUTPUT_LAYER, is_problem
 from .display import result_words, stopping_words
 from .errors import ActexpError
+from .terminal import printable
 from .runs import find_runs, read_config, read_history, read_summary, run_status
 
 PROBLEM = "bold red"
@@ -55,7 +56,7 @@ def show_run(console: Console, path: str | Path) -> Path:
     summary = {**summary, "status": run_status(run, summary)}
     config = read_config(run)
     for line in essentials(run, summary, config):
-        console.print(line, markup=False, soft_wrap=True)
+        console.print(printable(line), markup=False, soft_wrap=True)
     if records:
         console.print(epoch_table(records))
     saturating = summary.get("diagnostics", {}).get("saturates_both_sides", False)
@@ -67,7 +68,7 @@ def show_run(console: Console, path: str | Path) -> Path:
     if not with_layers:
         console.print("no per-layer diagnostics in this run (train.diagnostics was false)", style="dim")
     for warning in summary.get("warnings", []):
-        console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
+        console.print(f"warning: {printable(warning)}", style="yellow", markup=False, soft_wrap=True)
     return run
 
 
