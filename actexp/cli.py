@@ -19,8 +19,20 @@ from .runs import RunFolderWarning
 from .terminal import printable
 
 class _FlagsShownAsFlags:
-    """Recent typers show a boolean flag with a value placeholder (`--dry-run <bool>`), as if it took
-    a value; an empty metavar shows it as the bare flag it is (older typers never show one)."""
+    """Help as written. Typer reads help texts as rich markup, where `'actexp[ray]'` and
+    `[xavier_normal, {name: normal, std: 0.1}]` are tags and vanish: every help text is escaped
+    once, here. And recent typers show a boolean flag with a value placeholder (`--dry-run <bool>`),
+    as if it took a value; an empty metavar shows it as the bare flag it is (older typers never show one)."""
+
+    def __init__(self, *args, **kwargs):
+        from rich.markup import escape
+
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = escape(self.help)
+        for param in self.params:
+            if getattr(param, "help", None):
+                param.help = escape(param.help)
 
     def get_params(self, ctx):
         params = super().get_params(ctx)

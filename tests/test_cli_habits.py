@@ -5,6 +5,7 @@ of runs, and a final line that says when early stopping ended a run."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -225,3 +226,29 @@ def test_resume_of_something_that_is_no_run_folder_says_what_to_give(tmp_path):
         result = cli("train", "--resume", given, "--runs-dir", tmp_path / "runs")
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and hint in lines[0] and "runs/<name>" in lines[0], result.output
+
+
+def _flat(text: str) -> str:
+    """Help as read: box borders gone, whitespace collapsed, so that wrapped text reads on."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_help_shows_every_help_text_as_written(columns):
+    """Help texts are rich markup to typer: `'actexp[ray]'` or `[xavier_normal, {name: normal, std: 0.1}]`
+    would vanish as tags. Every command's help and every parameter's appear whole, brackets and all."""
+    from typer.testing import CliRunner
+
+    checked = 0
+    for path, command in _commands(typer.main.get_command(app)):
+        shown = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": columns, "TERMINAL_WIDTH": columns})
+        assert shown.exit_code == 0, shown.output
+        flat = _flat(shown.output)
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in filter(None, texts):
+            source = re.sub(r"\\(\[)", r"\1", text)  # as written in cli.py: the escape is typer's business
+            assert _flat(source) in flat, (path, source)
+            checked += 1
+    assert checked > 40
+    sweep = _flat(CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": columns}).output)
+    assert "pip install 'actexp[ray]')" in sweep and "'model.init=[xavier_normal, {name: normal, std: 0.1}]'" in sweep
