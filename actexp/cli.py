@@ -431,24 +431,36 @@ def plot(
 @user_errors
 def list_runs(
     root: Path = typer.Argument(Path("runs"), help="Folder to search for run folders."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="Only the runs of this sweep folder (its name, or its path below ROOT)."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only runs of this status: completed, diverged, failed, interrupted, running or pending."),
+    where: List[str] = typer.Option([], "--where", help="Only runs whose config has this value, e.g. --where activation=tanh or --where optim.lr=0.01 (repeatable: all must hold)."),
+    wide: bool = typer.Option(False, "--wide", "-w", help="One table with every column: sweep, name, status, epoch, val acc, test acc, start, overrides, folder."),
     as_csv: bool = typer.Option(False, "--csv", help="Print one CSV row per run instead (the columns of compare's runs.csv)."),
 ):
-    """List runs, newest first: each with its selected epoch's val acc and test acc."""
-    if as_csv:
-        from .report import read_runs, runs_csv
+    """List runs, newest first, a table per sweep: each run's selected epoch with its val acc and
+    test acc. --wide for every column, --csv for a spreadsheet."""
+    from .report import list_runs as find, read_runs, runs_csv
 
-        runs = read_runs(root)
+    if wide and as_csv:
+        fail("--wide and --csv are two forms of the listing; give one", 2)
+    filtered = sweep is not None or status is not None or bool(where)
+    if as_csv:
+        runs = read_runs(root, sweep, status, where)
         if not runs:
-            fail(f"no runs in {root}", 1)
+            fail(f"no runs in {root}" + (" match these filters" if filtered else ""), 1)
         sys.stdout.write(runs_csv(runs, root))
         return
-    from .display import runs_table
-    from .report import list_runs as find
+    from .display import runs_by_sweep, runs_table
 
-    rows = find(root)
+    rows = find(root, sweep, status, where)
     if not rows:
-        fail(f"no runs in {root}", 1)
-    print_table(runs_table(rows))
+        fail(f"no runs in {root}" + (" match these filters" if filtered else ""), 1)
+    if wide:
+        return print_table(runs_table(rows))
+    for i, table in enumerate(runs_by_sweep(rows, root)):
+        if i:
+            out.print()
+        print_table(table)
 
 
 @app.command(cls=Command)

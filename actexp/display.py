@@ -334,19 +334,60 @@ def plain_cells(cells, lines: bool = False) -> list:
 
 
 def runs_table(rows: list[dict]) -> Table:
-    """report.list_runs as a table: each run's result is its selected epoch (val acc, test acc)."""
+    """report.list_runs as one wide table, every column: each run's sweep folder, name, status,
+    selected epoch, its val acc and test acc, start, overrides (where any run has them), folder."""
     table = Table(box=box.SIMPLE_HEAD)
     overrides = any(r.get("overrides") for r in rows)
-    columns = ("name", "status", "epoch", "val acc", "test acc", "started", *(["overrides"] if overrides else []), "folder")
+    columns = ("sweep", "name", "status", "epoch", "val acc", "test acc", "started", *(["overrides"] if overrides else []), "folder")
     for column in columns:
-        table.add_column(column, justify="right" if column in ("epoch", "val acc", "test acc") else "left")
+        table.add_column(column, justify="right" if column in FIGURE_COLUMNS else "left", no_wrap=column in FIGURE_COLUMNS, overflow="fold")
     for r in rows:
         table.add_row(*plain_cells([
-            r["name"], Text(printable(r["status"]), style=STATUS_STYLES.get(r["status"], "")), "" if r["selected_epoch"] is None else str(r["selected_epoch"]),
+            r["sweep"], r["name"], Text(printable(r["status"]), style=STATUS_STYLES.get(r["status"], "")), _epoch(r),
             _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), r["started"].replace("T", " "),
             *([" ".join(r.get("overrides", []))] if overrides else []), r["folder"],
         ]))
     return table
+
+
+FIGURE_COLUMNS = ("epoch", "val acc", "test acc")
+
+
+def runs_by_sweep(rows: list[dict], root) -> list[Table]:
+    """report.list_runs, compact: a table per sweep folder (the runs trained one by one together),
+    the newest sweep first; each row the run's name, its selected epoch, val acc and test acc (never
+    cut: names fold first) and when it started; the status column only where some run of the table
+    did not complete (the title counts the statuses)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["sweep"], []).append(r)
+    tables = []
+    for sweep, members in groups.items():
+        counts = Counter(r["status"] for r in members)
+        where = f"{root}" if sweep == "." else f"{root}/{sweep}"
+        title = f"{where}: {len(members)} run{'s' * (len(members) != 1)} (" + ", ".join(f"{n} {printable(status)}" for status, n in counts.items()) + ")"
+        table = Table(box=box.SIMPLE_HEAD, title=Text(printable(title), style="bold"), title_justify="left", show_edge=False, pad_edge=False)
+        with_status = set(counts) != {"completed"}
+        table.add_column("run", overflow="fold")
+        if with_status:
+            table.add_column("status", no_wrap=True)
+        for column in FIGURE_COLUMNS:
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("started", no_wrap=True)
+        for r in members:
+            status = [Text(printable(r["status"]), style=STATUS_STYLES.get(r["status"], ""))] if with_status else []
+            table.add_row(*plain_cells([r["name"], *status, _epoch(r), _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), _short_time(r["started"])]))
+        tables.append(table)
+    return tables
+
+
+def _epoch(r: dict) -> str:
+    return "" if r["selected_epoch"] is None else str(r["selected_epoch"])
+
+
+def _short_time(started: str) -> str:
+    """`2026-12-07T11:20:31.5` as `2026-12-07 11:20`: minutes tell runs apart in a listing."""
+    return started.replace("T", " ")[:16]
 
 
 def _accuracy(x) -> str:

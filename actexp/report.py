@@ -21,7 +21,7 @@ from . import stats
 from .errors import ActexpError, ConfigError
 from .runs import DamagedFile, RunFolderWarning, find_runs, read_config, read_history, read_ledger, read_summary, run_status, skip_damaged, write_text_atomic
 from .terminal import printable
-from .varying import SEED_KEY, describe, flatten, key_labels, varying_keys
+from .varying import SEED_KEY, describe, flatten, key_labels, value_labels, varying_keys
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 METRICS = HISTORY_METRICS + ("test_acc", "test_loss")
@@ -414,34 +414,83 @@ def write_report(sweep_dir: Path) -> tuple[Comparison, Path | None]:
 # ----------------------------------------------------------------------------- runs
 
 
-def list_runs(root: str | Path = "runs") -> list[dict]:
-    """Every run folder below `root`, newest first: name, status, the selected epoch and its val
-    acc and test acc (completed runs), start. Reads no config.yaml."""
-    root = Path(root)
+RUN_STATUSES = ("completed", "diverged", "failed", "interrupted", "running", "pending")
 
-    def row(folder: Path) -> dict:
-        summary = read_summary(folder)
-        run = RunData(folder, {}, {**summary, "status": run_status(folder, summary)}, read_history(folder))
+
+def list_runs(root: str | Path = "runs", sweep: str | None = None, status: str | None = None, where: list[str] = ()) -> list[dict]:
+    """Every run folder below `root` that passes the filters (read_runs), newest first: name, the
+    sweep folder it belongs to (`sweep`, relative to `root`; "." for runs trained one by one),
+    status, the selected epoch and its val acc and test acc (completed runs), start, overrides."""
+    root = Path(root)
+    rows = []
+    for run in read_runs(root, sweep, status, where):
         result = run_result(run) or {}
-        return {
-            "name": summary.get("name", folder.parent.name),
+        rows.append({
+            "name": run.summary.get("name", run.dir.parent.name),
+            "sweep": sweep_of(run.dir, root),
             "status": run.status,
             "selected_epoch": result.get("selected_epoch"),
             "val_acc": result.get("val_acc", math.nan),
             "test_acc": result.get("test_acc", math.nan),
-            "started": str(summary.get("started", "")),
-            "overrides": summary.get("overrides", []),  # read_summary checked: KEY=VALUE strings
-            "dir": folder,
-            "folder": _relative(folder, root),
-        }
+            "started": str(run.summary.get("started", "")),
+            "overrides": run.summary.get("overrides", []),  # read_summary checked: KEY=VALUE strings
+            "dir": run.dir,
+            "folder": _relative(run.dir, root),
+        })
+    return rows
 
-    return sorted(skip_damaged(row, find_runs(root)), key=lambda r: r["started"], reverse=True)
 
-
-def read_runs(root: str | Path = "runs") -> list[RunData]:
-    """Every run folder below `root` with its config, newest first (damaged ones skipped)."""
+def read_runs(root: str | Path = "runs", sweep: str | None = None, status: str | None = None, where: list[str] = ()) -> list[RunData]:
+    """Every run folder below `root` with its config, newest first (damaged ones skipped), keeping
+    only the runs of the sweep folder `sweep` (its path below `root` or its name), of `status`, and
+    whose config matches every `KEY=VALUE` of `where` (a dotted key or its last part; the value as
+    the tables label it: `tanh`, `0.001`, `256x256`). A filter that names nothing these runs have
+    is a ConfigError saying what they have."""
+    root = Path(root)
+    if status is not None and status not in RUN_STATUSES:
+        raise ConfigError(f"--status {status}: choose one of {', '.join(RUN_STATUSES)}")
+    conditions = [_condition(item) for item in where]
     runs = skip_damaged(read_run, find_runs(root))
+    if sweep is not None:
+        sweeps = list(dict.fromkeys(sweep_of(run.dir, root) for run in runs))
+        wanted = sweep.strip("/")
+        runs = [run for run in runs if sweep_of(run.dir, root) == wanted or Path(sweep_of(run.dir, root)).name == wanted]
+        if not runs:
+            named = ", ".join(s for s in sweeps if s != ".") or "none"
+            raise ConfigError(f"--sweep {sweep}: no sweep folder of that name below {root}; sweeps there: {named}")
+    for key, value in conditions:
+        flats = [flatten(run.config) for run in runs]
+        known = list(dict.fromkeys(k for flat in flats for k in flat))
+        if runs and not any(_matching_keys(key, known)):
+            from .config import _did_you_mean
+
+            short = list(key_labels(known).values())
+            raise ConfigError(f"--where {key}={value}: {key!r} is not a config key of these runs{_did_you_mean(key, known + short)}")
+        runs = [run for run, flat in zip(runs, flats) if any(_label(flat[k]) == value for k in _matching_keys(key, flat))]
+    if status is not None:
+        runs = [run for run in runs if run.status == status]
     return sorted(runs, key=lambda run: str(run.summary.get("started", "")), reverse=True)
+
+
+def sweep_of(folder: Path, root: str | Path) -> str:
+    """The folder that holds a run's folder of runs, relative to `root`: a sweep's runs sit in
+    SWEEP/NAME/RUN_ID, a config trained by itself in NAME/RUN_ID directly below the root (".")."""
+    return _relative(Path(folder).parent.parent, root) if Path(folder).parent != Path(root) else "."
+
+
+def _condition(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--where {item}: expected KEY=VALUE, e.g. --where activation=tanh")
+    return key.strip(), value.strip()
+
+
+def _matching_keys(key: str, keys) -> list[str]:
+    return [k for k in keys if k == key or k.rsplit(".", 1)[-1] == key]
+
+
+def _label(value) -> str:
+    return value_labels([value])[0]
 
 
 RUN_COLUMNS = ("status", "selected_epoch", *RESULT_FIGURES, "wall_seconds")

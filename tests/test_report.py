@@ -414,3 +414,51 @@ def test_rows_that_ran_other_seeds_are_compared_by_welchs_test(tmp_path):
     assert relu.verdict.test == WELCH and sorted(relu.sample.seeds) == [1, 2, 3]
     assert "paired t-test where rows ran the same seeds, Welch's t-test otherwise" in " ".join(comparison_notes(comparison))
     assert truth  # (the values are unchanged: only the seed moved)
+
+
+# ----------------------------------------------------------------------------- runs: by sweep, filters, wide
+
+
+def test_runs_are_grouped_by_sweep_and_filtered(runs):
+    root = runs.parent
+    make_run(root, "elu", 0, [0.5, 0.6, 0.7], "completed", 0.71, 3, True, "2024-01-02T00:00:00")
+    rows = list_runs(root)
+    assert [(r["name"], r["sweep"]) for r in rows][0] == ("activation=elu,seed=0", ".")  # a config trained by itself, below the root
+    assert {r["sweep"] for r in rows[1:]} == {"family"}
+    assert [r["sweep"] for r in list_runs(runs)] == ["."] * 7
+    assert {r["name"] for r in list_runs(root, sweep="family", status="diverged")} == {"activation=tanh,seed=1"}
+    assert len(list_runs(root, where=["activation=relu"])) == 3 and len(list_runs(root, sweep="family", where=["model.activation=relu"])) == 3
+    assert {r["name"] for r in list_runs(root, where=["seed=2", "activation=tanh"])} == {"activation=tanh,seed=2"}
+    with pytest.raises(ConfigError, match=r"'activaton' is not a config key.*did you mean 'activation'"):
+        list_runs(root, where=["activaton=relu"])
+    with pytest.raises(ConfigError, match="sweeps there: family"):
+        list_runs(root, sweep="nope")
+    with pytest.raises(ConfigError, match="choose one of completed"):
+        list_runs(root, status="done")
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_runs_fits_a_terminal_with_every_figure_whole(runs, columns):
+    # TTY_COMPATIBLE: rich takes the output for a terminal of COLUMNS columns (a pipe gets every column whole).
+    result = CliRunner().invoke(app, ["runs", str(runs.parent)], env={"COLUMNS": str(columns), "TTY_COMPATIBLE": "1"})
+    assert result.exit_code == 0, result.output
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.output)
+    lines = output.splitlines()
+    assert all(cell_len(line.rstrip()) <= columns for line in lines), output
+    assert f"{runs.parent}/family: 7 runs (6 completed, 1 diverged)" in _unfolded(output)
+    for row in list_runs(runs):
+        if not math.isnan(row["val_acc"]):
+            assert f"  {row['val_acc']:.4f}  " in output and f"  {row['test_acc']:.4f}  " in output
+    assert "…" not in output and "folder" not in output and "overrides" not in output
+    filtered = CliRunner().invoke(app, ["runs", str(runs.parent), "--where", "activation=sigmoid"], env={"COLUMNS": str(columns)})
+    assert filtered.exit_code == 0 and "sigmoid" in filtered.output and "relu" not in filtered.output
+    nothing = CliRunner().invoke(app, ["runs", str(runs.parent), "--status", "failed"])
+    assert nothing.exit_code == 1 and "match these filters" in nothing.output
+    wide = CliRunner().invoke(app, ["runs", str(runs.parent), "--wide"], env={"COLUMNS": "200"})
+    assert wide.exit_code == 0 and "folder" in wide.output and "family/activation=relu,seed=0/20240101-000000" in wide.output
+    csv_rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(app, ["runs", str(runs.parent), "--csv", "--status", "diverged"]).stdout)))
+    assert [r["name"] for r in csv_rows] == ["activation=tanh,seed=1"]
+
+
+def _unfolded(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines())

@@ -47,7 +47,7 @@ def assert_inert(output: str) -> None:
     assert "\\x1b" in output  # shown, not hidden: the reader sees that the name holds an escape
 
 
-@pytest.mark.parametrize("command", [["runs"], ["runs", "--csv"], ["show", "evil"], ["compare", "."]])
+@pytest.mark.parametrize("command", [["runs"], ["runs", "--wide"], ["runs", "--csv"], ["show", "evil"], ["compare", "."]])
 def test_control_characters_from_run_files_are_shown_escaped(tmp_path, command, monkeypatch):
     hostile_run(tmp_path / "runs")
     monkeypatch.chdir(tmp_path / "runs")
