@@ -5,8 +5,10 @@ Reads files only (no torch), so it answers instantly."""
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -58,10 +60,12 @@ def show_run(console: Console, path: str | Path) -> Path:
     for line in essentials(run, summary, config):
         console.print(printable(line), markup=False, soft_wrap=True)
     if records:
-        console.print(epoch_table(records))
+        console.print()
+        console.print(epoch_table(records, summary.get("selected_epoch")))
     saturating = summary.get("diagnostics", {}).get("saturates_both_sides", False)
     with_layers = [r for r in records if r.get("layers")]
     for record in {id(r): r for r in with_layers[:1] + with_layers[-1:]}.values():
+        console.print()
         console.print(layer_table(record, saturating))
     if with_layers:
         console.print(LAYER_CAPTION, style="dim", markup=False)
@@ -103,35 +107,60 @@ def _mapping(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def epoch_table(records: list[dict]) -> Table:
-    table = Table(title="epochs (epoch 0: before training)", title_justify="left")
-    for header in ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "seconds", "g1/g_out"):
-        table.add_column(header, justify="right")
+EPOCH_COLUMNS = (  # header, record key, format: one per column
+    ("epoch", "epoch", "int"), ("train\nloss", "train_loss", "fixed4"), ("train\nacc", "train_acc", "fixed4"),
+    ("val\nloss", "val_loss", "fixed4"), ("val\nacc", "val_acc", "fixed4"), ("lr", "lr", "auto"), ("wall\ns", "seconds", "fixed1"),
+)
+SELECTED = "▶"
+
+
+def epoch_table(records: list[dict], selected: int | None = None) -> Table:
+    """The epochs, one row each (the first and last of a long run): losses and accuracies to four
+    decimals, each column in one number format (format_column), the selected epoch (whose
+    weights were tested) marked and bold, and layer 1's gradient ÷ the output layer's."""
+    title = "epochs (0: before training" + (f"; {SELECTED} selected: its weights were tested)" if selected is not None else ")")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     shown = records if len(records) <= HEAD_EPOCHS + TAIL_EPOCHS + 1 else records[:HEAD_EPOCHS] + [None] + records[-TAIL_EPOCHS:]
+    present = [r for r in shown if r is not None]
+    columns = []
+    for header, key, kind in EPOCH_COLUMNS:
+        columns.append((header, format_column([r.get(key) for r in present], kind)))
+    ratios = [_first_layer(r).get("grad_ratio") for r in present]
+    columns.append(("g1/g_out", format_column(ratios, "auto")))
+    for header, _ in columns:
+        table.add_column(header, justify="right", no_wrap=True)
+    row = 0
     for r in shown:
         if r is None:
-            table.add_row("…", *[""] * 7)
+            table.add_row("…", *[""] * len(columns))
             table.caption = f"{len(records) - HEAD_EPOCHS - TAIL_EPOCHS:,} epochs between the first {HEAD_EPOCHS} and the last {TAIL_EPOCHS} not shown (metrics.jsonl has them all)"
             continue
-        first = next((row for row in r.get("layers", ()) if row["layer"] == 1), {})
-        ratio = first.get("grad_ratio")
-        cells = [str(r["epoch"])] + [_number(r.get(k), 4) for k in ("train_loss", "train_acc", "val_loss", "val_acc")]
-        cells += [_number(r.get("lr"), 3), _number(r.get("seconds"), 2), _cell(_number(ratio, 2), is_problem("grad_ratio", ratio, False, 1))]
-        table.add_row(*cells)
+        cells = [column[row] for _, column in columns]
+        cells[-1] = _cell(cells[-1], is_problem("grad_ratio", ratios[row], False, 1))
+        chosen = selected is not None and r.get("epoch") == selected
+        if chosen:
+            cells[0] = f"{SELECTED} {cells[0]}"
+        table.add_row(*cells, style="bold" if chosen else None)
+        row += 1
     return table
 
 
+def _first_layer(record: dict) -> dict:
+    return next((row for row in record.get("layers", ()) if row.get("layer") == 1), {})
+
+
 def layer_table(record: dict, saturating: bool) -> Table:
-    table = Table(title=f"layers at epoch {record['epoch']}", title_justify="left")
+    table = Table(title=f"layers at epoch {record['epoch']}", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("layer", justify="right")
+    rows = record["layers"]
+    formatted = {metric: format_column([row.get(metric) for row in rows], "percent" if "fraction" in metric else "auto") for metric in METRICS}
     for metric in METRICS:
-        table.add_column(DIAGNOSTIC_HEADERS[metric], justify="right")
-    for row in record["layers"]:
+        table.add_column(DIAGNOSTIC_HEADERS[metric], justify="right", no_wrap=True)
+    for i, row in enumerate(rows):
         cells = [str(row["layer"])]
         for metric in METRICS:
-            value = row.get(metric)
-            text = _number(value, 3) if "fraction" not in metric or value is None else f"{value:.1%}"
-            cells.append(_cell(text, row["layer"] != OUTPUT_LAYER and is_problem(metric, value, saturating, row["layer"])))
+            problem = row["layer"] != OUTPUT_LAYER and is_problem(metric, row.get(metric), saturating, row["layer"])
+            cells.append(_cell(formatted[metric][i], problem))
         table.add_row(*cells)
     return table
 
@@ -140,12 +169,39 @@ def _cell(text: str, problem: bool):
     return f"[{PROBLEM}]{text}[/]" if problem else text
 
 
-def _number(value, digits: int) -> str:
-    if value is None:
+def format_column(values: list, kind: str) -> list[str]:
+    """A column's values in ONE format, so that digits line up and compare: `int`; `fixed4` and
+    `fixed1` (decimals); `percent` (one decimal); `auto`, for figures whose size is not known ahead
+    (a learning rate, a gradient ratio): fixed with three significant digits of the smallest, or,
+    where the values span more than fixed can show (below 0.001 or from 100,000), scientific for
+    the whole column. A missing value is `—`; a loss that is not finite stays `nan` or `inf`.
+    `fixed4` also turns scientific where a value reaches 100,000 (a diverging loss)."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    big = any(abs(v) >= 1e5 for v in numbers)
+    if kind == "int":
+        spec = "d"
+    elif kind == "percent":
+        spec = ".1%"
+    elif kind.startswith("fixed"):
+        spec = ".3e" if big else f".{kind[5:]}f"
+    else:
+        nonzero = [abs(v) for v in numbers if v]
+        if big or (nonzero and min(nonzero) < 1e-3):
+            spec = ".2e"
+        else:
+            smallest = min(nonzero, default=1.0)
+            spec = f".{max(0, min(6, 2 - math.floor(math.log10(smallest))))}f"
+    return [_formatted(v, spec) for v in values]
+
+
+def _formatted(value, spec: str) -> str:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return "—"
-    if isinstance(value, float) and value != 0 and not 1e-3 <= abs(value) < 1e5:
-        return f"{value:.{max(digits - 2, 1)}e}"
-    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    if not math.isfinite(value):
+        return str(value)
+    if spec == "d":
+        return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    return format(value, spec)
 
 
 def _component(value, names_only: bool = False) -> str:
