@@ -457,9 +457,8 @@ def list_runs(
         fail(f"no runs in {root}" + (" match these filters" if filtered else ""), 1)
     if wide:
         return print_table(runs_table(rows))
-    for i, table in enumerate(runs_by_sweep(rows, root)):
-        if i:
-            out.print()
+    for i, (title, table) in enumerate(runs_by_sweep(rows, root)):
+        out.print(*(["\n"] if i else []), title, sep="", soft_wrap=not out.is_terminal)
         print_table(table)
 
 

@@ -353,11 +353,12 @@ def runs_table(rows: list[dict]) -> Table:
 FIGURE_COLUMNS = ("epoch", "val acc", "test acc")
 
 
-def runs_by_sweep(rows: list[dict], root) -> list[Table]:
+def runs_by_sweep(rows: list[dict], root) -> list[tuple[Text, Table]]:
     """report.list_runs, compact: a table per sweep folder (the runs trained one by one together),
     the newest sweep first; each row the run's name, its selected epoch, val acc and test acc (never
     cut: names fold first) and when it started; the status column only where some run of the table
-    did not complete (the title counts the statuses)."""
+    did not complete. Each table comes with its title line, the sweep folder and its runs' statuses
+    counted (printed whole above the table, a pipe's lines as long as it takes)."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["sweep"], []).append(r)
@@ -366,7 +367,7 @@ def runs_by_sweep(rows: list[dict], root) -> list[Table]:
         counts = Counter(r["status"] for r in members)
         where = f"{root}" if sweep == "." else f"{root}/{sweep}"
         title = f"{where}: {len(members)} run{'s' * (len(members) != 1)} (" + ", ".join(f"{n} {printable(status)}" for status, n in counts.items()) + ")"
-        table = Table(box=box.SIMPLE_HEAD, title=Text(printable(title), style="bold"), title_justify="left", show_edge=False, pad_edge=False)
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
         with_status = set(counts) != {"completed"}
         table.add_column("run", overflow="fold")
         if with_status:
@@ -377,7 +378,7 @@ def runs_by_sweep(rows: list[dict], root) -> list[Table]:
         for r in members:
             status = [Text(printable(r["status"]), style=STATUS_STYLES.get(r["status"], ""))] if with_status else []
             table.add_row(*plain_cells([r["name"], *status, _epoch(r), _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), _short_time(r["started"])]))
-        tables.append(table)
+        tables.append((Text(printable(title), style="bold"), table))
     return tables
 
 

@@ -108,9 +108,9 @@ def test_runs_and_show_display_the_overrides(tmp_path, data_root):
     runs = tmp_path / "runs"
     assert cli("train", path, "model.activation=tanh", "--runs-dir", runs, "-q").exit_code == 0
     assert cli("train", path, "--runs-dir", runs, "-q").exit_code == 0
-    listing = cli("runs", runs)
+    listing = cli("runs", runs, "--wide")
     assert listing.exit_code == 0 and "overrides" in listing.output
-    tanh_row, plain_row = (next(line for line in listing.output.splitlines() if line.strip().startswith(name)) for name in ("tiny,activation=tanh ", "tiny "))
+    tanh_row, plain_row = (next(line for line in listing.output.splitlines() if line.split()[1:2] == [name]) for name in ("tiny,activation=tanh", "tiny"))
     assert "model.activation=tanh" in tanh_row and "model.activation" not in plain_row
     (run,) = [r for r in run_dirs(runs) if r.parent.name != "tiny"]
     shown = cli("show", run)

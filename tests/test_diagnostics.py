@@ -3,9 +3,9 @@ and the ways they are read back (run files, `actexp show`, the plot's series).""
 
 from __future__ import annotations
 
-import re
 import csv
 import json
+import re
 
 import pytest
 import torch
