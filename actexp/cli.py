@@ -103,6 +103,18 @@ def bare_overrides(arguments: list[str], command: str) -> list[str]:
     return list(arguments)
 
 
+def whole_keys(overrides: list[str]) -> list[str]:
+    """The overrides with short keys made whole (config.resolve_overrides: `epochs=3` is
+    `train.epochs=3`), each one resolved said on stderr; the run records the whole key."""
+    from .config import resolve_overrides
+
+    resolved = resolve_overrides(overrides)
+    for given, whole in zip(overrides, resolved):
+        if given != whole:
+            err.print(printable(f"note: {given} is {whole}"), markup=False, soft_wrap=True, style="dim")
+    return resolved
+
+
 def check_figure_output(output: Path, needing: str) -> None:
     """Before any work: matplotlib is installed (exit 1, saying that `needing`, the command or
     option, needs it) and writes the format `output`'s suffix names (exit 2)."""
@@ -167,10 +179,12 @@ def train(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run folder from its last checkpoint; given a config's folder of runs (runs/NAME, or NAME under --runs-dir), its latest resumable run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the final line only."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config (every key, overrides applied) as YAML and exit; trains nothing."),
 ):
     """Train one config; writes runs/<name>/<run id>/ (a run with overrides is named after them:
-    runs/relu_xavier,activation=tanh/)."""
-    from .config import load_config
+    runs/relu_xavier,activation=tanh/). Overrides take dotted keys (train.epochs=3) or, where only
+    one key ends so, its last part (epochs=3)."""
+    from .config import config_to_yaml, load_config
     from .display import TrainingDisplay
 
     if resume:
@@ -182,8 +196,11 @@ def train(
         fail("give a CONFIG file, e.g. `actexp train configs/relu_xavier.yaml`, or --resume RUN_DIR", 2)
     elif is_override(str(config)):
         fail(f"{str(config)!r} is an override; give the CONFIG first: actexp train CONFIG {config}", 2)
-    set_ = [*set_, *bare_overrides(overrides or [], "train")]
+    set_ = whole_keys([*set_, *bare_overrides(overrides or [], "train")])
     cfg = load_config(config, set_)  # its errors before torch is imported
+    if print_config:
+        sys.stdout.write(config_to_yaml(cfg))
+        return
     from .training import train as train_config
 
     display = TrainingDisplay(out, quiet)
@@ -234,7 +251,7 @@ def validate(
     from .sweep import load_sweep
 
     paths = [Path(c) for c in configs if not is_override(c)]
-    set_ = [*set_, *filter(is_override, configs)]
+    set_ = whole_keys([*set_, *filter(is_override, configs)])
     if not paths:
         fail("give the CONFIG files to check, then any KEY=VALUE overrides: actexp validate configs/relu_xavier.yaml model.activation=tanh", 2)
     bad = 0
@@ -282,7 +299,7 @@ def sweep(
     from .display import SweepDisplay, comparison_table
     from .sweep import load_sweep, parse_grid, parse_seeds, plan_sweep, run_sweep
 
-    set_ = [*set_, *bare_overrides(overrides or [], "sweep")]
+    set_ = whole_keys([*set_, *bare_overrides(overrides or [], "sweep")])
     expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None}
     if backend not in ("local", "ray"):
         fail(f"--backend {backend}: expected local or ray", 2)

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import typer
+import yaml
 
 import actexp
 from actexp.cli import app
@@ -252,3 +253,16 @@ def test_help_shows_every_help_text_as_written(columns):
     assert checked > 40
     sweep = _flat(CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": columns}).output)
     assert "pip install 'actexp[ray]')" in sweep and "'model.init=[xavier_normal, {name: normal, std: 0.1}]'" in sweep
+
+
+def test_short_keys_and_print_config(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", tiny_config(train={"epochs": 5, "batch_size": 50, "seed": 0, "device": "cpu"}))
+    printed = cli("train", path, "epochs=3", "--print-config")
+    assert printed.exit_code == 0, printed.output
+    assert "note: epochs=3 is train.epochs=3" in printed.output
+    config = yaml.safe_load(printed.stdout)
+    assert config["train"]["epochs"] == 3 and config["name"] == "tiny,epochs=3" and not (tmp_path / "runs").exists()
+    wrong = cli("train", path, "train.epoch=3")
+    assert wrong.exit_code == 2 and f"override 'train.epoch=3' (applied to {path}): train.epoch: unknown key (did you mean 'epochs'?)" in wrong.output
+    unknown = cli("validate", path, "epoch=3")
+    assert unknown.exit_code == 2 and "did you mean train.epochs?" in unknown.output
