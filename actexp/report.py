@@ -21,7 +21,7 @@ from . import stats
 from .errors import ActexpError, ConfigError
 from .runs import DamagedFile, RunFolderWarning, find_runs, read_config, read_history, read_ledger, read_summary, run_status, skip_damaged, write_text_atomic
 from .terminal import printable
-from .varying import SEED_KEY, describe, flatten, key_labels, value_labels, varying_keys
+from .varying import SEED_KEY, UNNAMED_KEYS, describe, flatten, key_labels, value_labels, varying_keys
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 METRICS = HISTORY_METRICS + ("test_acc", "test_loss")
@@ -135,17 +135,59 @@ def _is_figure(value) -> bool:
 # ----------------------------------------------------------------------------- grouping
 
 
+SWEEP_KEY = "sweep"  # a grouping key that is no config key: the folder a run's sweep lives in
+
+
 def group_runs(runs: list[RunData], group_by: list[str] | None = None) -> tuple[list[str], list[tuple[tuple[str, ...], list[RunData]]]]:
     """Split runs into groups with equal values of the group keys (default: every key that varies
-    except the seed, so runs that differ only by seed form one group). Returns the keys and the
-    groups as (value labels, runs), in first-seen order."""
-    configs = [r.config for r in runs]
+    except the seed and the bookkeeping keys, which say where or how a run was recorded, not what it
+    trained (varying.UNNAMED_KEYS); so runs that differ only by seed form one group). Returns the
+    keys and the groups as (value labels, runs), in first-seen order.
+
+    Runs of different sweep folders are never one group: where the runs come from several, the
+    folder is the first key, `sweep`. Runs on different datasets are no comparison at all: a
+    ConfigError (check_one_dataset)."""
+    check_one_dataset(runs)
+    sweeps = [_sweep_folder(run).name for run in runs]
+    several = len(set(sweeps)) > 1
+    configs = [{**r.config, SWEEP_KEY: sweep} if several else r.config for r, sweep in zip(runs, sweeps)]
     keys = varying_keys(configs)
-    keys = _resolve_keys(group_by, keys, configs) if group_by else [k for k in keys if k != SEED_KEY]
+    if group_by:
+        keys = _resolve_keys(group_by, keys, configs)
+    else:
+        keys = [k for k in keys if k not in (SEED_KEY, SWEEP_KEY, *UNNAMED_KEYS)]
+    if several and SWEEP_KEY not in keys:
+        keys = [SWEEP_KEY, *keys]
     groups: dict[tuple[str, ...], list[RunData]] = {}
     for run, labels in zip(runs, describe(configs, keys)):
         groups.setdefault(tuple(labels[k] for k in keys), []).append(run)
     return keys, list(groups.items())
+
+
+def check_one_dataset(runs: list[RunData]) -> None:
+    """A ConfigError, in one line, when the runs trained on different datasets (xor beside mnist):
+    their figures do not compare, so they are never ranked, averaged or drawn together."""
+    datasets: dict[str, list[RunData]] = {}
+    for run in runs:
+        dataset = _mapping(run.config.get("data")).get("dataset", "mnist")  # the config's default
+        datasets.setdefault(str(dataset.get("name") if isinstance(dataset, dict) else dataset), []).append(run)
+    if len(datasets) > 1:
+        def where(members: list[RunData]) -> str:
+            folders = list(dict.fromkeys(str(_sweep_folder(run)) for run in members))
+            return f"{len(members)} run{'s' * (len(members) != 1)} in {', '.join(folders[:3])}{', …' if len(folders) > 3 else ''}"
+
+        counts = "; ".join(f"{name}: {where(members)}" for name, members in datasets.items())
+        raise ConfigError(f"these runs trained on different datasets ({counts}); their figures do not compare: give the folders of one dataset")
+
+
+def _sweep_folder(run: RunData) -> Path:
+    """The folder holding the run's folder of runs (a sweep's folder, or the runs root of a config
+    trained by itself); a ledger's run without a folder sits in its sweep's folder by name."""
+    return run.dir.parent if run.ledger_only else run.dir.parent.parent
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _resolve_keys(wanted: list[str], varying: list[str], configs: list[dict]) -> list[str]:

@@ -462,3 +462,52 @@ def test_runs_fits_a_terminal_with_every_figure_whole(runs, columns):
 
 def _unfolded(text: str) -> str:
     return " ".join(line.strip() for line in text.splitlines())
+
+
+# ----------------------------------------------------------------------------- what is one row
+
+
+def _edit_config(folder: Path, **sections) -> None:
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_bookkeeping_keys_do_not_split_rows(tmp_path):
+    for seed, tensorboard in ((0, True), (1, False)):
+        for activation in ("relu", "tanh"):
+            folder = make_run(tmp_path / "s", activation, seed, [0.8, 0.9], "completed", 0.9, 2, True, f"2024-01-01T00:0{seed}:00")
+            _edit_config(folder, train={"tensorboard": tensorboard, "device": "cpu" if seed else "cuda"})
+    comparison = compare([tmp_path / "s"])
+    assert comparison.keys == ("model.activation",) and [row.metric.n for row in comparison.rows] == [2, 2]
+    assert compare([tmp_path / "s"], group_by=["tensorboard"]).keys == ("train.tensorboard",)  # asked for by name: still a key
+
+
+def test_runs_on_different_datasets_are_never_ranked_or_drawn_together(tmp_path):
+    make_run(tmp_path / "mnist_sweep", "relu", 0, [0.9], "completed", 0.9, 1, True, "2024-01-01T00:00:00")
+    xor = make_run(tmp_path / "xor_sweep", "relu", 0, [0.99], "completed", 0.99, 1, True, "2024-01-01T00:01:00")
+    _edit_config(xor, data={"dataset": {"name": "xor", "n_train": 300}})
+    message = r"different datasets \(mnist: 1 run in .*mnist_sweep; xor: 1 run in .*xor_sweep\)"
+    with pytest.raises(ConfigError, match=message):
+        compare([tmp_path])
+    with pytest.raises(ConfigError, match=message):
+        curve_series(collect_runs([tmp_path]), "val_acc")
+    for command in (["compare", str(tmp_path)], ["plot", str(tmp_path), "-o", str(tmp_path / "c.png")]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1 and "different datasets" in result.output
+    assert not (tmp_path / "summary.csv").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_runs_of_two_sweeps_are_two_rows_and_two_lines(runs, tmp_path):
+    again = tmp_path / "family_again"
+    for seed in (0, 1):
+        make_run(again, "relu", seed, [0.6, 0.7, 0.7], "completed", 0.7, 3, True, f"2024-01-02T00:0{seed}:00")
+    comparison = compare([runs, again])
+    assert comparison.keys == ("sweep", "model.activation")
+    relu = {row.values: row.metric.n for row in comparison.rows if row.values[1] == "relu"}
+    assert relu == {("family", "relu"): 3, ("family_again", "relu"): 2}  # never averaged across sweeps
+    keys, series = curve_series(collect_runs([runs, again]), "val_acc")
+    assert keys == ["sweep", "model.activation"]
+    assert {s.values: s.n for s in series if s.values[1] == "relu"} == {("family", "relu"): 3, ("family_again", "relu"): 2}
+    assert compare([runs]).keys == ("model.activation",)  # one sweep: no sweep column
