@@ -479,31 +479,51 @@ def list_runs(
         print_table(table)
 
 
+BEST_HELP = "Of a folder of runs, the completed run with the best val acc (the default for a sweep's folder)."
+LATEST_HELP = "Of a folder of runs, the newest (the default for a config's folder of runs, runs/NAME)."
+
+
+def _pick(best: bool, latest: bool) -> str | None:
+    if best and latest:
+        fail("--best and --latest pick one run each; give one", 2)
+    return "best" if best else "latest" if latest else None
+
+
 @app.command(cls=Command)
 @user_errors
-def show(run: Path = typer.Argument(..., help="A run folder, or a folder of runs (the latest is shown).")):
+def show(
+    run: Path = typer.Argument(..., help="A run folder, or a folder of runs: a sweep's shows its best run, runs/NAME its latest."),
+    best: bool = typer.Option(False, "--best", help=BEST_HELP),
+    latest: bool = typer.Option(False, "--latest", help=LATEST_HELP),
+):
     """Show a run: config essentials, epochs, and per-layer diagnostics at epoch 0 and the last epoch."""
     from .show import show_run
 
-    show_run(out, run)
+    show_run(out, run, _pick(best, latest))
 
 
 @app.command("eval", cls=Command)
 @user_errors
 def eval_run(
-    run: Path = typer.Argument(..., help="A completed run folder, or a folder of runs (its latest completed run is used)."),
+    run: Path = typer.Argument(..., help="A completed run folder, or a folder of runs: a sweep's best completed run, runs/NAME's latest completed run."),
     split: str = typer.Option("test", "--split", help="test, or val (the validation samples the run held out)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the same input shape and classes (e.g. a mnist run on fashion_mnist), preprocessed as the run's own data."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also draw the confusion matrix to this file (.png, .pdf or .svg)."),
+    best: bool = typer.Option(False, "--best", help=BEST_HELP),
+    latest: bool = typer.Option(False, "--latest", help=LATEST_HELP),
 ):
     """A run's result weights (its selected epoch's) on a split: loss, accuracy, per-class accuracy
     and the confusion matrix."""
     from .evaluation import evaluate_run
-    from .show import resolve_run
+    from .show import choose_run
 
+    pick = _pick(best, latest)
     if output is not None:
         check_figure_output(output, "-o")
-    result = evaluate_run(resolve_run(run, completed=True), split, dataset)
+    chosen_run, chosen = choose_run(run, completed=True, pick=pick)
+    if chosen:
+        err.print(printable(f"evaluating {chosen_run}: {chosen}"), style="dim", markup=False, soft_wrap=True)
+    result = evaluate_run(chosen_run, split, dataset)
     on = result["dataset"] if result["dataset"] == result["trained_on"] else f"{result['dataset']} (trained on {result['trained_on']})"
     out.print(printable(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "
                         f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}"), markup=False, soft_wrap=True)

@@ -31,19 +31,54 @@ LAYER_CAPTION = (
 )
 
 
-def resolve_run(path: str | Path, completed: bool = False) -> Path:
-    """A run folder, or the latest run below a folder of runs; with `completed`, the latest
-    completed one (what `eval` and `plot --boundary` use: only a completed run has result weights)."""
+def resolve_run(path: str | Path, completed: bool = False, pick: str | None = None) -> Path:
+    """The run folder `path` means: a run folder itself; below a folder of runs, the run `pick`
+    names: "best", the completed run with the highest val acc at its selected epoch (what a sweep's
+    folder means by default: its result), or "latest", the newest (what a config's folder of runs,
+    runs/NAME, means by default: the run just trained). With `completed`, only completed runs count
+    (what `eval` and `plot --boundary` use: only a completed run has result weights)."""
+    return choose_run(path, completed, pick)[0]
+
+
+def choose_run(path: str | Path, completed: bool = False, pick: str | None = None) -> tuple[Path, str]:
+    """resolve_run's run, and a line saying which run of how many it is and why ("" for a run
+    folder named as such)."""
+    if pick not in (None, "best", "latest"):
+        raise ValueError(f"pick: best or latest, not {pick!r}")
     runs = find_runs(path)
     if not runs:
         raise ActexpError(f"{path}: no run folder here (a run folder holds summary.json)")
-    if completed and runs != [Path(path)]:  # a run folder named as such speaks for itself (load_run says why not)
+    if runs == [Path(path)]:  # a run folder named as such speaks for itself (load_run says why not)
+        return runs[0], ""
+    if completed or pick == "best" or (pick is None and _is_sweep(runs)):
         done = [run for run in runs if _completed(run)]
         if not done:
-            raise ActexpError(f"{path}: no completed run here ({len(runs)} run folder(s), none completed); "
-                              "only a completed run has result weights (model.pt)")
-        runs = done
-    return runs[-1]
+            raise ActexpError(f"{path}: no completed run here ({len(runs)} run folder(s), none completed)"
+                              + ("; only a completed run has result weights (model.pt)" if completed else ""))
+    pick = pick or ("best" if _is_sweep(runs) else "latest")
+    if len(runs) == 1:
+        return runs[0], ""
+    if pick == "latest":
+        candidates = done if completed else runs
+        return candidates[-1], f"the latest{' completed' if completed else ''} of {len(runs)} runs in {path} (--best for the best)"
+    scored = [(_val_acc(run), run) for run in done]
+    acc, best = max(scored, key=lambda item: item[0])
+    return best, f"the best of {len(runs)} runs in {path} by val acc ({acc:.4f} at its selected epoch; --latest for the newest)"
+
+
+def _is_sweep(runs: list[Path]) -> bool:
+    """Runs of several configs (a sweep's folder, or a whole runs root), not one config's attempts."""
+    return len({run.parent for run in runs}) > 1
+
+
+def _val_acc(run: Path) -> float:
+    from .report import read_run, run_result
+
+    with contextlib.suppress(ActexpError):
+        result = run_result(read_run(run))
+        if result is not None and math.isfinite(result["val_acc"]):
+            return result["val_acc"]
+    return -math.inf
 
 
 def _completed(run: Path) -> bool:
@@ -52,8 +87,10 @@ def _completed(run: Path) -> bool:
     return False
 
 
-def show_run(console: Console, path: str | Path) -> Path:
-    run = resolve_run(path)
+def show_run(console: Console, path: str | Path, pick: str | None = None) -> Path:
+    run, chosen = choose_run(path, pick=pick)
+    if chosen:
+        console.print(printable(f"showing {run}: {chosen}"), style="dim", markup=False, soft_wrap=True)
     summary, records = read_summary(run), read_history(run)
     summary = {**summary, "status": run_status(run, summary)}
     config = read_config(run)

@@ -511,3 +511,18 @@ def test_runs_of_two_sweeps_are_two_rows_and_two_lines(runs, tmp_path):
     assert keys == ["sweep", "model.activation"]
     assert {s.values: s.n for s in series if s.values[1] == "relu"} == {("family", "relu"): 3, ("family_again", "relu"): 2}
     assert compare([runs]).keys == ("model.activation",)  # one sweep: no sweep column
+
+
+def test_show_and_eval_pick_a_sweeps_best_run_or_the_latest(runs):
+    from actexp.show import choose_run, resolve_run
+
+    best, why = choose_run(runs)
+    assert best.parent.name == "activation=sigmoid,seed=0" and "the best of 7 runs" in why and "0.9700" in why
+    newest = max((r for r in runs.rglob("summary.json")), key=lambda p: p.stat().st_mtime).parent
+    assert resolve_run(runs, pick="latest") == newest
+    relu0 = runs / "activation=relu,seed=0"
+    assert choose_run(relu0) == (relu0 / "20240101-000000", "")  # one config's folder, one run: nothing to choose
+    shown = CliRunner().invoke(app, ["show", str(runs)])
+    assert shown.exit_code == 0 and "the best of 7 runs" in shown.output and "activation=sigmoid,seed=0 ·" in shown.output
+    both = CliRunner().invoke(app, ["show", str(runs), "--best", "--latest"])
+    assert both.exit_code == 2 and "give one" in both.output
