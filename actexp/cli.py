@@ -264,6 +264,7 @@ def validate(
                 what = f"sweep {sweep.name}, {len(sweep.runs)} runs: {names}"
             else:
                 what = load_config(path, set_, document=document).name
+                what += _as_swept(path, what, paths)
         except ActexpError as e:
             err.print("error: " + printable(e), soft_wrap=True, markup=False, style="red")
             bad += 1
@@ -271,6 +272,17 @@ def validate(
             out.print(printable(f"ok: {path} ({what})"), markup=False, soft_wrap=True)
     if bad:
         raise typer.Exit(2)
+
+
+def _as_swept(path: Path, name: str, paths: list[Path]) -> str:
+    """Where several configs of one folder are checked (`validate configs/activations/*.yaml`), the
+    name a sweep of that folder gives the run, which is the file's (`tanh`), where the config's own
+    name (`act_tanh`, what `train` files it under) is another."""
+    from .varying import safe_name
+
+    stem = safe_name(path.stem)
+    siblings = sum(1 for p in paths if p.parent == path.parent and p.suffix in (".yaml", ".yml"))
+    return f"; run {stem} in a sweep of {path.parent}" if siblings > 1 and stem != name.split(",")[0] else ""
 
 
 @app.command(cls=Command)

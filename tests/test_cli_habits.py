@@ -266,3 +266,13 @@ def test_short_keys_and_print_config(tmp_path):
     assert wrong.exit_code == 2 and f"override 'train.epoch=3' (applied to {path}): train.epoch: unknown key (did you mean 'epochs'?)" in wrong.output
     unknown = cli("validate", path, "epoch=3")
     assert unknown.exit_code == 2 and "did you mean train.epochs?" in unknown.output
+
+
+def test_validate_says_the_name_a_folder_sweep_gives_a_config():
+    configs = sorted((REPO / "configs/activations").glob("t*.yaml")) + sorted((REPO / "configs/activations").glob("s*.yaml"))
+    result = cli("validate", *configs)
+    assert result.exit_code == 0, result.output
+    tanh = next(line for line in result.output.splitlines() if "tanh.yaml" in line)
+    assert tanh.endswith(f"(act_tanh; run tanh in a sweep of {REPO / 'configs/activations'})")
+    alone = cli("validate", REPO / "configs/activations/tanh.yaml")
+    assert alone.output.strip().endswith("(act_tanh)")  # one file: what train names it
