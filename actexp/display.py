@@ -357,8 +357,10 @@ def runs_by_sweep(rows: list[dict], root) -> list[tuple[Text, Table]]:
     """report.list_runs, compact: a table per sweep folder (the runs trained one by one together),
     the newest sweep first; each row the run's name, its selected epoch, val acc and test acc (never
     cut: names fold first) and when it started; the status column only where some run of the table
-    did not complete. Each table comes with its title line, the sweep folder and its runs' statuses
-    counted (printed whole above the table, a pipe's lines as long as it takes)."""
+    did not complete, and an overrides column only where a run has overrides its name does not say
+    (those that name nothing, as train.device=cpu, or a hand-made summary's). Each table comes with
+    its title line, the sweep folder and its runs' statuses counted (printed whole above the table,
+    a pipe's lines as long as it takes)."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["sweep"], []).append(r)
@@ -369,17 +371,26 @@ def runs_by_sweep(rows: list[dict], root) -> list[tuple[Text, Table]]:
         title = f"{where}: {len(members)} run{'s' * (len(members) != 1)} (" + ", ".join(f"{n} {printable(status)}" for status, n in counts.items()) + ")"
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
         with_status = set(counts) != {"completed"}
+        unnamed = {id(r): _unnamed_overrides(r) for r in members}
         table.add_column("run", overflow="fold")
         if with_status:
             table.add_column("status", no_wrap=True)
         for column in FIGURE_COLUMNS:
             table.add_column(column, justify="right", no_wrap=True)
         table.add_column("started", no_wrap=True)
+        if any(unnamed.values()):
+            table.add_column("overrides", overflow="fold")
         for r in members:
             status = [Text(printable(r["status"]), style=STATUS_STYLES.get(r["status"], ""))] if with_status else []
-            table.add_row(*plain_cells([r["name"], *status, _epoch(r), _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), _short_time(r["started"])]))
+            overrides = [" ".join(unnamed[id(r)])] if any(unnamed.values()) else []
+            table.add_row(*plain_cells([r["name"], *status, _epoch(r), _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), _short_time(r["started"]), *overrides]))
         tables.append((Text(printable(title), style="bold"), table))
     return tables
+
+
+def _unnamed_overrides(r: dict) -> list[str]:
+    """The run's overrides that its name does not already say (`activation=` in `relu_xavier,activation=tanh`)."""
+    return [o for o in r.get("overrides", []) if f"{o.partition('=')[0].rsplit('.', 1)[-1]}=" not in r["name"] or "=" not in o]
 
 
 def _epoch(r: dict) -> str:

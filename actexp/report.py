@@ -462,10 +462,11 @@ RUN_STATUSES = ("completed", "diverged", "failed", "interrupted", "running", "pe
 def list_runs(root: str | Path = "runs", sweep: str | None = None, status: str | None = None, where: list[str] = ()) -> list[dict]:
     """Every run folder below `root` that passes the filters (read_runs), newest first: name, the
     sweep folder it belongs to (`sweep`, relative to `root`; "." for runs trained one by one),
-    status, the selected epoch and its val acc and test acc (completed runs), start, overrides."""
+    status, the selected epoch and its val acc and test acc (completed runs), start, overrides.
+    Without `where` no config.yaml is read (a damaged one does not hide its run from the list)."""
     root = Path(root)
     rows = []
-    for run in read_runs(root, sweep, status, where):
+    for run in read_runs(root, sweep, status, where, configs=bool(where)):
         result = run_result(run) or {}
         rows.append({
             "name": run.summary.get("name", run.dir.parent.name),
@@ -482,17 +483,19 @@ def list_runs(root: str | Path = "runs", sweep: str | None = None, status: str |
     return rows
 
 
-def read_runs(root: str | Path = "runs", sweep: str | None = None, status: str | None = None, where: list[str] = ()) -> list[RunData]:
+def read_runs(root: str | Path = "runs", sweep: str | None = None, status: str | None = None, where: list[str] = (),
+              configs: bool = True) -> list[RunData]:
     """Every run folder below `root` with its config, newest first (damaged ones skipped), keeping
     only the runs of the sweep folder `sweep` (its path below `root` or its name), of `status`, and
     whose config matches every `KEY=VALUE` of `where` (a dotted key or its last part; the value as
     the tables label it: `tanh`, `0.001`, `256x256`). A filter that names nothing these runs have
-    is a ConfigError saying what they have."""
+    is a ConfigError saying what they have. `configs` False: each RunData without its config (none
+    read; `where` needs them)."""
     root = Path(root)
     if status is not None and status not in RUN_STATUSES:
         raise ConfigError(f"--status {status}: choose one of {', '.join(RUN_STATUSES)}")
     conditions = [_condition(item) for item in where]
-    runs = skip_damaged(read_run, find_runs(root))
+    runs = skip_damaged(read_run if configs or conditions else _read_run_without_config, find_runs(root))
     if sweep is not None:
         sweeps = list(dict.fromkeys(sweep_of(run.dir, root) for run in runs))
         wanted = sweep.strip("/")
@@ -512,6 +515,11 @@ def read_runs(root: str | Path = "runs", sweep: str | None = None, status: str |
     if status is not None:
         runs = [run for run in runs if run.status == status]
     return sorted(runs, key=lambda run: str(run.summary.get("started", "")), reverse=True)
+
+
+def _read_run_without_config(folder: Path) -> RunData:
+    summary = read_summary(folder)
+    return RunData(folder, {}, {**summary, "status": run_status(folder, summary)}, read_history(folder))
 
 
 def sweep_of(folder: Path, root: str | Path) -> str:
