@@ -427,12 +427,14 @@ def plot(
         if diag or panel_by or group_by:
             fail("--boundary draws one run's decision regions; drop --diag, --panel-by and --group-by", 2)
         if len(paths) != 1:
-            fail("--boundary draws one run: give one run folder (or a folder of runs: its latest completed run is drawn)", 2)
+            fail("--boundary draws one run: give one run folder (or a folder of runs: a sweep's best completed run is drawn, runs/NAME's latest)", 2)
         from .evaluation import decision_grid
         from .plots import draw_boundary
-        from .show import resolve_run
+        from .show import choose_run
 
-        run = resolve_run(paths[0], completed=True)
+        run, chosen = choose_run(paths[0], completed=True)
+        if chosen:
+            err.print(printable(f"drawing {run}: {chosen}"), style="dim", markup=False, soft_wrap=True)
         grid = decision_grid(run)
         draw_boundary(grid, output, title=f"{run.parent.name} ({run.name})")
         out.print(printable(f"wrote {output} (decision regions of {run}: test accuracy {grid.accuracy:.4f} on {len(grid.labels)} points)"), markup=False, soft_wrap=True)
