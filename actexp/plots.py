@@ -50,7 +50,9 @@ DASHES = ("-", "--", ":", "-.")
 MAX_LABEL = 30  # a longer line label gives way to the run name
 PANELS_PER_ROW = 3
 BAND = "±1 sd"
-UNTRAINED_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.5}  # the epoch-0 note, readable over a line
+# The epoch-0 note sits above a panel's top right corner, outside the data: no corner inside is
+# free of curves for every run (a chance-level accuracy wanders through all of them).
+UNTRAINED_NOTE = {"x": 1.0, "y": 1.01, "ha": "right", "va": "bottom", "fontsize": "x-small", "color": "#555555"}
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class Line:
 class Panel:
     title: str  # "init: he_normal"; "" for the only panel
     lines: tuple[Line, ...]  # legend order: best first
-    untrained: str = ""  # what epoch 0 (not drawn) was: "epoch 0 (before training): 0.05–0.11"
+    untrained: str = ""  # what epoch 0 (not drawn) was: "epoch 0: 0.05–0.11"
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def _untrained(lines: list[Line]) -> str:
     if not values:
         return ""
     low, high = min(values), max(values)
-    return f"epoch 0 (before training): {low:.3g}" + (f"–{high:.3g}" if f"{low:.3g}" != f"{high:.3g}" else "")
+    return f"epoch 0: {low:.3g}" + (f"–{high:.3g}" if f"{low:.3g}" != f"{high:.3g}" else "")
 
 
 def trained_part(epochs, *columns) -> tuple[tuple, ...]:
@@ -265,10 +267,8 @@ def draw_curves(curves: Curves, out: str | Path | None = None):
                     marker="o" if len(epochs) == 1 else None, markersize=4)
             if s.n > 1:
                 ax.fill_between(epochs, low, high, color=line.color, alpha=0.15, linewidth=0)
-        if panel.untrained:  # where the curves are not: above falling losses, below rising accuracies
-            top = curves.metric.endswith("loss")
-            ax.text(0.99, 0.98 if top else 0.02, panel.untrained, transform=ax.transAxes, ha="right", va="top" if top else "bottom",
-                    fontsize="x-small", color="#555555", bbox=UNTRAINED_BOX)
+        if panel.untrained:
+            ax.text(s=panel.untrained, transform=ax.transAxes, **UNTRAINED_NOTE)
         ax.set_title(panel.title if not single else curves.title, fontsize="medium")
         ax.set_xlabel(curves.xlabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -310,7 +310,7 @@ RUN_PANELS = (("loss", "train_loss", "val_loss"), ("accuracy", "train_acc", "val
 def draw_run_curves(records: list[dict], out: str | Path | None = None, title: str = "", selected: int | None = None):
     """One run's curves.png (as Ultralytics' results.png): loss and accuracy, train and val, over
     its trained epochs (from 1), the selected epoch marked; the epoch-0 record (the untrained model,
-    val only) is written in a corner of each panel. Written atomically to `out` (PNG) when given;
+    val only) is written above each panel's top right corner. Written atomically to `out` (PNG) when given;
     returns the matplotlib Figure."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state; works headless
     from matplotlib.ticker import MaxNLocator
@@ -330,9 +330,7 @@ def draw_run_curves(records: list[dict], out: str | Path | None = None, title: s
         # train/val gap of the trained epochs is a few pixels.
         said = [f"{key.split('_')[0]} {untrained[key]:.3g}" for key in keys if untrained is not None and _finite(untrained.get(key))]
         if said:
-            top = name == "loss"  # where the curves are not: above falling losses, below rising accuracies
-            ax.text(0.98, 0.96 if top else 0.04, f"epoch 0 (before training): {', '.join(said)}", transform=ax.transAxes,
-                    ha="right", va="top" if top else "bottom", fontsize="x-small", color="#555555", bbox=UNTRAINED_BOX)
+            ax.text(s=f"epoch 0: {', '.join(said)}", transform=ax.transAxes, **UNTRAINED_NOTE)
         # A fixed title height, few ticks and one legend (the panels share their colours): placing
         # titles, making ticks and legends are most of a draw.
         ax.set_title(name, fontsize="medium", y=1.0)

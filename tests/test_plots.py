@@ -105,7 +105,7 @@ def test_curve_series_average_the_seeds_with_a_one_sd_band_from_epoch_0(runs):
     assert curves.xlabel == "epoch" and curves.ylabel == "validation accuracy"
     assert curves.title == "family  (mean of 1/2/3 runs, band: ±1 sd)"
     # Epoch 0 is data, but not drawn: the panel says what it was.
-    assert curves.panels[0].untrained == f"epoch 0 (before training): {UNTRAINED:.3g}"
+    assert curves.panels[0].untrained == f"epoch 0: {UNTRAINED:.3g}"
     assert describe_curves(collect_runs([runs]), "train_loss").panels[0].untrained == ""
 
 
@@ -335,8 +335,8 @@ def test_a_runs_curves_start_at_epoch_1_and_say_epoch_0():
     loss, accuracy = draw_run_curves(records, selected=8).axes
     assert loss.get_lines()[1].get_xdata()[0] == 1 and loss.get_ylim()[1] < 1.0  # 2.6 does not stretch the axis
     assert accuracy.get_ylim()[0] > 0.5
-    assert [t.get_text() for t in loss.texts] == ["epoch 0 (before training): val 2.6"]
-    assert [t.get_text() for t in accuracy.texts] == ["epoch 0 (before training): val 0.1"]
+    assert [t.get_text() for t in loss.texts] == ["epoch 0: val 2.6"] and [t.get_text() for t in accuracy.texts] == ["epoch 0: val 0.1"]
+    assert all(text.get_position()[1] > 1 for ax in (loss, accuracy) for text in ax.texts)  # above the panel, off the curves
     only_zero = draw_run_curves(records[:1]).axes[0]  # nothing trained yet: epoch 0 is all there is to draw
     assert list(only_zero.get_lines()[0].get_xdata()) == [0]
 
