@@ -121,7 +121,7 @@ def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", 
             ax.set_ylabel(metric)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    # Below the panels: beside them, a long run name in a panel's title ran under the legend.
+    # Below the panels: beside them, a long run name in a panel's title would run under the legend.
     figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 8), fontsize=8, frameon=False)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
