@@ -511,7 +511,7 @@ def read_runs(root: str | Path = "runs", sweep: str | None = None, status: str |
 
             short = list(key_labels(known).values())
             raise ConfigError(f"--where {key}={value}: {key!r} is not a config key of these runs{_did_you_mean(key, known + short)}")
-        runs = [run for run, flat in zip(runs, flats) if any(_label(flat[k]) == value for k in _matching_keys(key, flat))]
+        runs = [run for run, flat in zip(runs, flats) if any(_matches(flat[k], value) for k in _matching_keys(key, flat))]
     if status is not None:
         runs = [run for run in runs if run.status == status]
     return sorted(runs, key=lambda run: str(run.summary.get("started", "")), reverse=True)
@@ -539,8 +539,23 @@ def _matching_keys(key: str, keys) -> list[str]:
     return [k for k in keys if k == key or k.rsplit(".", 1)[-1] == key]
 
 
-def _label(value) -> str:
-    return value_labels([value])[0]
+def _matches(value, wanted: str) -> bool:
+    """A config value against --where's text: as the tables label it (`tanh`, `256x256`), or as the
+    YAML it reads as (`1e-3` is 0.001)."""
+    if value_labels([value])[0] == wanted:
+        return True
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(wanted)
+    except yaml.YAMLError:
+        return False
+    if isinstance(parsed, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            parsed = float(parsed)  # YAML 1.1 reads 1e-3 as a string
+        except ValueError:
+            return False
+    return parsed == value and type(parsed) is not bool or parsed is value
 
 
 RUN_COLUMNS = ("status", "selected_epoch", *RESULT_FIGURES, "wall_seconds")

@@ -429,6 +429,7 @@ def test_runs_are_grouped_by_sweep_and_filtered(runs):
     assert {r["name"] for r in list_runs(root, sweep="family", status="diverged")} == {"activation=tanh,seed=1"}
     assert len(list_runs(root, where=["activation=relu"])) == 3 and len(list_runs(root, sweep="family", where=["model.activation=relu"])) == 3
     assert {r["name"] for r in list_runs(root, where=["seed=2", "activation=tanh"])} == {"activation=tanh,seed=2"}
+    assert len(list_runs(root, where=["hidden=8", "train.epochs=3e0"])) == 8  # as the tables label it, or as YAML reads it
     with pytest.raises(ConfigError, match=r"'activaton' is not a config key.*did you mean 'activation'"):
         list_runs(root, where=["activaton=relu"])
     with pytest.raises(ConfigError, match="sweeps there: family"):
