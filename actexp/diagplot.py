@@ -81,16 +81,18 @@ def diagnostic_panels(run_dirs: Sequence[str | Path], metric: str = "grad_norm",
 
 
 def _log_ticks(ax, values) -> None:
-    """Tick labels a person reads on a log axis: plain numbers (0.2, 0.5, 1, 2), at 1, 2 and 5 of
-    each decade, or at every digit where the values span less than a decade (matplotlib would
-    label one or two ticks there, as 6×10⁻¹)."""
+    """Tick labels a person reads on a log axis, as plain numbers (0.5, 1, 2; 1e-05 where that is
+    shorter): at every digit where the values span less than a decade (matplotlib labels one or two
+    ticks there, as 6×10⁻¹), at 1, 2 and 5 up to three decades, at each power of ten beyond."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     positive = [v for v in values if v > 0 and math.isfinite(v)]
-    narrow = bool(positive) and max(positive) / min(positive) < 10
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10)) if narrow else (1.0, 2.0, 5.0), numticks=12))
+    decades = math.log10(max(positive) / min(positive)) if positive else 0.0
+    subs = tuple(range(1, 10)) if decades < 1 else (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10)), numticks=12) if decades > 3 else NullLocator())
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
 def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", out: str | Path | None = None, sharey: bool = False):
@@ -122,7 +124,7 @@ def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", 
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     # Below the panels: beside them, a long run name in a panel's title would run under the legend.
-    figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 8), fontsize=8, frameon=False)
+    figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 10), fontsize=8, frameon=False)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         save_figure(figure, out, dpi=120)
