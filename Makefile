@@ -1,10 +1,15 @@
-# `make train` and `make test` create .venv on first use.
+# `make train` and `make test` create .venv on first use: `make train` with what training needs
+# (and matplotlib, for each run's curves.png), `make test` adds the dev extras (pytest, Ray, TensorBoard).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
 $(BIN)/actexp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[plot]'
+	touch $@
+
+$(VENV)/dev-installed: $(BIN)/actexp
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
@@ -14,7 +19,7 @@ install: $(BIN)/actexp
 train: $(BIN)/actexp
 	$(BIN)/actexp train configs/relu_xavier.yaml
 
-test: $(BIN)/actexp
+test: $(VENV)/dev-installed
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/actexp

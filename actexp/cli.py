@@ -16,10 +16,23 @@ from rich.console import Console
 
 from .errors import ActexpError, Terminated
 from .runs import RunFolderWarning
+from .terminal import printable
 
 class _FlagsShownAsFlags:
-    """Recent typers show a boolean flag with a value placeholder (`--dry-run <bool>`), as if it took
-    a value; an empty metavar shows it as the bare flag it is (older typers never show one)."""
+    """Help as written. Typer reads help texts as rich markup, where `'actexp[ray]'` and
+    `[xavier_normal, {name: normal, std: 0.1}]` are tags and vanish: every help text is escaped
+    once, here. And recent typers show a boolean flag with a value placeholder (`--dry-run <bool>`),
+    as if it took a value; an empty metavar shows it as the bare flag it is (older typers never show one)."""
+
+    def __init__(self, *args, **kwargs):
+        from rich.markup import escape
+
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = escape(self.help)
+        for param in self.params:
+            if getattr(param, "help", None):
+                param.help = escape(param.help)
 
     def get_params(self, ctx):
         params = super().get_params(ctx)
@@ -90,6 +103,18 @@ def bare_overrides(arguments: list[str], command: str) -> list[str]:
     return list(arguments)
 
 
+def whole_keys(overrides: list[str]) -> list[str]:
+    """The overrides with short keys made whole (config.resolve_overrides: `epochs=3` is
+    `train.epochs=3`), each one resolved said on stderr; the run records the whole key."""
+    from .config import resolve_overrides
+
+    resolved = resolve_overrides(overrides)
+    for given, whole in zip(overrides, resolved):
+        if given != whole:
+            err.print(printable(f"note: {given} is {whole}"), markup=False, soft_wrap=True, style="dim")
+    return resolved
+
+
 def check_figure_output(output: Path, needing: str) -> None:
     """Before any work: matplotlib is installed (exit 1, saying that `needing`, the command or
     option, needs it) and writes the format `output`'s suffix names (exit 2)."""
@@ -112,15 +137,15 @@ def print_table(table) -> None:
 
 
 def fail(message: str, code: int) -> None:
-    err.print("error: " + message, soft_wrap=True, markup=False, style="red")
+    err.print("error: " + printable(message), soft_wrap=True, markup=False, style="red")
     raise typer.Exit(code)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, RunFolderWarning):
-        err.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
+        err.print(f"warning: {printable(message)}", style="yellow", markup=False, soft_wrap=True)
     else:
-        err.print(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), markup=False, soft_wrap=True)
+        err.print(printable(warnings.formatwarning(message, category, filename, lineno, line).rstrip()), markup=False, soft_wrap=True)
 
 
 def user_errors(command):
@@ -154,10 +179,12 @@ def train(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run folder from its last checkpoint; given a config's folder of runs (runs/NAME, or NAME under --runs-dir), its latest resumable run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the final line only."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config (every key, overrides applied) as YAML and exit; trains nothing."),
 ):
     """Train one config; writes runs/<name>/<run id>/ (a run with overrides is named after them:
-    runs/relu_xavier,activation=tanh/)."""
-    from .config import load_config
+    runs/relu_xavier,activation=tanh/). Overrides take dotted keys (train.epochs=3) or, where only
+    one key ends so, its last part (epochs=3)."""
+    from .config import config_to_yaml, load_config
     from .display import TrainingDisplay
 
     if resume:
@@ -169,8 +196,11 @@ def train(
         fail("give a CONFIG file, e.g. `actexp train configs/relu_xavier.yaml`, or --resume RUN_DIR", 2)
     elif is_override(str(config)):
         fail(f"{str(config)!r} is an override; give the CONFIG first: actexp train CONFIG {config}", 2)
-    set_ = [*set_, *bare_overrides(overrides or [], "train")]
+    set_ = whole_keys([*set_, *bare_overrides(overrides or [], "train")])
     cfg = load_config(config, set_)  # its errors before torch is imported
+    if print_config:
+        sys.stdout.write(config_to_yaml(cfg))
+        return
     from .training import train as train_config
 
     display = TrainingDisplay(out, quiet)
@@ -205,7 +235,7 @@ def _resumable(resume: Path, runs_dir: Path) -> Path:
         fail(f"--resume {resume}: not a run folder or a config's folder of runs ({hint}); give runs/<name>/<run id> or runs/<name>", 2)
     run = latest_resumable(resume)
     if run != resume:
-        out.print(f"resuming {run}, the latest resumable run in {resume}", markup=False, soft_wrap=True)
+        out.print(printable(f"resuming {run}, the latest resumable run in {resume}"), markup=False, soft_wrap=True)
     return run
 
 
@@ -221,7 +251,7 @@ def validate(
     from .sweep import load_sweep
 
     paths = [Path(c) for c in configs if not is_override(c)]
-    set_ = [*set_, *filter(is_override, configs)]
+    set_ = whole_keys([*set_, *filter(is_override, configs)])
     if not paths:
         fail("give the CONFIG files to check, then any KEY=VALUE overrides: actexp validate configs/relu_xavier.yaml model.activation=tanh", 2)
     bad = 0
@@ -234,13 +264,25 @@ def validate(
                 what = f"sweep {sweep.name}, {len(sweep.runs)} runs: {names}"
             else:
                 what = load_config(path, set_, document=document).name
+                what += _as_swept(path, what, paths)
         except ActexpError as e:
-            err.print("error: " + str(e), soft_wrap=True, markup=False, style="red")
+            err.print("error: " + printable(e), soft_wrap=True, markup=False, style="red")
             bad += 1
         else:
-            out.print(f"ok: {path} ({what})", markup=False, soft_wrap=True)
+            out.print(printable(f"ok: {path} ({what})"), markup=False, soft_wrap=True)
     if bad:
         raise typer.Exit(2)
+
+
+def _as_swept(path: Path, name: str, paths: list[Path]) -> str:
+    """Where several configs of one folder are checked (`validate configs/activations/*.yaml`), the
+    name a sweep of that folder gives the run, which is the file's (`tanh`), where the config's own
+    name (`act_tanh`, what `train` files it under) is another."""
+    from .varying import safe_name
+
+    stem = safe_name(path.stem)
+    siblings = sum(1 for p in paths if p.parent == path.parent and p.suffix in (".yaml", ".yml"))
+    return f"; run {stem} in a sweep of {path.parent}" if siblings > 1 and stem != name.split(",")[0] else ""
 
 
 @app.command(cls=Command)
@@ -269,7 +311,7 @@ def sweep(
     from .display import SweepDisplay, comparison_table
     from .sweep import load_sweep, parse_grid, parse_seeds, plan_sweep, run_sweep
 
-    set_ = [*set_, *bare_overrides(overrides or [], "sweep")]
+    set_ = whole_keys([*set_, *bare_overrides(overrides or [], "sweep")])
     expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None}
     if backend not in ("local", "ray"):
         fail(f"--backend {backend}: expected local or ray", 2)
@@ -313,7 +355,7 @@ def sweep(
     if result.comparison is not None:
         print_table(comparison_table(result.comparison))
         written = ", ".join(str(result.dir / f) for f in ("summary.md", "summary.csv", "curves.png") if (result.dir / f).exists())
-        out.print(f"written: {written}", markup=False, soft_wrap=True)
+        out.print(printable(f"written: {written}"), markup=False, soft_wrap=True)
     if result.failures:
         names = "; ".join(f"{e['name']} ({e['status']}: {e['error']})" for e in result.failures)
         fail(f"{len(result.failures)} of {len(result.runs)} runs did not complete: {names}", 1)
@@ -326,6 +368,7 @@ def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
 
     from rich.table import Table
 
+    from .display import plain_cells
     from .varying import key_labels
 
     labels = key_labels(list(swept.keys))
@@ -335,7 +378,7 @@ def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
         table.add_column(column)
     for step in steps:
         group = [str(groups.get(step.run.name, ""))] if groups is not None else []
-        table.add_row(step.run.name, *(step.run.labels[k] for k in swept.keys), step.action, *group)
+        table.add_row(*plain_cells([step.run.name, *(step.run.labels[k] for k in swept.keys), step.action, *group]))
     if groups:
         sizes = sorted(Counter(groups.values()).values(), reverse=True)
         table.caption = f"fused: {len(sizes)} tasks (group sizes {', '.join(map(str, sizes))}); a run alone in its group trains solo"
@@ -387,15 +430,17 @@ def plot(
         if diag or panel_by or group_by:
             fail("--boundary draws one run's decision regions; drop --diag, --panel-by and --group-by", 2)
         if len(paths) != 1:
-            fail("--boundary draws one run: give one run folder (or a folder of runs: its latest completed run is drawn)", 2)
+            fail("--boundary draws one run: give one run folder (or a folder of runs: a sweep's best completed run is drawn, runs/NAME's latest)", 2)
         from .evaluation import decision_grid
         from .plots import draw_boundary
-        from .show import resolve_run
+        from .show import choose_run
 
-        run = resolve_run(paths[0], completed=True)
+        run, chosen = choose_run(paths[0], completed=True)
+        if chosen:
+            err.print(printable(f"drawing {run}: {chosen}"), style="dim", markup=False, soft_wrap=True)
         grid = decision_grid(run)
         draw_boundary(grid, output, title=f"{run.parent.name} ({run.name})")
-        out.print(f"wrote {output} (decision regions of {run}: test accuracy {grid.accuracy:.4f} on {len(grid.labels)} points)", markup=False, soft_wrap=True)
+        out.print(printable(f"wrote {output} (decision regions of {run}: test accuracy {grid.accuracy:.4f} on {len(grid.labels)} points)"), markup=False, soft_wrap=True)
         return
     if diag:
         from .diagplot import plot_diagnostics
@@ -420,54 +465,85 @@ def plot(
 @user_errors
 def list_runs(
     root: Path = typer.Argument(Path("runs"), help="Folder to search for run folders."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="Only the runs of this sweep folder (its name, or its path below ROOT)."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only runs of this status: completed, diverged, failed, interrupted, running or pending."),
+    where: List[str] = typer.Option([], "--where", help="Only runs whose config has this value, e.g. --where activation=tanh or --where optim.lr=0.01 (repeatable: all must hold)."),
+    wide: bool = typer.Option(False, "--wide", "-w", help="One table with every column: sweep, name, status, epoch, val acc, test acc, start, overrides, folder."),
     as_csv: bool = typer.Option(False, "--csv", help="Print one CSV row per run instead (the columns of compare's runs.csv)."),
 ):
-    """List runs, newest first: each with its selected epoch's val acc and test acc."""
-    if as_csv:
-        from .report import read_runs, runs_csv
+    """List runs, newest first, a table per sweep: each run's selected epoch with its val acc and
+    test acc. --wide for every column, --csv for a spreadsheet."""
+    from .report import list_runs as find, read_runs, runs_csv
 
-        runs = read_runs(root)
+    if wide and as_csv:
+        fail("--wide and --csv are two forms of the listing; give one", 2)
+    filtered = sweep is not None or status is not None or bool(where)
+    if as_csv:
+        runs = read_runs(root, sweep, status, where)
         if not runs:
-            fail(f"no runs in {root}", 1)
+            fail(f"no runs in {root}" + (" match these filters" if filtered else ""), 1)
         sys.stdout.write(runs_csv(runs, root))
         return
-    from .display import runs_table
-    from .report import list_runs as find
+    from .display import runs_by_sweep, runs_table
 
-    rows = find(root)
+    rows = find(root, sweep, status, where)
     if not rows:
-        fail(f"no runs in {root}", 1)
-    print_table(runs_table(rows))
+        fail(f"no runs in {root}" + (" match these filters" if filtered else ""), 1)
+    if wide:
+        return print_table(runs_table(rows))
+    for i, (title, table) in enumerate(runs_by_sweep(rows, root)):
+        out.print(*(["\n"] if i else []), title, sep="", soft_wrap=not out.is_terminal)
+        print_table(table)
+
+
+BEST_HELP = "Of a folder of runs, the completed run with the best val acc (the default for a sweep's folder)."
+LATEST_HELP = "Of a folder of runs, the newest (the default for a config's folder of runs, runs/NAME)."
+
+
+def _pick(best: bool, latest: bool) -> str | None:
+    if best and latest:
+        fail("--best and --latest pick one run each; give one", 2)
+    return "best" if best else "latest" if latest else None
 
 
 @app.command(cls=Command)
 @user_errors
-def show(run: Path = typer.Argument(..., help="A run folder, or a folder of runs (the latest is shown).")):
+def show(
+    run: Path = typer.Argument(..., help="A run folder, or a folder of runs: a sweep's shows its best run, runs/NAME its latest."),
+    best: bool = typer.Option(False, "--best", help=BEST_HELP),
+    latest: bool = typer.Option(False, "--latest", help=LATEST_HELP),
+):
     """Show a run: config essentials, epochs, and per-layer diagnostics at epoch 0 and the last epoch."""
     from .show import show_run
 
-    show_run(out, run)
+    show_run(out, run, _pick(best, latest))
 
 
 @app.command("eval", cls=Command)
 @user_errors
 def eval_run(
-    run: Path = typer.Argument(..., help="A completed run folder, or a folder of runs (its latest completed run is used)."),
+    run: Path = typer.Argument(..., help="A completed run folder, or a folder of runs: a sweep's best completed run, runs/NAME's latest completed run."),
     split: str = typer.Option("test", "--split", help="test, or val (the validation samples the run held out)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the same input shape and classes (e.g. a mnist run on fashion_mnist), preprocessed as the run's own data."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also draw the confusion matrix to this file (.png, .pdf or .svg)."),
+    best: bool = typer.Option(False, "--best", help=BEST_HELP),
+    latest: bool = typer.Option(False, "--latest", help=LATEST_HELP),
 ):
     """A run's result weights (its selected epoch's) on a split: loss, accuracy, per-class accuracy
     and the confusion matrix."""
     from .evaluation import evaluate_run
-    from .show import resolve_run
+    from .show import choose_run
 
+    pick = _pick(best, latest)
     if output is not None:
         check_figure_output(output, "-o")
-    result = evaluate_run(resolve_run(run, completed=True), split, dataset)
+    chosen_run, chosen = choose_run(run, completed=True, pick=pick)
+    if chosen:
+        err.print(printable(f"evaluating {chosen_run}: {chosen}"), style="dim", markup=False, soft_wrap=True)
+    result = evaluate_run(chosen_run, split, dataset)
     on = result["dataset"] if result["dataset"] == result["trained_on"] else f"{result['dataset']} (trained on {result['trained_on']})"
-    out.print(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "
-              f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}", markup=False, soft_wrap=True)
+    out.print(printable(f"{result['run']}: epoch {result['epoch']}'s weights on {on} {result['split']}, {result['n']} samples: "
+                        f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}"), markup=False, soft_wrap=True)
     for table in _eval_tables(result):
         print_table(table)
     if output is not None:
@@ -481,7 +557,9 @@ def _eval_tables(result: dict) -> list:
     """Per-class accuracy (with the class each is most often mistaken for) and, for up to 20
     classes, the confusion matrix."""
     from rich.table import Table
+    from rich.text import Text
 
+    from .display import plain_cells
     from .evaluation import MAX_TABLE_CLASSES
 
     names = result["classes"]
@@ -491,16 +569,16 @@ def _eval_tables(result: dict) -> list:
     for row in result["per_class"]:
         confused = f"{names[row['confused_with']]} ({row['confused_count']})" if row["confused_with"] is not None else ""
         accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
-        per_class.add_row(row["name"], str(row["n"]), accuracy, confused)
+        per_class.add_row(*plain_cells([row["name"], str(row["n"]), accuracy, confused]))
     if len(names) > MAX_TABLE_CLASSES:
         per_class.caption = f"confusion matrix: {len(names)} × {len(names)}, drawn with -o cm.png"
         return [per_class]
     confusion = Table(title="confusion matrix", title_justify="left")
     confusion.add_column("true \\ predicted")
     for name in names:
-        confusion.add_column(name, justify="right")
+        confusion.add_column(Text(printable(name)), justify="right")
     for name, counts in zip(names, result["confusion"]):
-        confusion.add_row(name, *(str(c) if c else "·" for c in counts))
+        confusion.add_row(*plain_cells([name, *(str(c) if c else "·" for c in counts)]))
     return [per_class, confusion]
 
 

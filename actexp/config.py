@@ -200,6 +200,8 @@ def load_config(path: str | Path, overrides: list[str] = (), *, rename: bool = T
     raw.setdefault("name", path.stem)
     try:
         return config_with_overrides(raw, overrides, rename)
+    except OverrideError as e:
+        raise e.applied_to(_shown_path(path)) from None
     except ConfigError as e:
         raise ConfigError(f"{_shown_path(path)}: {e}") from None
     except RecursionError:  # read_yaml bounds the nesting; this is the last resort
@@ -208,13 +210,95 @@ def load_config(path: str | Path, overrides: list[str] = (), *, rename: bool = T
 
 def config_with_overrides(raw: Mapping, overrides: list[str], rename: bool = True) -> Config:
     """A config mapping with `key=value` overrides applied, validated, and (`rename`) named after
-    them (varying.override_name: `relu_xavier,activation=tanh`)."""
+    them (varying.override_name: `relu_xavier,activation=tanh`). A short key is resolved first
+    (resolve_overrides: `epochs=3` is `train.epochs=3`). A problem an override causes is an
+    OverrideError naming the override, not the file."""
+    overrides = resolve_overrides(overrides)
     applied = apply_overrides(dict(raw), overrides)
     if rename and overrides and isinstance(applied.get("name", "experiment"), str):  # another type: the validator names it
         from .varying import override_name
 
         applied["name"] = override_name(applied.get("name", "experiment"), overrides)
-    return config_from_dict(applied)
+    try:
+        return config_from_dict(applied)
+    except ConfigError as e:
+        culprit = _override_at_fault(str(e), overrides)
+        if culprit is None:
+            raise
+        raise OverrideError(f"override {_shown(culprit)}", str(e)) from None
+
+
+class OverrideError(ConfigError):
+    """A ConfigError that a KEY=VALUE override caused: the message starts with the override
+    (`label`, e.g. "override 'train.epoch=3'"), then what is wrong (`detail`); load_config adds
+    the file it was applied to after the override, so the file is not taken for the culprit."""
+
+    def __init__(self, label: str, detail: str):
+        super().__init__(f"{label}: {detail}")
+        self.label, self.detail = label, detail
+
+    def applied_to(self, where: str) -> "OverrideError":
+        return OverrideError(f"{self.label} (applied to {where})", self.detail)
+
+
+# Keys an override may set besides the fields: model.hidden as depth and width.
+EXTRA_KEYS = ("model.depth", "model.width")
+
+
+def config_keys() -> list[str]:
+    """Every dotted key of the config, in config order: each section and field (the early stopping
+    ones below train.early_stopping), and model.depth and model.width."""
+    keys = []
+
+    def walk(cls, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            inner = [t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if dataclasses.is_dataclass(t)]
+            if inner and inner[0] is not Component:
+                keys.append(prefix + f.name)  # a section is set whole too (model={...}; early_stopping: true)
+                walk(inner[0], f"{prefix}{f.name}.")
+            else:
+                keys.append(prefix + f.name)
+
+    walk(Config, "")
+    return keys + list(EXTRA_KEYS)
+
+
+def resolve_overrides(overrides) -> list[str]:
+    """The overrides with each short key made whole, as Ultralytics users type them: a key that is
+    not a config key but the last part of exactly one (`epochs`, `lr`, `patience`) becomes that key
+    (`train.epochs=3`); other keys are kept as given. A short key that is the last part of no key,
+    or of several, is an OverrideError suggesting the dotted keys."""
+    keys = config_keys()
+    resolved = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or "." in key or key in keys:
+            resolved.append(item)
+            continue
+        matches = [k for k in keys if k.rsplit(".", 1)[-1] == key]
+        if len(matches) == 1:
+            resolved.append(f"{matches[0]}={value}")
+        elif matches:
+            raise OverrideError(f"override {_shown(item)}", f"{_shown(key)} is the last part of {' and '.join(matches)}; give the whole key")
+        else:
+            close = difflib.get_close_matches(key, keys + [k.rsplit(".", 1)[-1] for k in keys], n=1, cutoff=0.6)
+            whole = [k for k in keys if close and close[0] in (k, k.rsplit(".", 1)[-1])][:1]
+            hint = f" (did you mean {whole[0]}?)" if whole else ""
+            raise OverrideError(f"override {_shown(item)}", f"no config key {_shown(key)}{hint}; keys are dotted, e.g. train.epochs=3, optim.lr=0.01")
+    return resolved
+
+
+def _override_at_fault(message: str, overrides: list[str]) -> str | None:
+    """The override whose key the error's dotted path is, lies below or above (the path is what
+    the message starts with), if any."""
+    path = message.split(":", 1)[0].strip()
+    for item in reversed(overrides):  # a key given twice: its last value is the one applied
+        key = item.partition("=")[0].strip()
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            return item
+    return None
 
 
 def read_yaml(path: Path):
@@ -325,10 +409,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set optim.lr=0.01")
+            raise OverrideError(f"--set {_shown(item)}", "expected KEY=VALUE, e.g. --set optim.lr=0.01")
         parts = key.strip().split(".")
         if not all(parts):
-            raise ConfigError(f"--set {_shown(item)}: {_shown(key.strip())} has an empty part between dots; expected a dotted key like optim.lr")
+            raise OverrideError(f"--set {_shown(item)}", f"{_shown(key.strip())} has an empty part between dots; expected a dotted key like optim.lr")
         try:
             value = _load_yaml(text, f"--set {_shown(item)}")
         except (yaml.YAMLError, ValueError, OverflowError):  # not a YAML value: the text as it is

@@ -546,6 +546,10 @@ def _import_cifar100(folder: Path) -> dict[str, bytes]:
     if archive.is_file():
         where = {filename: f"{archive} (cifar-100-python/{filename})" for filename in info.files}
     else:
+        present = _present(folder, info.files)
+        if not present:  # the archive is what users download: name it, not the files inside it
+            raise DatasetMissing(f"{folder}: no {CIFAR_ARCHIVE} here (nor its extracted {', '.join(info.files)}); "
+                                 f"download {CIFAR_ARCHIVE} from https://www.cs.toronto.edu/~kriz/cifar.html and import the folder holding it")
         where = {filename: _find(folder, filename) for filename in info.files}
     with _advice(f"import the original {CIFAR_ARCHIVE} or its extracted files"):
         if archive.is_file():

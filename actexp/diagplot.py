@@ -80,6 +80,21 @@ def diagnostic_panels(run_dirs: Sequence[str | Path], metric: str = "grad_norm",
     return panels
 
 
+def _log_ticks(ax, values) -> None:
+    """Tick labels a person reads on a log axis, as plain numbers (0.5, 1, 2; 1e-05 where that is
+    shorter): at every digit where the values span less than a decade (matplotlib labels one or two
+    ticks there, as 6×10⁻¹), at 1, 2 and 5 up to three decades, at each power of ten beyond."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    decades = math.log10(max(positive) / min(positive)) if positive else 0.0
+    subs = tuple(range(1, 10)) if decades < 1 else (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10)), numticks=12) if decades > 3 else NullLocator())
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", out: str | Path | None = None, sharey: bool = False):
     """One panel per run, one line per layer of `metric` over epochs (log scale for gradient
     figures); with `sharey` one y scale for all panels. Saved to `out` (format from its suffix:
@@ -100,6 +115,7 @@ def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", 
             legend.setdefault(line.label, drawn)
         if panel.log:
             ax.set_yscale("log")
+            _log_ticks(ax, [v for line in panel.lines for v in line.values])
         ax.set_title(panel.title, fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0: before training)")
@@ -107,7 +123,8 @@ def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", 
             ax.set_ylabel(metric)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    figure.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8)
+    # Below the panels: beside them, a long run name in a panel's title would run under the legend.
+    figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 10), fontsize=8, frameon=False)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         save_figure(figure, out, dpi=120)

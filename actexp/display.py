@@ -14,7 +14,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
+
+from .terminal import printable, printable_lines
 
 
 class TrainingDisplay:
@@ -35,12 +38,12 @@ class TrainingDisplay:
         if self.quiet:
             return
         self.console.print(
-            f"[bold]{config.name}[/] → {info['dir']}  ({summary['data']['dataset']}: {summary['data']['n_train']} train / "
+            f"[bold]{escape(printable(config.name))}[/] → {escape(printable(info['dir']))}  ({summary['data']['dataset']}: {summary['data']['n_train']} train / "
             f"{summary['data']['n_val']} val / {summary['data']['n_test']} test, {summary['n_params']:,} parameters, {summary['device']})",
             soft_wrap=True,
         )
         for note in summary.get("notes", []):
-            self.console.print(f"note: {note}", style="yellow", markup=False, soft_wrap=True)
+            self.console.print(f"note: {printable(note)}", style="yellow", markup=False, soft_wrap=True)
         if not self.console.is_terminal:
             return  # logs get the per-epoch lines, not bar redraws
         self.bar = Progress(
@@ -78,9 +81,9 @@ class TrainingDisplay:
         if s["status"] == "completed":
             stopped = stopping_words(s)
             result = f"{stopped}; result: {result_words(s)}" if stopped else result_words(s)
-            self.console.print(f"[green]completed[/] in {s['wall_seconds']:.1f}s: {result} → {info['dir']}", soft_wrap=True)
+            self.console.print(f"[green]completed[/] in {s['wall_seconds']:.1f}s: {escape(printable(result))} → {escape(printable(info['dir']))}", soft_wrap=True)
         for warning in s.get("warnings", []):
-            self.console.print(f"warning: {warning}", style="yellow", markup=False, soft_wrap=True)
+            self.console.print(f"warning: {printable(warning)}", style="yellow", markup=False, soft_wrap=True)
 
     def close(self):
         if self.bar is not None:
@@ -169,11 +172,11 @@ class SweepDisplay:
             self.rows[step.run.name] = _RunRow(step.run.name, step.entry["status"] if skipped else "pending", "earlier" if skipped else "")
         actions = Counter(step.action for step in steps)
         todo = ", ".join(f"{n} {ACTION_WORDS[action]}" for action, n in actions.items())
-        self.console.print(f"[bold]sweep {info['sweep'].name}[/]: {len(steps)} runs ({todo}) → {info['dir']}, {self.jobs} job(s)", soft_wrap=True)
+        self.console.print(f"[bold]sweep {escape(printable(info['sweep'].name))}[/]: {len(steps)} runs ({todo}) → {escape(printable(info['dir']))}, {self.jobs} job(s)", soft_wrap=True)
         removed = info["removed"]
         if removed:
             names = ", ".join(e["name"] for e in removed[:5]) + (", …" if len(removed) > 5 else "")
-            self.console.print(f"note: {len(removed)} run(s) in the ledger are no longer in this sweep and were left alone: {names}", markup=False, soft_wrap=True)
+            self.console.print(f"note: {len(removed)} run(s) in the ledger are no longer in this sweep and were left alone: {printable(names)}", markup=False, soft_wrap=True)
         if self.console.is_terminal and not self.quiet and actions.get("skip", 0) < len(steps):
             self.live = Live(self, console=self.console, refresh_per_second=4)
             self.live.start()
@@ -199,7 +202,7 @@ class SweepDisplay:
             facts.append(f"{row.elapsed():.1f}s")
             error = f": {row.error}" if row.status in ("failed", "diverged") else ""
             self.console.print(
-                f"[{done}/{todo}] {row.name} {row.status}{error} ({', '.join(facts)})",
+                printable(f"[{done}/{todo}] {row.name} {row.status}{error} ({', '.join(facts)})"),
                 markup=False, soft_wrap=True, style=STATUS_STYLES.get(row.status),
             )
 
@@ -215,7 +218,7 @@ class SweepDisplay:
         for r in shown:
             status = f"{r.status} (earlier)" if r.note else r.status
             table.add_row(
-                Text(r.name), Text(status, style=STATUS_STYLES.get(r.status, "")),
+                Text(printable(r.name)), Text(printable(status), style=STATUS_STYLES.get(r.status, "")),
                 f"{r.epoch}/{r.epochs}" if r.epochs else "", "" if math.isnan(r.val_acc) else f"{r.val_acc:.4f}",
                 _duration(r.elapsed()) if r.started else "", _duration(r.eta()),
             )
@@ -286,7 +289,7 @@ class _ComparisonView:
                 table.add_column(header[i], justify="left" if label or metric <= i < ranking else "right", no_wrap=not label, overflow="fold")
             for r, cells in enumerate(rows):
                 best = r == 0 and c.rows[0].metric.n > 0
-                table.add_row(*_plain(cells[i] for i in columns), style="bold green" if best else None)
+                table.add_row(*plain_cells((cells[i] for i in columns), lines=True), style="bold green" if best else None)
             tables.append(table)
         return tables
 
@@ -306,7 +309,7 @@ class _ComparisonView:
             yield table
         notes = comparison_notes(self.comparison)
         if notes:
-            yield Text("\n" + "\n".join(notes))
+            yield Text("\n" + "\n".join(map(printable, notes)))
 
     def __rich_measure__(self, console: Console, options):
         from rich.measure import Measurement
@@ -320,26 +323,83 @@ def _width(console: Console, table: Table) -> int:
     return console.measure(table, options=console.options.update_width(10_000)).maximum
 
 
-def _plain(cells) -> list:
+def plain_cells(cells, lines: bool = False) -> list:
     """Table cells as plain text: strings read from run folders (names, dates, overrides) are data,
-    never rich markup (a summary.json holding "[/bad]" would stop the whole table)."""
-    return [Text(cell) if isinstance(cell, str) else cell for cell in cells]
+    never rich markup (a summary.json holding "[/bad]" would stop the whole table), and their
+    control characters are shown escaped (terminal.printable). `lines`: the cells' own line breaks
+    are meant (report.comparison_cells stacks a figure over its interval; its labels are made
+    printable there)."""
+    clean = printable_lines if lines else printable
+    return [Text(clean(cell)) if isinstance(cell, str) else cell for cell in cells]
 
 
 def runs_table(rows: list[dict]) -> Table:
-    """report.list_runs as a table: each run's result is its selected epoch (val acc, test acc)."""
+    """report.list_runs as one wide table, every column: each run's sweep folder, name, status,
+    selected epoch, its val acc and test acc, start, overrides (where any run has them), folder."""
     table = Table(box=box.SIMPLE_HEAD)
     overrides = any(r.get("overrides") for r in rows)
-    columns = ("name", "status", "epoch", "val acc", "test acc", "started", *(["overrides"] if overrides else []), "folder")
+    columns = ("sweep", "name", "status", "epoch", "val acc", "test acc", "started", *(["overrides"] if overrides else []), "folder")
     for column in columns:
-        table.add_column(column, justify="right" if column in ("epoch", "val acc", "test acc") else "left")
+        table.add_column(column, justify="right" if column in FIGURE_COLUMNS else "left", no_wrap=column in FIGURE_COLUMNS, overflow="fold")
     for r in rows:
-        table.add_row(*_plain([
-            r["name"], Text(r["status"], style=STATUS_STYLES.get(r["status"], "")), "" if r["selected_epoch"] is None else str(r["selected_epoch"]),
+        table.add_row(*plain_cells([
+            r["sweep"], r["name"], Text(printable(r["status"]), style=STATUS_STYLES.get(r["status"], "")), _epoch(r),
             _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), r["started"].replace("T", " "),
             *([" ".join(r.get("overrides", []))] if overrides else []), r["folder"],
         ]))
     return table
+
+
+FIGURE_COLUMNS = ("epoch", "val acc", "test acc")
+
+
+def runs_by_sweep(rows: list[dict], root) -> list[tuple[Text, Table]]:
+    """report.list_runs, compact: a table per sweep folder (the runs trained one by one together),
+    the newest sweep first; each row the run's name, its selected epoch, val acc and test acc (never
+    cut: names fold first) and when it started; the status column only where some run of the table
+    did not complete, and an overrides column only where a run has overrides its name does not say
+    (those that name nothing, as train.device=cpu, or a hand-made summary's). Each table comes with
+    its title line, the sweep folder and its runs' statuses counted (printed whole above the table,
+    a pipe's lines as long as it takes)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["sweep"], []).append(r)
+    tables = []
+    for sweep, members in groups.items():
+        counts = Counter(r["status"] for r in members)
+        where = f"{root}" if sweep == "." else f"{root}/{sweep}"
+        title = f"{where}: {len(members)} run{'s' * (len(members) != 1)} (" + ", ".join(f"{n} {printable(status)}" for status, n in counts.items()) + ")"
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        with_status = set(counts) != {"completed"}
+        unnamed = {id(r): _unnamed_overrides(r) for r in members}
+        table.add_column("run", overflow="fold")
+        if with_status:
+            table.add_column("status", no_wrap=True)
+        for column in FIGURE_COLUMNS:
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("started", no_wrap=True)
+        if any(unnamed.values()):
+            table.add_column("overrides", overflow="fold")
+        for r in members:
+            status = [Text(printable(r["status"]), style=STATUS_STYLES.get(r["status"], ""))] if with_status else []
+            overrides = [" ".join(unnamed[id(r)])] if any(unnamed.values()) else []
+            table.add_row(*plain_cells([r["name"], *status, _epoch(r), _accuracy(r["val_acc"]), _accuracy(r["test_acc"]), _short_time(r["started"]), *overrides]))
+        tables.append((Text(printable(title), style="bold"), table))
+    return tables
+
+
+def _unnamed_overrides(r: dict) -> list[str]:
+    """The run's overrides that its name does not already say (`activation=` in `relu_xavier,activation=tanh`)."""
+    return [o for o in r.get("overrides", []) if f"{o.partition('=')[0].rsplit('.', 1)[-1]}=" not in r["name"] or "=" not in o]
+
+
+def _epoch(r: dict) -> str:
+    return "" if r["selected_epoch"] is None else str(r["selected_epoch"])
+
+
+def _short_time(started: str) -> str:
+    """`2026-12-07T11:20:31.5` as `2026-12-07 11:20`: minutes tell runs apart in a listing."""
+    return started.replace("T", " ")[:16]
 
 
 def _accuracy(x) -> str:

@@ -11,15 +11,18 @@ The rules:
   other; the key with more values gives the lines (on a tie, the first in config order), and
   `panel_by` names the panel key instead. Otherwise, or when a panel would hold a single line (runs
   that are not a grid), one panel. Panels share their y-axis.
-- Colours: tab10's ten hues, given to the lines' labels in first-seen order, so `relu` has one
-  colour in every panel; past ten labels the hues come round again dashed, dotted, dash-dotted.
+- Colours: twenty hues (tab10's solid, then ten more, dashed), given to the lines' labels in
+  first-seen order, so `relu` has one colour in every panel; past twenty labels the hues come
+  round again dotted, then dash-dotted.
 - Legend: best first, ranked as `actexp compare --metric METRIC` ranks (the mean over seeds of each
   run's best epoch); lines without a completed run last; lr has no better, it keeps config order.
 - Labels: the values of the line keys (`relu`), or, when those are unreadable (more than two keys
   or a label over 30 characters, as for runs trained separately from different configs), the
   runs' name.
-- Epoch 0, the untrained model (recorded with diagnostics, for val_loss and val_acc), starts the
-  line, marked with a hollow circle.
+- Epoch 0, the untrained model (recorded with diagnostics, for val_loss and val_acc), is not drawn:
+  its chance-level figure would stretch the y-axis until the trained epochs are a few pixels
+  apart. The axes start at epoch 1, and each panel says what epoch 0 was (`Panel.untrained`).
+- Title: the sweep's name (the folder's, where one folder is plotted) and what the lines average.
 
 The other pictures of one run are here too: its curves.png, its confusion matrix (`actexp eval -o`)
 and its decision regions (`actexp plot --boundary`). Every figure is written atomically (save_figure).
@@ -37,12 +40,19 @@ from .report import METRIC_NAMES, PLOT_METRICS, RunData, collect_runs, group_run
 from .runs import FAILURES, read_history, read_summary
 from .varying import key_labels, varying_keys
 
-# matplotlib's tab10 (its default colour cycle): ten hues told apart at a glance.
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+# matplotlib's tab10 (its default colour cycle), then ten more hues, the most distinct from tab10
+# and from each other first: a sweep of 13 activations gets 13 colours, none repeated. The extra
+# ten are drawn dashed too (DASHES[1]), so that a gold line is not taken for tab10's olive.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+           "#000000", "#000080", "#ff00ff", "#008080", "#800000", "#e6b800", "#556b2f", "#fa8072", "#00c957", "#7b68ee")
+BASE_HUES = 10
 DASHES = ("-", "--", ":", "-.")
 MAX_LABEL = 30  # a longer line label gives way to the run name
 PANELS_PER_ROW = 3
 BAND = "±1 sd"
+# The epoch-0 note sits above a panel's top right corner, outside the data: no corner inside is
+# free of curves for every run (a chance-level accuracy wanders through all of them).
+UNTRAINED_NOTE = {"x": 1.0, "y": 1.01, "ha": "right", "va": "bottom", "fontsize": "x-small", "color": "#555555"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class Line:
 class Panel:
     title: str  # "init: he_normal"; "" for the only panel
     lines: tuple[Line, ...]  # legend order: best first
+    untrained: str = ""  # what epoch 0 (not drawn) was: "epoch 0: 0.05–0.11"
 
 
 @dataclass(frozen=True)
@@ -142,28 +153,44 @@ def layout_curves(keys: list[str], series: list[Series], metric: str, panel_by: 
     styles = dict(zip(identities, line_styles(len(identities))))
     lines = [Line(name, *styles[name], s) for name, s in zip(names, series)]
     panel_values = list(dict.fromkeys(s.values[panel] for s in series)) if panel is not None else [None]
-    panels = tuple(
-        Panel("" if value is None else f"{labels[keys[panel]]}: {value}",
-              _ranked([line for line in lines if value is None or line.series.values[panel] == value], metric))
-        for value in panel_values
-    )
+    panels = []
+    for value in panel_values:
+        members = [line for line in lines if value is None or line.series.values[panel] == value]
+        panels.append(Panel("" if value is None else f"{labels[keys[panel]]}: {value}", _ranked(members, metric), _untrained(members)))
+    panels = tuple(panels)
     runs_per_line = sorted({s.n for s in series})
     if runs_per_line and runs_per_line[-1] > 1:
         title = f"{title}  (mean of {'/'.join(map(str, runs_per_line))} runs, band: {BAND})".strip()
-    starts_at_zero = any(s.epochs[0] == 0 for s in series)
     return Curves(
         metric,
         title,
-        "epoch (0: before training)" if starts_at_zero else "epoch",
+        "epoch",
         METRIC_NAMES[metric],
         "run" if by_name else ", ".join(labels[keys[i]] for i in line_keys),
         panels,
     )
 
 
+def _untrained(lines: list[Line]) -> str:
+    """What the lines were at epoch 0, in words: one figure, or the range over the lines."""
+    values = [line.series.mean[0] for line in lines if line.series.epochs[0] == 0 and len(line.series.epochs) > 1]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    return f"epoch 0: {low:.3g}" + (f"–{high:.3g}" if f"{low:.3g}" != f"{high:.3g}" else "")
+
+
+def trained_part(epochs, *columns) -> tuple[tuple, ...]:
+    """epochs and the columns beside them from epoch 1 on (all of them where nothing else was
+    recorded): what a learning-curve figure draws."""
+    start = 1 if epochs and epochs[0] == 0 and len(epochs) > 1 else 0
+    return tuple(tuple(c[start:]) for c in (epochs, *columns))
+
+
 def line_styles(n: int) -> list[tuple[str, str]]:
-    """(colour, line style) for n lines, all different: the ten hues solid, then again dashed, ..."""
-    return [(PALETTE[i % len(PALETTE)], DASHES[i // len(PALETTE) % len(DASHES)]) for i in range(n)]
+    """(colour, line style) for n lines, all different: tab10's hues solid, the ten more dashed;
+    past twenty the hues come round again, dotted, then dash-dotted, ..."""
+    return [(PALETTE[i % len(PALETTE)], DASHES[(i // BASE_HUES) % len(DASHES)]) for i in range(n)]
 
 
 def _panel_key(series: list[Series]) -> int | None:
@@ -235,10 +262,13 @@ def draw_curves(curves: Curves, out: str | Path | None = None):
     for i, (ax, panel) in enumerate(zip(axes, curves.panels)):
         for line in panel.lines:
             s = line.series
-            ax.plot(s.epochs, s.mean, color=line.color, linestyle=line.style, linewidth=1.6, label=line.label,
-                    marker="o", markevery=[0] if s.epochs[0] == 0 else [], markersize=4, markerfacecolor="white")
+            epochs, mean, low, high = trained_part(s.epochs, s.mean, s.low, s.high)
+            ax.plot(epochs, mean, color=line.color, linestyle=line.style, linewidth=1.6, label=line.label,
+                    marker="o" if len(epochs) == 1 else None, markersize=4)
             if s.n > 1:
-                ax.fill_between(s.epochs, s.low, s.high, color=line.color, alpha=0.15, linewidth=0)
+                ax.fill_between(epochs, low, high, color=line.color, alpha=0.15, linewidth=0)
+        if panel.untrained:
+            ax.text(s=panel.untrained, transform=ax.transAxes, **UNTRAINED_NOTE)
         ax.set_title(panel.title if not single else curves.title, fontsize="medium")
         ax.set_xlabel(curves.xlabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -246,11 +276,9 @@ def draw_curves(curves: Curves, out: str | Path | None = None):
             ax.set_ylabel(curves.ylabel)
         ax.grid(alpha=0.3)
         if single:
-            legend = ax.legend(title=curves.legend_title or None, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+            ax.legend(title=curves.legend_title or None, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         else:
-            legend = ax.legend(title=curves.legend_title or None, fontsize="x-small", title_fontsize="small", loc="best", framealpha=0.8)
-        for handle in legend.legend_handles:
-            handle.set_marker("")  # the epoch-0 marker is not the line's symbol
+            ax.legend(title=curves.legend_title or None, fontsize="x-small", title_fontsize="small", loc="best", framealpha=0.8)
     for ax in axes[len(curves.panels):]:
         ax.set_visible(False)
     if not single and curves.title:
@@ -263,8 +291,12 @@ def draw_curves(curves: Curves, out: str | Path | None = None):
 
 def plot(paths, out: str | Path, metric: str = "val_acc", group_by: list[str] | None = None, title: str = "",
          panel_by: str | None = None) -> tuple[Path, Curves]:
-    """Learning curves of the runs at `paths`, saved at `out` (PNG, PDF, SVG, ... by its suffix).
+    """Learning curves of the runs at `paths`, saved at `out` (PNG, PDF, SVG, ... by its suffix),
+    titled `title` (default: the folder's name, where one folder is given: the sweep's).
     Returns the path and what was drawn."""
+    paths = list(paths)
+    if not title and len(paths) == 1:
+        title = Path(paths[0]).resolve().name
     curves = describe_curves(collect_runs(paths), metric, group_by, panel_by, title)
     draw_curves(curves, out)
     return Path(out), curves
@@ -277,22 +309,30 @@ RUN_PANELS = (("loss", "train_loss", "val_loss"), ("accuracy", "train_acc", "val
 
 def draw_run_curves(records: list[dict], out: str | Path | None = None, title: str = "", selected: int | None = None):
     """One run's curves.png (as Ultralytics' results.png): loss and accuracy, train and val, over
-    its epochs, the selected epoch marked. The epoch-0 record (the untrained model, val only) starts
-    the val lines. Written atomically to `out` (PNG) when given; returns the matplotlib Figure."""
+    its trained epochs (from 1), the selected epoch marked; the epoch-0 record (the untrained model,
+    val only) is written above each panel's top right corner. Written atomically to `out` (PNG) when given;
+    returns the matplotlib Figure."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state; works headless
     from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(9, 3.4), dpi=100)
     axes = figure.subplots(1, 2)
+    trained = [r for r in records if r["epoch"] >= 1] or records
+    untrained = next((r for r in records if r["epoch"] == 0), None) if trained is not records else None
     for ax, (name, *keys) in zip(axes, RUN_PANELS):
         for key, color in zip(keys, PALETTE):
-            points = [(r["epoch"], r[key]) for r in records if _finite(r.get(key))]
+            points = [(r["epoch"], r[key]) for r in trained if _finite(r.get(key))]
             if points:
                 ax.plot(*zip(*points), color=color, linewidth=1.6, label=key.split("_")[0], marker="o" if len(points) == 1 else None)
         if selected is not None:
             ax.axvline(selected, color="#7f7f7f", linestyle=":", linewidth=1, label=f"selected (epoch {selected})")
+        # Epoch 0 (chance level) is said, not drawn: drawn, it stretches the axis until the
+        # train/val gap of the trained epochs is a few pixels.
+        said = [f"{key.split('_')[0]} {untrained[key]:.3g}" for key in keys if untrained is not None and _finite(untrained.get(key))]
+        if said:
+            ax.text(s=f"epoch 0: {', '.join(said)}", transform=ax.transAxes, **UNTRAINED_NOTE)
         # A fixed title height, few ticks and one legend (the panels share their colours): placing
-        # titles, making ticks and legends are most of a draw (77 ms a 15-epoch figure here before, 62 after).
+        # titles, making ticks and legends are most of a draw.
         ax.set_title(name, fontsize="medium", y=1.0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
@@ -401,7 +441,9 @@ def draw_boundary(grid: DecisionGrid, out: str | Path | None = None, title: str 
     ax.set_xlabel("x₁")
     ax.set_ylabel("x₂")
     ax.set_title(f"{title}  (accuracy {grid.accuracy:.4f})".strip(), fontsize="medium")
-    ax.legend(fontsize="small", loc="upper right", framealpha=0.8, title="points: true class; shade: predicted", title_fontsize="x-small")
+    # Below the axes: inside, the legend hides the points of whichever class lies under it.
+    figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(k, 6), fontsize="small", frameon=False,
+                  title="points: true class; shade: predicted class", title_fontsize="x-small")
     if out is not None:
         save_figure(figure, out)
     return figure

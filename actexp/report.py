@@ -20,7 +20,8 @@ from pathlib import Path
 from . import stats
 from .errors import ActexpError, ConfigError
 from .runs import DamagedFile, RunFolderWarning, find_runs, read_config, read_history, read_ledger, read_summary, run_status, skip_damaged, write_text_atomic
-from .varying import SEED_KEY, describe, flatten, key_labels, varying_keys
+from .terminal import printable
+from .varying import SEED_KEY, UNNAMED_KEYS, describe, flatten, key_labels, value_labels, varying_keys
 
 HISTORY_METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 METRICS = HISTORY_METRICS + ("test_acc", "test_loss")
@@ -134,17 +135,59 @@ def _is_figure(value) -> bool:
 # ----------------------------------------------------------------------------- grouping
 
 
+SWEEP_KEY = "sweep"  # a grouping key that is no config key: the folder a run's sweep lives in
+
+
 def group_runs(runs: list[RunData], group_by: list[str] | None = None) -> tuple[list[str], list[tuple[tuple[str, ...], list[RunData]]]]:
     """Split runs into groups with equal values of the group keys (default: every key that varies
-    except the seed, so runs that differ only by seed form one group). Returns the keys and the
-    groups as (value labels, runs), in first-seen order."""
-    configs = [r.config for r in runs]
+    except the seed and the bookkeeping keys, which say where or how a run was recorded, not what it
+    trained (varying.UNNAMED_KEYS); so runs that differ only by seed form one group). Returns the
+    keys and the groups as (value labels, runs), in first-seen order.
+
+    Runs of different sweep folders are never one group: where the runs come from several, the
+    folder is the first key, `sweep`. Runs on different datasets are no comparison at all: a
+    ConfigError (check_one_dataset)."""
+    check_one_dataset(runs)
+    sweeps = [_sweep_folder(run).name for run in runs]
+    several = len(set(sweeps)) > 1
+    configs = [{**r.config, SWEEP_KEY: sweep} if several else r.config for r, sweep in zip(runs, sweeps)]
     keys = varying_keys(configs)
-    keys = _resolve_keys(group_by, keys, configs) if group_by else [k for k in keys if k != SEED_KEY]
+    if group_by:
+        keys = _resolve_keys(group_by, keys, configs)
+    else:
+        keys = [k for k in keys if k not in (SEED_KEY, SWEEP_KEY, *UNNAMED_KEYS)]
+    if several and SWEEP_KEY not in keys:
+        keys = [SWEEP_KEY, *keys]
     groups: dict[tuple[str, ...], list[RunData]] = {}
     for run, labels in zip(runs, describe(configs, keys)):
         groups.setdefault(tuple(labels[k] for k in keys), []).append(run)
     return keys, list(groups.items())
+
+
+def check_one_dataset(runs: list[RunData]) -> None:
+    """A ConfigError, in one line, when the runs trained on different datasets (xor beside mnist):
+    their figures do not compare, so they are never ranked, averaged or drawn together."""
+    datasets: dict[str, list[RunData]] = {}
+    for run in runs:
+        dataset = _mapping(run.config.get("data")).get("dataset", "mnist")  # the config's default
+        datasets.setdefault(str(dataset.get("name") if isinstance(dataset, dict) else dataset), []).append(run)
+    if len(datasets) > 1:
+        def where(members: list[RunData]) -> str:
+            folders = list(dict.fromkeys(str(_sweep_folder(run)) for run in members))
+            return f"{len(members)} run{'s' * (len(members) != 1)} in {', '.join(folders[:3])}{', …' if len(folders) > 3 else ''}"
+
+        counts = "; ".join(f"{name}: {where(members)}" for name, members in datasets.items())
+        raise ConfigError(f"these runs trained on different datasets ({counts}); their figures do not compare: give the folders of one dataset")
+
+
+def _sweep_folder(run: RunData) -> Path:
+    """The folder holding the run's folder of runs (a sweep's folder, or the runs root of a config
+    trained by itself); a ledger's run without a folder sits in its sweep's folder by name."""
+    return run.dir.parent if run.ledger_only else run.dir.parent.parent
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _resolve_keys(wanted: list[str], varying: list[str], configs: list[dict]) -> list[str]:
@@ -282,17 +325,17 @@ def comparison_cells(c: Comparison, stacked: bool = False) -> tuple[list[str], l
     `stacked` (for narrow terminals), on a second line of the cell, with shorter headers."""
     show_status = any(set(row.statuses) != {"completed"} for row in c.rows)
     show_verdicts = any(row.verdict for row in c.rows)  # none where no row has two runs
-    header = ["#" if stacked else "rank", *c.labels, "n", c.metric] + (["vs\nbest" if stacked else "vs best"] if show_verdicts else [])
+    header = ["#" if stacked else "rank", *map(printable, c.labels), "n", c.metric] + (["vs\nbest" if stacked else "vs best"] if show_verdicts else [])
     header += (["epoch", "test\nacc", "wall\ns"] if stacked else ["epoch", "test acc", "wall s"]) + (["runs"] if show_status else [])
     rows = []
     for rank, row in enumerate(c.rows, 1):
-        cells = [str(rank), *row.values, str(row.metric.n), _join(mean_sd(row.metric), interval(row.metric), stacked)]
+        cells = [str(rank), *map(printable, row.values), str(row.metric.n), _join(mean_sd(row.metric), interval(row.metric), stacked)]
         if show_verdicts:
             mark, p = _mark(c, rank - 1)
             cells.append(_join(mark, p if stacked or not p else f"({p})", stacked))
         cells += [figure(row.selected_epoch.mean, 0 if row.selected_epoch.n == 1 else 1), figure(row.test_acc.mean), figure(row.wall_seconds.mean, 1)]
         if show_status:
-            cells.append(", ".join(f"{n} {status}" for status, n in row.statuses.items()))
+            cells.append(printable(", ".join(f"{n} {status}" for status, n in row.statuses.items())))
         rows.append(cells)
     return header, rows
 
@@ -431,34 +474,106 @@ def write_report(sweep_dir: Path) -> tuple[Comparison, Path | None]:
 # ----------------------------------------------------------------------------- runs
 
 
-def list_runs(root: str | Path = "runs") -> list[dict]:
-    """Every run folder below `root`, newest first: name, status, the selected epoch and its val
-    acc and test acc (completed runs), start. Reads no config.yaml."""
-    root = Path(root)
+RUN_STATUSES = ("completed", "diverged", "failed", "interrupted", "running", "pending")
 
-    def row(folder: Path) -> dict:
-        summary = read_summary(folder)
-        run = RunData(folder, {}, {**summary, "status": run_status(folder, summary)}, read_history(folder))
+
+def list_runs(root: str | Path = "runs", sweep: str | None = None, status: str | None = None, where: list[str] = ()) -> list[dict]:
+    """Every run folder below `root` that passes the filters (read_runs), newest first: name, the
+    sweep folder it belongs to (`sweep`, relative to `root`; "." for runs trained one by one),
+    status, the selected epoch and its val acc and test acc (completed runs), start, overrides.
+    Without `where` no config.yaml is read (a damaged one does not hide its run from the list)."""
+    root = Path(root)
+    rows = []
+    for run in read_runs(root, sweep, status, where, configs=bool(where)):
         result = run_result(run) or {}
-        return {
-            "name": summary.get("name", folder.parent.name),
+        rows.append({
+            "name": run.summary.get("name", run.dir.parent.name),
+            "sweep": sweep_of(run.dir, root),
             "status": run.status,
             "selected_epoch": result.get("selected_epoch"),
             "val_acc": result.get("val_acc", math.nan),
             "test_acc": result.get("test_acc", math.nan),
-            "started": str(summary.get("started", "")),
-            "overrides": summary.get("overrides", []),  # read_summary checked: KEY=VALUE strings
-            "dir": folder,
-            "folder": _relative(folder, root),
-        }
+            "started": str(run.summary.get("started", "")),
+            "overrides": run.summary.get("overrides", []),  # read_summary checked: KEY=VALUE strings
+            "dir": run.dir,
+            "folder": _relative(run.dir, root),
+        })
+    return rows
 
-    return sorted(skip_damaged(row, find_runs(root)), key=lambda r: r["started"], reverse=True)
 
+def read_runs(root: str | Path = "runs", sweep: str | None = None, status: str | None = None, where: list[str] = (),
+              configs: bool = True) -> list[RunData]:
+    """Every run folder below `root` with its config, newest first (damaged ones skipped), keeping
+    only the runs of the sweep folder `sweep` (its path below `root` or its name), of `status`, and
+    whose config matches every `KEY=VALUE` of `where` (a dotted key or its last part; the value as
+    the tables label it: `tanh`, `0.001`, `256x256`). A filter that names nothing these runs have
+    is a ConfigError saying what they have. `configs` False: each RunData without its config (none
+    read; `where` needs them)."""
+    root = Path(root)
+    if status is not None and status not in RUN_STATUSES:
+        raise ConfigError(f"--status {status}: choose one of {', '.join(RUN_STATUSES)}")
+    conditions = [_condition(item) for item in where]
+    runs = skip_damaged(read_run if configs or conditions else _read_run_without_config, find_runs(root))
+    if sweep is not None:
+        sweeps = list(dict.fromkeys(sweep_of(run.dir, root) for run in runs))
+        wanted = sweep.strip("/")
+        runs = [run for run in runs if sweep_of(run.dir, root) == wanted or Path(sweep_of(run.dir, root)).name == wanted]
+        if not runs:
+            named = ", ".join(s for s in sweeps if s != ".") or "none"
+            raise ConfigError(f"--sweep {sweep}: no sweep folder of that name below {root}; sweeps there: {named}")
+    for key, value in conditions:
+        flats = [flatten(run.config) for run in runs]
+        known = list(dict.fromkeys(k for flat in flats for k in flat))
+        if runs and not any(_matching_keys(key, known)):
+            from .config import _did_you_mean
 
-def read_runs(root: str | Path = "runs") -> list[RunData]:
-    """Every run folder below `root` with its config, newest first (damaged ones skipped)."""
-    runs = skip_damaged(read_run, find_runs(root))
+            short = list(key_labels(known).values())
+            raise ConfigError(f"--where {key}={value}: {key!r} is not a config key of these runs{_did_you_mean(key, known + short)}")
+        runs = [run for run, flat in zip(runs, flats) if any(_matches(flat[k], value) for k in _matching_keys(key, flat))]
+    if status is not None:
+        runs = [run for run in runs if run.status == status]
     return sorted(runs, key=lambda run: str(run.summary.get("started", "")), reverse=True)
+
+
+def _read_run_without_config(folder: Path) -> RunData:
+    summary = read_summary(folder)
+    return RunData(folder, {}, {**summary, "status": run_status(folder, summary)}, read_history(folder))
+
+
+def sweep_of(folder: Path, root: str | Path) -> str:
+    """The folder that holds a run's folder of runs, relative to `root`: a sweep's runs sit in
+    SWEEP/NAME/RUN_ID, a config trained by itself in NAME/RUN_ID directly below the root (".")."""
+    return _relative(Path(folder).parent.parent, root) if Path(folder).parent != Path(root) else "."
+
+
+def _condition(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--where {item}: expected KEY=VALUE, e.g. --where activation=tanh")
+    return key.strip(), value.strip()
+
+
+def _matching_keys(key: str, keys) -> list[str]:
+    return [k for k in keys if k == key or k.rsplit(".", 1)[-1] == key]
+
+
+def _matches(value, wanted: str) -> bool:
+    """A config value against --where's text: as the tables label it (`tanh`, `256x256`), or as the
+    YAML it reads as (`1e-3` is 0.001)."""
+    if value_labels([value])[0] == wanted:
+        return True
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(wanted)
+    except yaml.YAMLError:
+        return False
+    if isinstance(parsed, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            parsed = float(parsed)  # YAML 1.1 reads 1e-3 as a string
+        except ValueError:
+            return False
+    return parsed == value and type(parsed) is not bool or parsed is value
 
 
 RUN_COLUMNS = ("status", "selected_epoch", *RESULT_FIGURES, "wall_seconds")
@@ -468,7 +583,8 @@ def runs_csv(runs: list[RunData], root: str | Path = ".") -> str:
     """One row per run, tidy (one column per variable, ready for pandas): its folder (relative to
     `root`), name, every config key that varies across these runs (dotted; value labels as in the
     tables), the seed, status, the selected epoch and its figures, wall time. Figures at full
-    precision; empty where a run has none (it did not complete, or never had a folder)."""
+    precision; empty where a run has none (it did not complete, or never had a folder). Text read
+    from the runs' files has its control characters escaped (the CSV is printed by `runs --csv`)."""
     configs = [run.config for run in runs]
     keys = [k for k in varying_keys(configs) if k != SEED_KEY]
     out = io.StringIO()
@@ -478,8 +594,8 @@ def runs_csv(runs: list[RunData], root: str | Path = ".") -> str:
         result = run_result(run) or {}
         figures = [result.get(k, math.nan) for k in RESULT_FIGURES] + [run.summary.get("wall_seconds", math.nan)]
         writer.writerow([
-            "" if run.ledger_only else _relative(run.dir, root), run.summary.get("name") or run.config.get("name") or run.dir.parent.name,
-            *(labels[k] for k in keys), "" if run.seed is None else run.seed, run.status,
+            "" if run.ledger_only else printable(_relative(run.dir, root)), printable(run.summary.get("name") or run.config.get("name") or run.dir.parent.name),
+            *(printable(labels[k]) for k in keys), "" if run.seed is None else run.seed, printable(run.status),
             "" if result.get("selected_epoch") is None else result["selected_epoch"],
             *("" if x is None or math.isnan(x) else repr(float(x)) for x in figures),
         ])

@@ -5,11 +5,13 @@ of runs, and a final line that says when early stopping ended a run."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 import typer
+import yaml
 
 import actexp
 from actexp.cli import app
@@ -107,9 +109,9 @@ def test_runs_and_show_display_the_overrides(tmp_path, data_root):
     runs = tmp_path / "runs"
     assert cli("train", path, "model.activation=tanh", "--runs-dir", runs, "-q").exit_code == 0
     assert cli("train", path, "--runs-dir", runs, "-q").exit_code == 0
-    listing = cli("runs", runs)
+    listing = cli("runs", runs, "--wide")
     assert listing.exit_code == 0 and "overrides" in listing.output
-    tanh_row, plain_row = (next(line for line in listing.output.splitlines() if line.strip().startswith(name)) for name in ("tiny,activation=tanh ", "tiny "))
+    tanh_row, plain_row = (next(line for line in listing.output.splitlines() if line.split()[1:2] == [name]) for name in ("tiny,activation=tanh", "tiny"))
     assert "model.activation=tanh" in tanh_row and "model.activation" not in plain_row
     (run,) = [r for r in run_dirs(runs) if r.parent.name != "tiny"]
     shown = cli("show", run)
@@ -225,3 +227,52 @@ def test_resume_of_something_that_is_no_run_folder_says_what_to_give(tmp_path):
         result = cli("train", "--resume", given, "--runs-dir", tmp_path / "runs")
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and hint in lines[0] and "runs/<name>" in lines[0], result.output
+
+
+def _flat(text: str) -> str:
+    """Help as read: box borders gone, whitespace collapsed, so that wrapped text reads on."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_help_shows_every_help_text_as_written(columns):
+    """Help texts are rich markup to typer: `'actexp[ray]'` or `[xavier_normal, {name: normal, std: 0.1}]`
+    would vanish as tags. Every command's help and every parameter's appear whole, brackets and all."""
+    from typer.testing import CliRunner
+
+    checked = 0
+    for path, command in _commands(typer.main.get_command(app)):
+        shown = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": columns, "TERMINAL_WIDTH": columns})
+        assert shown.exit_code == 0, shown.output
+        flat = _flat(shown.output)
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in filter(None, texts):
+            source = re.sub(r"\\(\[)", r"\1", text)  # as written in cli.py: the escape is typer's business
+            assert _flat(source) in flat, (path, source)
+            checked += 1
+    assert checked > 40
+    sweep = _flat(CliRunner().invoke(app, ["sweep", "--help"], env={"COLUMNS": columns}).output)
+    assert "pip install 'actexp[ray]')" in sweep and "'model.init=[xavier_normal, {name: normal, std: 0.1}]'" in sweep
+
+
+def test_short_keys_and_print_config(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", tiny_config(train={"epochs": 5, "batch_size": 50, "seed": 0, "device": "cpu"}))
+    printed = cli("train", path, "epochs=3", "--print-config")
+    assert printed.exit_code == 0, printed.output
+    assert "note: epochs=3 is train.epochs=3" in printed.output
+    config = yaml.safe_load(printed.stdout)
+    assert config["train"]["epochs"] == 3 and config["name"] == "tiny,epochs=3" and not (tmp_path / "runs").exists()
+    wrong = cli("train", path, "train.epoch=3")
+    assert wrong.exit_code == 2 and f"override 'train.epoch=3' (applied to {path}): train.epoch: unknown key (did you mean 'epochs'?)" in wrong.output
+    unknown = cli("validate", path, "epoch=3")
+    assert unknown.exit_code == 2 and "did you mean train.epochs?" in unknown.output
+
+
+def test_validate_says_the_name_a_folder_sweep_gives_a_config():
+    configs = sorted((REPO / "configs/activations").glob("t*.yaml")) + sorted((REPO / "configs/activations").glob("s*.yaml"))
+    result = cli("validate", *configs)
+    assert result.exit_code == 0, result.output
+    tanh = next(line for line in result.output.splitlines() if "tanh.yaml" in line)
+    assert tanh.endswith(f"(act_tanh; run tanh in a sweep of {REPO / 'configs/activations'})")
+    alone = cli("validate", REPO / "configs/activations/tanh.yaml")
+    assert alone.output.strip().endswith("(act_tanh)")  # one file: what train names it

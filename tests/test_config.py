@@ -114,12 +114,14 @@ BAD_OVERRIDES = [
 
 @pytest.mark.parametrize("overrides,fragments", [c[1:] for c in BAD_OVERRIDES], ids=[c[0] for c in BAD_OVERRIDES])
 def test_bad_override(tmp_path, overrides, fragments):
+    """The error names the override, not the file (the file is fine)."""
     path = write_yaml(tmp_path / "ok.yaml", tiny_config())
     sets = [arg for o in overrides for arg in ("--set", o)]
-    _assert_one_line_error(cli("validate", path, *sets), str(path), *fragments)
-    runs = tmp_path / "runs"
-    _assert_one_line_error(cli("train", path, "--runs-dir", runs, *sets), str(path), *fragments)
-    assert not runs.exists()
+    blamed = f"--set '{overrides[0]}'" if "=" not in overrides[0] else f"override '{overrides[0]}'"
+    for result in (cli("validate", path, *sets), cli("train", path, "--runs-dir", tmp_path / "runs", *sets)):
+        line = _assert_one_line_error(result, *fragments)
+        assert line.startswith(f"error: {blamed} (applied to {path}): "), line
+    assert not (tmp_path / "runs").exists()
 
 
 def test_missing_config_file(tmp_path):
@@ -317,12 +319,12 @@ def test_set_depth_on_a_config_with_equal_hidden_widths_deepens_it(tmp_path):
         load_config(path, ["model.depth=5"])
 
 
-def test_readme_documents_every_config_key():
+def test_the_reference_documents_every_config_key():
     from actexp.config import config_fields
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "reference.md").read_text()  # the config reference, linked from README.md
     missing = [key for key, *_ in config_fields() if f"`{key}`" not in readme]
-    assert not missing, f"README's config reference lacks {missing}"
+    assert not missing, f"docs/reference.md lacks {missing}"
 
 
 def test_seeds_beyond_what_torch_accepts_are_config_errors(tmp_path):
@@ -330,3 +332,31 @@ def test_seeds_beyond_what_torch_accepts_are_config_errors(tmp_path):
     path.write_text("train:\n  seed: 99999999999999999999\n")
     result = cli("validate", path)
     assert result.exit_code == 2 and "train.seed" in result.output and "out of range" in result.output
+
+
+def test_a_short_key_is_the_one_key_that_ends_so(tmp_path):
+    from actexp.config import OverrideError, config_keys, resolve_overrides
+
+    assert resolve_overrides(["epochs=3", "lr=0.01", "patience=2", "model.activation=tanh", "name=x"]) == [
+        "train.epochs=3", "optim.lr=0.01", "train.early_stopping.patience=2", "model.activation=tanh", "name=x"]
+    short = [k.rsplit(".", 1)[-1] for k in config_keys()]
+    assert len(short) == len(set(short))  # every last part names one key today
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\ntrain: {epochs: 5}\n")
+    config = load_config(path, ["epochs=3"])
+    assert config.train.epochs == 3 and config.name == load_config(path, ["train.epochs=3"]).name == "c,epochs=3"
+    with pytest.raises(OverrideError, match=r"override 'epoch=3' \(applied to .*c.yaml\): no config key 'epoch' \(did you mean train.epochs\?\)"):
+        load_config(path, ["epoch=3"])
+
+
+def test_an_override_that_is_wrong_is_blamed_not_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\nmodel: {activation: relu}\ntrain: {epochs: 5}\n")
+    for override, words in [("train.epoch=3", "train.epoch: unknown key (did you mean 'epochs'?)"), ("train.epochs=0", "train.epochs: 0 is out of range"),
+                            ("model.activation=tanhh", "unknown activation 'tanhh'"), ("model.activation.negative_slop=1", "relu has no parameter")]:
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, [override])
+        assert str(caught.value).startswith(f"override '{override}' (applied to {path}): ") and words in str(caught.value)
+    path.write_text("name: c\ntrain: {epoch: 5}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: train.epoch: unknown key"):  # the file's own typo names the file
+        load_config(path, ["optim.lr=0.1"])

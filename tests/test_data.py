@@ -257,6 +257,9 @@ def test_import_missing_file_and_folder(tmp_path):
     assert "did you mean 'mnist'" in line
     line = _one_line(cli("data", "import", "xor", source, "--root", tmp_path / "root"), 1)
     assert "generated from the seed" in line
+    (tmp_path / "empty").mkdir()  # CIFAR-100 is downloaded as one archive: the error names it
+    line = _one_line(cli("data", "import", "cifar100", tmp_path / "empty", "--root", tmp_path / "root"), 1)
+    assert "no cifar-100-python.tar.gz here" in line and "https://www.cs.toronto.edu/~kriz/" in line and "train.gz" not in line
     assert not (tmp_path / "root").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -242,3 +243,32 @@ def test_cli_plot_diag_draws_a_panel_per_run_found_under_the_paths(runs, tmp_pat
     assert "2 panels of dead_fraction" in result.output and out.stat().st_size > 0
     bad = CliRunner().invoke(app, ["plot", str(healthy.dir), "--diag", "gradnorm", "-o", str(out)])
     assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "choose one of" in bad.output
+
+
+def test_the_epoch_table_marks_the_selected_epoch_in_one_format_per_column():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from actexp.show import SELECTED, epoch_table, format_column
+
+    records = [{"epoch": 0, "val_loss": 2.6, "val_acc": 0.1, "layers": [{"layer": 1, "grad_ratio": 2.2}]}]
+    records += [{"epoch": e, "train_loss": 1 / e, "train_acc": 1 - 0.1 / e, "val_loss": 1.2 / e, "val_acc": 1 - 0.12 / e,
+                 "lr": 1e-3 * 0.5 ** e, "seconds": 3.25 + e, "layers": [{"layer": 1, "grad_ratio": 2.0 + e / 10}]} for e in range(1, 12)]
+    console = Console(file=StringIO(), width=80)
+    console.print(epoch_table(records, selected=7))
+    text = console.file.getvalue()
+    lines = text.splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines) and "…" not in text  # no header cut
+    for header in ("epoch", "train", "loss", "acc", "val", "lr", "wall", "g1/g_out"):
+        assert header in text
+    marked = [line for line in lines if SELECTED in line and "selected" not in line]
+    assert len(marked) == 1 and marked[0].split()[1] == "7" and f"{1 - 0.12 / 7:.4f}" in marked[0]
+    rows = [line.split() for line in lines if re.match(r"\s*(▶ )?\d+\s", line)]
+    val_acc = [row[-4] for row in rows]  # train loss ... val acc, lr, wall s, g1/g_out
+    assert val_acc[0] == "0.1000" and all(re.fullmatch(r"\d\.\d{4}", v) for v in val_acc)
+    lr = [row[-3] for row in rows]
+    assert lr[0] == "—" and all(re.fullmatch(r"\d\.\d\de-0\d", v) for v in lr[1:])  # 0.0005 … 4.9e-7: one scientific column
+    assert format_column([0.001, 0.002, None], "auto") == ["0.00100", "0.00200", "—"]
+    assert format_column([2.5, 1e6], "fixed4") == ["2.500e+00", "1.000e+06"]  # a diverging loss: the whole column scientific
+    assert format_column([0.5, float("nan")], "fixed4") == ["0.5000", "nan"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # a renderer, to measure what is drawn
 from typer.testing import CliRunner
 
 import actexp
@@ -101,9 +102,11 @@ def test_curve_series_average_the_seeds_with_a_one_sd_band_from_epoch_0(runs):
     # train_loss has no epoch-0 record: its line starts at epoch 1.
     assert all(s.epochs[0] == 1 for s in curve_series(collect_runs([runs]), "train_loss")[1])
     curves = describe_curves(collect_runs([runs]), "val_acc", title="family")
-    assert curves.xlabel == "epoch (0: before training)" and curves.ylabel == "validation accuracy"
+    assert curves.xlabel == "epoch" and curves.ylabel == "validation accuracy"
     assert curves.title == "family  (mean of 1/2/3 runs, band: ±1 sd)"
-    assert describe_curves(collect_runs([runs]), "train_loss").xlabel == "epoch"
+    # Epoch 0 is data, but not drawn: the panel says what it was.
+    assert curves.panels[0].untrained == f"epoch 0: {UNTRAINED:.3g}"
+    assert describe_curves(collect_runs([runs]), "train_loss").panels[0].untrained == ""
 
 
 def test_legend_is_in_compare_rank_order(runs):
@@ -142,7 +145,9 @@ def test_more_lines_than_colours_vary_the_line_style(tmp_path):
     (panel,) = curves.panels
     drawn = [(line.color, line.style) for line in panel.lines]
     assert len(set(drawn)) == 13
-    assert line_styles(13)[:10] == [(c, "-") for c in PALETTE] and line_styles(13)[10:] == [(c, "--") for c in PALETTE[:3]]
+    assert len({colour for colour, _ in drawn}) == 13  # a colour of its own for each line
+    assert line_styles(13)[:10] == [(c, "-") for c in PALETTE[:10]] and line_styles(13)[10:] == [(c, "--") for c in PALETTE[10:13]]
+    assert len(set(line_styles(40))) == 40 and line_styles(21)[20] == (PALETTE[0], ":")
 
 
 def test_two_keys_give_a_panel_per_value_of_the_one_with_fewer(tmp_path):
@@ -248,11 +253,11 @@ def test_the_figure_draws_the_description(tmp_path):
     for ax, panel in zip(axes, curves.panels):
         assert ax.get_title() == panel.title
         drawn = [(line.get_label(), line.get_color(), tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.get_lines()]
-        assert drawn == [(line.label, line.color, line.series.epochs, line.series.mean) for line in panel.lines]
+        assert drawn == [(line.label, line.color, line.series.epochs[1:], line.series.mean[1:]) for line in panel.lines]  # from epoch 1
         assert [t.get_text() for t in ax.get_legend().get_texts()] == [line.label for line in panel.lines]
         assert ax.get_legend().get_title().get_text() == "activation"
         assert len(ax.collections) == 4  # a band per line (two seeds each)
-        assert ax.get_lines()[0].get_markevery() == [0]  # epoch 0 marked
+        assert ax.get_xlim()[0] > 0.5 and [t.get_text() for t in ax.texts] == [panel.untrained]  # epoch 0: said, not drawn
     assert figure.get_suptitle() == "grid  (mean of 2 runs, band: ±1 sd)"
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -262,7 +267,7 @@ def test_a_single_panel_figure(runs, tmp_path):
     figure = draw_curves(curves)
     (ax,) = figure.axes
     assert [line.get_label() for line in ax.get_lines()] == ["sigmoid", "relu", "tanh"]
-    assert ax.get_xlabel() == "epoch (0: before training)" and ax.get_ylabel() == "validation accuracy"
+    assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "validation accuracy"
     assert len(ax.collections) == 2  # bands where a line averages several runs (relu, tanh)
 
 
@@ -317,3 +322,60 @@ def test_plotting_imports_neither_torch_nor_matplotlib_before_drawing(runs, tmp_
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == ["[]", "[]", "[]"]
+
+
+# ----------------------------------------------------------------------------- figures a person reads
+
+
+def test_a_runs_curves_start_at_epoch_1_and_say_epoch_0():
+    from actexp.plots import draw_run_curves
+
+    records = [{"epoch": 0, "val_loss": 2.6, "val_acc": 0.10}]
+    records += [{"epoch": e, "train_loss": 0.5 / e, "val_loss": 0.55 / e + 0.05, "train_acc": 1 - 0.1 / e, "val_acc": 0.95 - 0.1 / e} for e in range(1, 9)]
+    loss, accuracy = draw_run_curves(records, selected=8).axes
+    assert loss.get_lines()[1].get_xdata()[0] == 1 and loss.get_ylim()[1] < 1.0  # 2.6 does not stretch the axis
+    assert accuracy.get_ylim()[0] > 0.5
+    assert [t.get_text() for t in loss.texts] == ["epoch 0: val 2.6"] and [t.get_text() for t in accuracy.texts] == ["epoch 0: val 0.1"]
+    assert all(text.get_position()[1] > 1 for ax in (loss, accuracy) for text in ax.texts)  # above the panel, off the curves
+    only_zero = draw_run_curves(records[:1]).axes[0]  # nothing trained yet: epoch 0 is all there is to draw
+    assert list(only_zero.get_lines()[0].get_xdata()) == [0]
+
+
+def test_a_folders_plot_is_titled_with_its_name(runs, tmp_path):
+    _, curves = plot([runs], tmp_path / "c.png")
+    assert curves.title.startswith("family")
+
+
+def test_diagnostic_log_axes_label_plain_numbers_and_the_legend_is_below(tmp_path):
+    from actexp.diagplot import plot_diagnostics
+
+    run = tmp_path / "a_long_run_name_that_reaches_the_edge_of_its_panel" / "20240101-000000"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"name": run.parent.name, "status": "completed"}))
+    layers = lambda e: [{"layer": 1, "grad_norm": 0.9 / (e + 1)}, {"layer": 2, "grad_norm": 0.6 / (e + 1)}, {"layer": "output", "grad_norm": 0.5 / (e + 1)}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "val_acc": 0.5, "val_loss": 1.0, "layers": layers(e)}) + "\n" for e in range(3)))
+    figure = plot_diagnostics([run, run], "grad_norm", tmp_path / "d.png")
+    FigureCanvasAgg(figure).draw()
+    for ax in figure.axes:
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text() and ax.get_ylim()[0] <= t.get_position()[1] <= ax.get_ylim()[1]]
+        assert len(labels) >= 3 and all("10^" not in label and "times" not in label for label in labels), labels
+    (legend,) = figure.legends
+    renderer = figure.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).y1 <= min(ax.get_tightbbox(renderer).y0 for ax in figure.axes) + 1  # below every panel
+
+
+def test_the_boundary_legend_leaves_the_points_alone():
+    import numpy as np
+
+    from actexp.evaluation import DecisionGrid
+    from actexp.plots import draw_boundary
+
+    xs = ys = np.linspace(-2, 2, 20)
+    classes = (np.add.outer(ys, xs) > 0).astype(int)
+    points = np.array([[1.8, 1.8], [-1.8, -1.8], [1.5, 1.9]])
+    figure = draw_boundary(DecisionGrid(xs, ys, classes, points, np.array([1, 0, 1]), 1.0))
+    (ax,) = figure.axes
+    assert ax.get_legend() is None and len(figure.legends) == 1
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    assert figure.legends[0].get_window_extent(renderer).y1 <= ax.get_tightbbox(renderer).y0 + 1

@@ -414,3 +414,116 @@ def test_rows_that_ran_other_seeds_are_compared_by_welchs_test(tmp_path):
     assert relu.verdict.test == WELCH and sorted(relu.sample.seeds) == [1, 2, 3]
     assert "paired t-test where rows ran the same seeds, Welch's t-test otherwise" in " ".join(comparison_notes(comparison))
     assert truth  # (the values are unchanged: only the seed moved)
+
+
+# ----------------------------------------------------------------------------- runs: by sweep, filters, wide
+
+
+def test_runs_are_grouped_by_sweep_and_filtered(runs):
+    root = runs.parent
+    make_run(root, "elu", 0, [0.5, 0.6, 0.7], "completed", 0.71, 3, True, "2024-01-02T00:00:00")
+    rows = list_runs(root)
+    assert [(r["name"], r["sweep"]) for r in rows][0] == ("activation=elu,seed=0", ".")  # a config trained by itself, below the root
+    assert {r["sweep"] for r in rows[1:]} == {"family"}
+    assert [r["sweep"] for r in list_runs(runs)] == ["."] * 7
+    assert {r["name"] for r in list_runs(root, sweep="family", status="diverged")} == {"activation=tanh,seed=1"}
+    assert len(list_runs(root, where=["activation=relu"])) == 3 and len(list_runs(root, sweep="family", where=["model.activation=relu"])) == 3
+    assert {r["name"] for r in list_runs(root, where=["seed=2", "activation=tanh"])} == {"activation=tanh,seed=2"}
+    assert len(list_runs(root, where=["hidden=8", "train.epochs=3e0"])) == 8  # as the tables label it, or as YAML reads it
+    with pytest.raises(ConfigError, match=r"'activaton' is not a config key.*did you mean 'activation'"):
+        list_runs(root, where=["activaton=relu"])
+    with pytest.raises(ConfigError, match="sweeps there: family"):
+        list_runs(root, sweep="nope")
+    with pytest.raises(ConfigError, match="choose one of completed"):
+        list_runs(root, status="done")
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_runs_fits_a_terminal_with_every_figure_whole(runs, columns):
+    # TTY_COMPATIBLE: rich takes the output for a terminal of COLUMNS columns (a pipe gets every column whole).
+    result = CliRunner().invoke(app, ["runs", str(runs.parent)], env={"COLUMNS": str(columns), "TTY_COMPATIBLE": "1"})
+    assert result.exit_code == 0, result.output
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.output)
+    lines = output.splitlines()
+    assert all(cell_len(line.rstrip()) <= columns for line in lines), output
+    assert f"{runs.parent}/family: 7 runs (6 completed, 1 diverged)" in _unfolded(output)
+    for row in list_runs(runs):
+        if not math.isnan(row["val_acc"]):
+            assert f"  {row['val_acc']:.4f}  " in output and f"  {row['test_acc']:.4f}  " in output
+    assert "…" not in output and "folder" not in output and "overrides" not in output
+    filtered = CliRunner().invoke(app, ["runs", str(runs.parent), "--where", "activation=sigmoid"], env={"COLUMNS": str(columns)})
+    assert filtered.exit_code == 0 and "sigmoid" in filtered.output and "relu" not in filtered.output
+    nothing = CliRunner().invoke(app, ["runs", str(runs.parent), "--status", "failed"])
+    assert nothing.exit_code == 1 and "match these filters" in nothing.output
+    wide = CliRunner().invoke(app, ["runs", str(runs.parent), "--wide"], env={"COLUMNS": "200"})
+    assert wide.exit_code == 0 and "folder" in wide.output and "family/activation=relu,seed=0/20240101-000000" in wide.output
+    csv_rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(app, ["runs", str(runs.parent), "--csv", "--status", "diverged"]).stdout)))
+    assert [r["name"] for r in csv_rows] == ["activation=tanh,seed=1"]
+
+
+def _unfolded(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines())
+
+
+# ----------------------------------------------------------------------------- what is one row
+
+
+def _edit_config(folder: Path, **sections) -> None:
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_bookkeeping_keys_do_not_split_rows(tmp_path):
+    for seed, tensorboard in ((0, True), (1, False)):
+        for activation in ("relu", "tanh"):
+            folder = make_run(tmp_path / "s", activation, seed, [0.8, 0.9], "completed", 0.9, 2, True, f"2024-01-01T00:0{seed}:00")
+            _edit_config(folder, train={"tensorboard": tensorboard, "device": "cpu" if seed else "cuda"})
+    comparison = compare([tmp_path / "s"])
+    assert comparison.keys == ("model.activation",) and [row.metric.n for row in comparison.rows] == [2, 2]
+    assert compare([tmp_path / "s"], group_by=["tensorboard"]).keys == ("train.tensorboard",)  # asked for by name: still a key
+
+
+def test_runs_on_different_datasets_are_never_ranked_or_drawn_together(tmp_path):
+    make_run(tmp_path / "mnist_sweep", "relu", 0, [0.9], "completed", 0.9, 1, True, "2024-01-01T00:00:00")
+    xor = make_run(tmp_path / "xor_sweep", "relu", 0, [0.99], "completed", 0.99, 1, True, "2024-01-01T00:01:00")
+    _edit_config(xor, data={"dataset": {"name": "xor", "n_train": 300}})
+    message = r"different datasets \(mnist: 1 run in .*mnist_sweep; xor: 1 run in .*xor_sweep\)"
+    with pytest.raises(ConfigError, match=message):
+        compare([tmp_path])
+    with pytest.raises(ConfigError, match=message):
+        curve_series(collect_runs([tmp_path]), "val_acc")
+    for command in (["compare", str(tmp_path)], ["plot", str(tmp_path), "-o", str(tmp_path / "c.png")]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1 and "different datasets" in result.output
+    assert not (tmp_path / "summary.csv").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_runs_of_two_sweeps_are_two_rows_and_two_lines(runs, tmp_path):
+    again = tmp_path / "family_again"
+    for seed in (0, 1):
+        make_run(again, "relu", seed, [0.6, 0.7, 0.7], "completed", 0.7, 3, True, f"2024-01-02T00:0{seed}:00")
+    comparison = compare([runs, again])
+    assert comparison.keys == ("sweep", "model.activation")
+    relu = {row.values: row.metric.n for row in comparison.rows if row.values[1] == "relu"}
+    assert relu == {("family", "relu"): 3, ("family_again", "relu"): 2}  # never averaged across sweeps
+    keys, series = curve_series(collect_runs([runs, again]), "val_acc")
+    assert keys == ["sweep", "model.activation"]
+    assert {s.values: s.n for s in series if s.values[1] == "relu"} == {("family", "relu"): 3, ("family_again", "relu"): 2}
+    assert compare([runs]).keys == ("model.activation",)  # one sweep: no sweep column
+
+
+def test_show_and_eval_pick_a_sweeps_best_run_or_the_latest(runs):
+    from actexp.show import choose_run, resolve_run
+
+    best, why = choose_run(runs)
+    assert best.parent.name == "activation=sigmoid,seed=0" and "the best of 7 runs" in why and "0.9700" in why
+    newest = max((r for r in runs.rglob("summary.json")), key=lambda p: p.stat().st_mtime).parent
+    assert resolve_run(runs, pick="latest") == newest
+    relu0 = runs / "activation=relu,seed=0"
+    assert choose_run(relu0) == (relu0 / "20240101-000000", "")  # one config's folder, one run: nothing to choose
+    shown = CliRunner().invoke(app, ["show", str(runs)])
+    assert shown.exit_code == 0 and "the best of 7 runs" in shown.output and "activation=sigmoid,seed=0 ·" in shown.output
+    both = CliRunner().invoke(app, ["show", str(runs), "--best", "--latest"])
+    assert both.exit_code == 2 and "give one" in both.output

@@ -390,7 +390,7 @@ def test_grid_from_the_command_line_on_a_config_a_folder_and_a_sweep_file(tmp_pa
         load_sweep(config)
     with pytest.raises(ConfigError, match="train.seed is swept"):
         load_sweep(config, ["train.seed=3"], seeds=[0, 1])
-    with pytest.raises(ConfigError, match=r"base.yaml: model.activation: unknown activation 'rleu'"):
+    with pytest.raises(ConfigError, match=r"override 'model.activation=\"rleu\"' \(applied to .*base.yaml\): model.activation: unknown activation 'rleu'"):
         load_sweep(config, grid={"model.activation": ["relu", "rleu"]})
 
 
