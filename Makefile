@@ -13,7 +13,7 @@ $(VENV)/dev-installed: $(BIN)/actexp
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
-.PHONY: install train test bench
+.PHONY: install train test test-fast bench
 install: $(BIN)/actexp
 
 train: $(BIN)/actexp
@@ -21,6 +21,10 @@ train: $(BIN)/actexp
 
 test: $(VENV)/dev-installed
 	$(BIN)/python -m pytest -q
+
+# While iterating: everything but the tests that start processes, signal them or run Ray.
+test-fast: $(VENV)/dev-installed
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 bench: $(BIN)/actexp
 	$(BIN)/python bench/speed.py

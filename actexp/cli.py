@@ -304,7 +304,7 @@ def sweep(
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first run that fails or diverges."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table; the final table only."),
     wait: bool = typer.Option(False, "--wait", help="If another process is running this sweep, wait for it to finish instead of exiting."),
-    fused: bool = typer.Option(True, "--fuse/--no-fuse", help="Runs that share layer shapes, data, batch size and epochs train as one stacked model per group (each still writes its own run folder); --dry-run shows the groups. --no-fuse trains each run alone."),
+    no_fuse: bool = typer.Option(False, "--no-fuse", help="Train each run alone. By default runs that share layer shapes, data, batch size and epochs train as one stacked model per group (each still writes its own run folder); --dry-run shows the groups."),
     max_group: Optional[int] = typer.Option(None, "--max-group", min=1, help="At most this many runs in one fused group (default: the runs shared evenly between the workers; groups are also split to fit the device's memory)."),
 ):
     """Run a family of experiments; run the same command again to resume it."""
@@ -321,6 +321,7 @@ def sweep(
         fail(f"{given[0]} is an option of --backend ray", 2)
     if gpus_per_run is not None and gpus_per_run > 1 and gpus_per_run != int(gpus_per_run):
         fail(f"--gpus-per-run {gpus_per_run}: a fraction of one GPU, or a whole number of GPUs", 2)
+    fused = not no_fuse
     if max_group is not None and not fused:
         fail("--max-group sizes fused groups; leave out --no-fuse, or --max-group", 2)
     if dry_run:

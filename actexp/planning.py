@@ -11,6 +11,7 @@ torch is imported only to ask a GPU how much memory it has.
 from __future__ import annotations
 
 import json
+import sys
 
 from .config import config_to_dict
 
@@ -52,7 +53,7 @@ def plan_groups(configs, max_group: int | None = None, available: int | None = N
     (`available` bytes; default: what resources.available_bytes reports for the group's device).
     Groups come in the order of their first config."""
     from .data import dataset_shape
-    from .resources import available_bytes, estimate_bytes
+    from .resources import estimate_bytes
 
     buckets: dict = {}
     for index, config in enumerate(configs):
@@ -63,7 +64,7 @@ def plan_groups(configs, max_group: int | None = None, available: int | None = N
         indices = sorted(indices, key=lambda i: (member_order(configs[i]), i))
         device = configs[indices[0]].train.device
         if device not in rooms:
-            rooms[device] = available if available is not None else available_bytes(_resolved(device))
+            rooms[device] = available if available is not None else _room(_resolved(device))
         shape = dataset_shape(configs[indices[0]].data.dataset)
         chunk, size = [], _GroupSize(shape)
         for index in indices:
@@ -86,6 +87,16 @@ def training_cost(config) -> int:
 
     shape = dataset_shape(config.data.dataset)
     return config.train.epochs * shape[1] * estimate_bytes(config, *shape)["gradients"]
+
+
+def _room(device: str) -> int:
+    """The memory a group on `device` may take; unbounded for a GPU this process cannot see (a Ray
+    cluster's): each group is checked again where it trains (training.train_group)."""
+    from .resources import available_bytes
+
+    if device.startswith("cuda") and not _cuda_available():
+        return sys.maxsize
+    return available_bytes(device)
 
 
 def _resolved(device: str) -> str:

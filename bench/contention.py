@@ -12,7 +12,8 @@ process (thread settings must be in place before torch loads), timed per epoch f
 
 Variants (child environment):
 
-  actexp      what `actexp train` does by default (actexp.threads.choose_threads)
+  actexp      what `actexp train` does by default (train.threads: auto, one thread)
+  adaptive    train.threads: adaptive (the governor: the cores other processes leave free)
   t<N>        N torch threads, libgomp's defaults (t2 on 2 cores: torch's own default)
   passive     torch's default threads with OMP_WAIT_POLICY=PASSIVE
   spin<N>     torch's default threads with GOMP_SPINCOUNT=N
@@ -43,7 +44,9 @@ CONTENTIONS = ("quiet", "busy-loop", "torch")
 
 def variant_env(name: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "ACTEXP_THREADS")}
-    if name.startswith("t"):
+    if name == "adaptive":
+        env["ACTEXP_THREADS"] = "adaptive"
+    elif name.startswith("t"):
         env["ACTEXP_THREADS"] = name[1:]
     elif name == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -62,8 +65,11 @@ def child(args) -> None:
     from actexp.config import load_config
 
     overrides = [f"data.dataset={args.dataset}", f"train.epochs={args.epochs}"]
-    if "ACTEXP_THREADS" in os.environ and os.environ["ACTEXP_THREADS"] != "torch":
-        overrides.append(f"train.threads={os.environ['ACTEXP_THREADS']}")
+    threads = os.environ.get("ACTEXP_THREADS")
+    if threads == "torch":  # torch's own default: a thread per core
+        threads = str(len(os.sched_getaffinity(0)))
+    if threads:
+        overrides.append(f"train.threads={threads}")
     config = load_config(REPO / "configs" / "relu_xavier.yaml", overrides)
     run = actexp.train(config, runs_dir=args.runs_dir)
     assert run.status == "completed", run.summary.get("error")
@@ -110,7 +116,7 @@ def measure(variant: str, contention: str, args, tmp: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="actexp,t1,t2,passive,spin10000")
+    parser.add_argument("--variants", default="actexp,adaptive,t2")
     parser.add_argument("--contentions", default=",".join(CONTENTIONS))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)

@@ -1,10 +1,13 @@
-"""Where a fused group's (or a solo run's) wall time goes besides the training steps, in one process:
-the group trains once with its phases timed, then curves.png is drawn a few times on its own.
+"""Where a fused group's (or a solo run's) time goes besides the training steps, in one process, as
+a sweep's worker trains it (curves.png is the driver's): the group trains once with its phases
+timed, then curves.png is drawn a few times on its own, as the driver draws it.
 
-Phases (wall seconds, summed over the members): preparing the members (folders, models,
-optimizers: the first optimizer imports torch._dynamo, about a second once per process), the
-training steps, evaluation (validation each epoch, test at the end), checkpoints, model.pt,
-metrics files and curves.png; "other" is the rest (the stepper, diagnostics' epoch figures, ...).
+Phases (seconds of this thread's CPU, summed over the members, so that other processes on the
+machine do not count): preparing the members (folders, models, optimizers: the first optimizer
+imports torch._dynamo, about a second once per process), the training steps, evaluation
+(validation each epoch, test at the end), diagnostics (the epoch-0 record and each epoch's probe),
+checkpoint snapshots (the writer thread's saving is left out: it is off this thread), model.pt,
+metrics files; "other" is the rest (the stepper, retiring members, ...).
 
     ACTEXP_DATA=/tmp/data python bench/run_costs.py --members 27 --set train.epochs=3
 """
@@ -28,11 +31,11 @@ def timed(module, name: str, totals: collections.Counter, label: str | None = No
     original = getattr(module, name)
 
     def wrapper(*args, **kwargs):
-        start = time.perf_counter()
+        start = time.thread_time()
         try:
             return original(*args, **kwargs)
         finally:
-            totals[label or name] += time.perf_counter() - start
+            totals[label or name] += time.thread_time() - start
 
     setattr(module, name, wrapper)
 
@@ -48,7 +51,7 @@ def main() -> None:
 
     import torch
 
-    from actexp import plots, training
+    from actexp import diagnostics, plots, training
     from actexp.backends import keep_freed_memory
     from actexp.sweep import load_sweep
 
@@ -56,14 +59,16 @@ def main() -> None:
     sweep = load_sweep(args.sweep, args.set + [f"train.threads={args.threads}"], seeds=[int(s) for s in args.seeds.split(",")])
     configs = [run.config for run in sweep.runs][: args.members]
     totals: collections.Counter = collections.Counter()
-    for name in ("_prepare", "train_epoch", "evaluate", "save_checkpoint", "save_weights", "write_metrics"):
+    for name in ("_prepare", "train_epoch", "evaluate", "save_weights", "write_metrics"):
         timed(training, name, totals)
-    timed(plots, "save_run_curves", totals, "curves.png")
+    timed(training.Recorder, "keep", totals, "checkpoint snapshots")
+    timed(diagnostics.Tracker, "epoch_zero", totals, "diagnostics")
+    timed(diagnostics.StackedTracker, "end_epoch", totals, "diagnostics")
     keep_freed_memory()  # as a sweep's worker does
     with tempfile.TemporaryDirectory() as runs_dir:
-        start = time.perf_counter()
-        training.train_group(configs, runs_dir=runs_dir)
-        total = time.perf_counter() - start
+        start = time.thread_time()
+        training.train_group(configs, runs_dir=runs_dir, curves=False)
+        total = time.thread_time() - start
     print(f"{len(configs)} member(s) of {Path(args.sweep).name} ({', '.join(args.set) or 'as configured'}), {args.threads} thread(s), "
           f"{configs[0].data.dataset.name}")
     for name, seconds in totals.most_common():
@@ -76,9 +81,9 @@ def main() -> None:
     ]
     draws = []
     for _ in range(9):
-        start = time.perf_counter()
+        start = time.thread_time()
         plots.draw_run_curves(records, None, "relu_xavier (20261124-140209)", 7).savefig(io.BytesIO(), format="png")
-        draws.append(time.perf_counter() - start)
+        draws.append(time.thread_time() - start)
     print(f"curves.png of a 15-epoch run, drawn on its own: median {statistics.median(draws) * 1000:.0f} ms (9 draws, matplotlib already imported)")
 
 

@@ -23,8 +23,8 @@ three_seeds() {
   dir="$(mktemp -d)/seed_configs"
   mkdir "$dir"
   for c in "${MEASURABLE[@]}"; do cp "configs/seeds/$c.yaml" "$dir/"; done
-  echo "== actexp sweep seed_configs/ --seeds 0,1,2 --fused --jobs 2"
-  "$PYTHON" -m actexp sweep "$dir" --seeds 0,1,2 --fused --jobs 2 --runs-dir "$RUNS" -q
+  echo "== actexp sweep seed_configs/ --seeds 0,1,2 --jobs 2"
+  "$PYTHON" -m actexp sweep "$dir" --seeds 0,1,2 --jobs 2 --runs-dir "$RUNS" -q
   rm -r "$(dirname "$dir")"
   "$PYTHON" bench/seed_figures.py --seeds "$RUNS/seed_configs"
 }

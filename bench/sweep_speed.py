@@ -4,12 +4,11 @@ from its solo run's.
 
 Variants (each in a fresh child process, timed from its start, so each pays its own imports):
 
-  solo-jN    actexp's sweep, N worker processes (`actexp sweep --jobs N`, without the report);
-             its workers get cores/N torch threads each, as the sweep gives them (jobs 1: torch's
-             default, one per core)
-  fused-wN   the same runs as fused groups (planning.plan_groups, training.train_group) in N worker
-             processes, each with cores/N torch threads
-  ...tT      (a suffix, e.g. fused-w1t1) T torch threads per process instead
+  solo-jN    `actexp sweep --no-fuse --jobs N` (without the report): every run alone, N worker
+             processes
+  fused-jN   `actexp sweep --jobs N`, the default: fused groups, the runs shared evenly between
+             the N workers, the costliest group first
+  ...tT      (a suffix, e.g. fused-j1t2) train.threads=T instead of the default (auto: one thread)
 
 Rounds alternate the order of the variants, so that a machine shared with other work slows them
 alike; the table gives each variant's best and median round and the ratio to solo-j2 per round.
@@ -44,69 +43,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def child(args) -> None:
-    """Train the sweep one way into args.runs_dir; print a JSON line with the peak memory."""
-    import torch
-
-    from actexp.sweep import load_sweep, run_sweep
+    """Train the sweep one way into args.runs_dir, as `actexp sweep` does; print a JSON line with
+    the peak memory and the CPU time of every process."""
+    from actexp.sweep import run_sweep
 
     kind, spec = args.child.split("-")
     workers, _, threads = spec[1:].partition("t")
-    workers = int(workers)
-    threads = int(threads) if threads else None
-    cores = args.cores
-    if kind == "solo":
-        if threads and workers == 1:
-            torch.set_num_threads(threads)
-        run_sweep(args.sweep, args.set, seeds=args.seeds, runs_dir=args.runs_dir, jobs=workers, report=False)
-    else:
-        sweep = load_sweep(args.sweep, args.set, seeds=args.seeds)
-        configs = [run.config for run in sweep.runs]
-        from actexp.config import config_to_dict
-        from actexp.planning import plan_groups
-
-        groups = plan_groups(configs, max_group=math.ceil(len(configs) / workers))
-        shares = [[] for _ in range(workers)]
-        for group in sorted(groups, key=len, reverse=True):  # largest first, to the least loaded worker
-            min(shares, key=lambda s: sum(len(g) for g in s)).append([config_to_dict(configs[i]) for i in group])
-        target = Path(args.runs_dir) / sweep.name
-        per_worker = threads or max(1, cores // workers)
-        if workers == 1:
-            torch.set_num_threads(per_worker)
-            train_groups(shares[0], target)
-        else:
-            import multiprocessing
-
-            context = multiprocessing.get_context("spawn")
-            processes = [context.Process(target=_worker, args=(share, target, per_worker)) for share in shares]
-            for p in processes:
-                p.start()
-            for p in processes:
-                p.join()
-                if p.exitcode:
-                    raise SystemExit(f"a fused worker failed (exit code {p.exitcode})")
+    overrides = list(args.set) + ([f"train.threads={threads}"] if threads else [])
+    run_sweep(args.sweep, overrides, seeds=args.seeds, runs_dir=args.runs_dir, jobs=int(workers), report=False, fused=kind == "fused")
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     print(json.dumps({
         "peak_rss_mb": max(u.ru_maxrss for u in usage) / 1024,  # the largest process's
         "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in usage),  # every process's, imports included
     }))
-
-
-def train_groups(groups, target: Path) -> None:
-    """Each group (a list of plain config dicts) as one train_group call."""
-    from actexp.config import config_from_dict
-    from actexp.training import train_group
-
-    for group in groups:
-        for result in train_group([config_from_dict(c) for c in group], runs_dir=target):
-            if not hasattr(result, "status"):
-                raise result
-
-
-def _worker(groups, target: Path, threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    train_groups(groups, target)
 
 
 def gemm_child(args) -> None:
@@ -213,7 +162,7 @@ def main() -> None:
     parser.add_argument("sweep", nargs="?", default=str(REPO / "configs/sweeps/activation_x_init.yaml"))
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every run (e.g. train.epochs=3)")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None)
-    parser.add_argument("--variants", default="solo-j1,solo-j2,fused-w1,fused-w2")
+    parser.add_argument("--variants", default="solo-j2,fused-j2")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     parser.add_argument("--solo-src", type=Path, default=REPO, help="the actexp checkout the solo variants run (default: this one)")

@@ -146,6 +146,7 @@ def test_execute_trains_each_run_of_a_task_and_keys_events_by_run(tmp_path):
     assert events[0][2]["dir"] == str(sweep_dir / outcomes[0].folder) and events[0][2]["pid"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_sigterm_stops_a_sweep_with_143_and_its_runs_resume(tmp_path, jobs):
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, base=LONG_BASE)
@@ -179,6 +180,7 @@ def test_ray_options_need_the_ray_backend(tmp_path):
         assert result.exit_code == 2 and words in result.output and len(result.output.strip().splitlines()) == 1, (args, result.output)
 
 
+@pytest.mark.slow
 def test_importing_the_sweep_machinery_imports_neither_torch_nor_ray():
     code = "import sys, actexp.sweep, actexp.backends, actexp.backends.local, actexp.cli; print('torch' in sys.modules, 'ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ONE_THREAD_ENV, capture_output=True, text=True, check=True).stdout

@@ -122,6 +122,7 @@ def test_runs_and_show_display_the_overrides(tmp_path, data_root):
 # ----------------------------------------------------------------------------- --version, completion, flags
 
 
+@pytest.mark.slow
 def test_version_comes_from_the_package_metadata_without_torch():
     code = "import sys\nfrom actexp.cli import app\ntry:\n    app(['--version'])\nexcept SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)

@@ -290,6 +290,7 @@ def test_resolved_yaml_round_trips(tmp_path):
     assert load_config(path) == config
 
 
+@pytest.mark.slow
 def test_validate_does_not_import_torch(tmp_path):
     # Registries import torch lazily, so `actexp validate` and `--help` answer instantly.
     import subprocess

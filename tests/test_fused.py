@@ -564,6 +564,7 @@ train_group(configs, json.loads(sys.argv[2]), resume=[len(sys.argv) > 3] * len(c
 """
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_group_with_every_member_recorded_and_resumable(tmp_path, data_root):
     configs = [cfg("a", model={"hidden": [64], "dropout": 0.1}, train={**TRAIN, "epochs": 40}),
                cfg("b", model={"hidden": [64], "activation": "tanh"}, train={**TRAIN, "epochs": 40, "seed": 1})]

@@ -305,6 +305,7 @@ def test_plot_is_part_of_the_package_and_a_sweep_report(runs):
     assert curves == runs / "curves.png" and curves.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_plotting_imports_neither_torch_nor_matplotlib_before_drawing(runs, tmp_path):
     code = (
         "import sys\n"

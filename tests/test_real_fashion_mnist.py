@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_relu_xavier_one_epoch_on_real_fashion_mnist(tmp_path):
     root = tmp_path / "data"
     result = cli("data", "import", "fashion_mnist", FASHION, "--root", root)

@@ -156,6 +156,7 @@ def test_separation_uses_the_spread_the_test_would():
     assert separation(a, Sample((0.95,), (0,))) is None
 
 
+@pytest.mark.slow
 def test_importing_the_cli_and_the_reports_loads_neither_torch_nor_scipy():
     code = "import sys, actexp.cli, actexp.report, actexp.display, actexp.stats; print('torch' in sys.modules, 'scipy' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -225,6 +225,7 @@ def training_mid_way(sweep_dir: Path, entry: dict) -> bool:
     return entry["status"] == "running" and 2 <= len(read_history(folder)) < 20
 
 
+@pytest.mark.slow
 def test_resume_after_ctrl_c(tmp_path):
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh", "sigmoid"]}, base=LONG_BASE)
     runs = tmp_path / "runs"
@@ -250,6 +251,7 @@ def test_resume_after_ctrl_c(tmp_path):
     assert [r["epoch"] for r in read_history(interrupted)] == list(range(0, 31))  # the epoch-0 record, kept once
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(tmp_path):
     """SIGKILL gives no chance to save anything: the ledger says `running`; the runs' checkpoints resume
     them (a fused group's members, each from its own)."""
@@ -303,6 +305,7 @@ def test_config_change_detection_and_force(tmp_path):
     assert snapshot(relu) == relu_files  # old folders are kept
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_same_metrics(tmp_path):
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, seeds=[0, 1])
     serial = run_sweep(path, runs_dir=tmp_path / "serial", jobs=1, report=False)

@@ -55,6 +55,7 @@ def test_the_governor_stays_within_its_bounds_and_waits_between_checks():
     assert torch.get_num_threads() == 1
 
 
+@pytest.mark.slow
 def test_a_busy_process_is_seen():
     sample, _ = busy_others(None)
     if sample is None:
@@ -171,6 +172,7 @@ def test_threads_is_validated_and_leaves_the_experiment_unchanged():
     assert len(hashes) == 1
 
 
+@pytest.mark.slow
 def test_the_same_config_gives_the_same_numbers_alone_and_beside_a_busy_process(data_root, tmp_path):
     """With the default threads the numbers do not depend on what else runs: the penalties and
     gradient clipping bring in the full reductions torch splits by thread."""

@@ -431,6 +431,7 @@ CHILD_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [c[1] for c in CHILD_CASES], ids=[c[0] for c in CHILD_CASES])
 def test_bounded_in_a_child_process(tmp_path, make):
     path = make(tmp_path)
@@ -443,6 +444,7 @@ def test_bounded_in_a_child_process(tmp_path, make):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_alias_bomb_override_in_a_child_process(tmp_path):
     path = write_yaml(tmp_path / "ok.yaml", tiny_config())
     code, output, seconds, peak = _run_child(["validate", path, "--set", f"model.hidden={_flow_bomb(9)}"], tmp_path)

@@ -498,6 +498,7 @@ runpy.run_module("actexp", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak RSS from /proc")
 def test_gzip_bomb_import_stays_small(tmp_path, mnist_set):
     """A 2 MB .gz inflating to 2 GiB through `actexp data import` in a subprocess: refused after

@@ -94,6 +94,7 @@ def interrupted_run(tmp_path: Path, config: dict, after_epoch: int = 1) -> Path:
 # ----------------------------------------------------------------------------- signals and kill -9
 
 
+@pytest.mark.slow
 def test_sigterm_is_handled_like_ctrl_c_and_the_run_resumes(tmp_path):
     """SIGTERM (schedulers, `timeout`, containers): status interrupted, the resume hint, exit 143,
     metrics files that agree, and a second resume attempt refused while the first one trains."""
@@ -121,6 +122,7 @@ def test_sigterm_is_handled_like_ctrl_c_and_the_run_resumes(tmp_path):
     assert without_seconds(read_history(run)) == without_seconds(reference.history[:done])
 
 
+@pytest.mark.slow
 def test_kill_9_inside_a_checkpoint_write_loses_nothing(tmp_path):
     """kill -9 after half a checkpoint is written: last.pt is still the previous epoch's, the run
     reads as interrupted (its lock is free), and resuming gives the uninterrupted run's metrics."""
@@ -241,6 +243,7 @@ def test_a_hostile_or_damaged_checkpoint_is_refused_and_runs_nothing(tmp_path, d
 # ----------------------------------------------------------------------------- two processes, one folder
 
 
+@pytest.mark.slow
 def test_concurrent_copies_of_a_sweep_train_each_run_once(tmp_path):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"name": "race", "base": SHORT_XOR, "grid": {"model.activation": ["relu", "tanh", "sigmoid"]}})
     processes = [start("sweep", str(sweep), "--runs-dir", "runs", "--quiet", cwd=tmp_path) for _ in range(4)]
@@ -256,6 +259,7 @@ def test_concurrent_copies_of_a_sweep_train_each_run_once(tmp_path):
     assert not list(sweep_dir.rglob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_waiting_copy_of_a_sweep_finds_its_runs_done(tmp_path):
     long_enough = {**SHORT_XOR, "train": {**SHORT_XOR["train"], "epochs": 15}}
     sweep = write_yaml(tmp_path / "sweep.yaml", {"name": "queue", "base": long_enough, "grid": {"model.activation": ["relu", "tanh"]}})

@@ -94,6 +94,7 @@ def test_optimizer_state_is_what_torch_keeps_after_a_step(spec):
     assert estimate_bytes(config, *MNIST)["optimizer state"] == kept
 
 
+@pytest.mark.slow
 def test_every_optimizer_is_measured():
     names = {spec if isinstance(spec, str) else spec["name"] for spec in OPTIMIZER_SPECS}
     assert names == set(OPTIMIZERS)
@@ -170,6 +171,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's /proc/self/clear_refs to reset the peak RSS")
 def test_total_against_a_real_run(tmp_path):
     xor_data = {"dataset": {"name": "xor", "n_train": 200, "n_test": 100}}
@@ -281,6 +283,7 @@ def test_human_bytes(n, text):
     assert human_bytes(n) == text
 
 
+@pytest.mark.slow
 def test_available_bytes_on_the_cpu_is_torch_free():
     code = "import sys\nfrom actexp.resources import available_bytes\nprint(available_bytes('cpu'), 'torch' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -156,6 +156,7 @@ CHECKPOINTS = [
 ]
 
 
+@pytest.mark.slow
 @needs_proc
 @pytest.mark.parametrize("damage, refusal", [c[1:] for c in CHECKPOINTS], ids=[c[0] for c in CHECKPOINTS])
 def test_a_small_checkpoint_that_would_grow_is_refused_before_it_grows(tmp_path, damage, refusal):
@@ -187,6 +188,7 @@ def _stride_zero_weights(folder: Path, hidden: list[int]) -> None:
     torch.save({"format": 1, "epoch": epoch, "model": model}, folder / "model.pt")
 
 
+@pytest.mark.slow
 @needs_proc
 def test_a_small_model_pt_whose_config_claims_a_huge_model_is_refused_before_it_is_built(tmp_path):
     run = actexp.train({**XOR, "train": {**XOR["train"], "checkpoint": "none"}}, runs_dir=tmp_path / "runs")
@@ -212,6 +214,7 @@ def _tar_header(name: bytes, size: int, kind: bytes) -> bytes:
     return bytes(header)
 
 
+@pytest.mark.slow
 @needs_proc
 def test_a_cifar_archive_whose_long_name_claims_a_gigabyte_is_refused_before_it_is_read(tmp_path):
     source = tmp_path / "source"
@@ -224,6 +227,7 @@ def test_a_cifar_archive_whose_long_name_claims_a_gigabyte_is_refused_before_it_
     assert result["peak"] < 64 * MB and result["cpu"] < 5, result
 
 
+@pytest.mark.slow
 @needs_proc
 def test_one_long_metrics_line_is_refused_before_it_is_parsed(tmp_path):
     run = tmp_path / "run"
@@ -423,6 +427,7 @@ def _hear_sighup() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # nohup, or a harness, may have left it ignored
 
 
+@pytest.mark.slow
 def test_sighup_records_the_run_as_interrupted(tmp_path):
     long = {**XOR, "data": {"dataset": {"name": "xor", "n_train": 2000}, "val_size": 200},
             "train": {**XOR["train"], "epochs": 300, "batch_size": 20}}
@@ -430,7 +435,9 @@ def test_sighup_records_the_run_as_interrupted(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "actexp", "train", str(path), "--runs-dir", "runs", "--quiet"], cwd=tmp_path, env=ENV,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_hear_sighup)
     deadline = time.time() + 120
-    while not (run_dirs(tmp_path / "runs") and (run_dirs(tmp_path / "runs")[0] / "checkpoints" / "last.pt").exists()):
+    # An epoch finished (its checkpoint waits in memory: the signal writes it).
+    while not (run_dirs(tmp_path / "runs") and (run_dirs(tmp_path / "runs")[0] / "metrics.jsonl").exists()
+               and len(read_history(run_dirs(tmp_path / "runs")[0])) >= 2):
         assert time.time() < deadline and process.poll() is None
         time.sleep(0.05)
     (run,) = run_dirs(tmp_path / "runs")
@@ -440,6 +447,7 @@ def test_sighup_records_the_run_as_interrupted(tmp_path):
     assert "terminated (SIGHUP)" in one_error_line(output) and "--resume" in output
     summary = read_summary(run)
     assert summary["status"] == "interrupted" and summary["error"] == "terminated by SIGHUP"
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == summary["epochs_completed"]
 
 
 @pytest.mark.parametrize("value", ["0.5", None, [0.5], {"v": 1}, True])
