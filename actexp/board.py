@@ -23,7 +23,7 @@ def require_tensorboard() -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError as e:
-        raise ConfigError(f"train.tensorboard: true needs the tensorboard package ({e}); pip install 'actexp[tensorboard]', or set train.tensorboard: false") from None
+        raise ConfigError(f"train.tensorboard: true needs the tensorboard package ({e}); pip install 'actexp[tensorboard]', or set train.tensorboard: false") from e
 
 
 def layer_tag(metric: str, layer) -> str:

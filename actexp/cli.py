@@ -159,6 +159,8 @@ def user_errors(command):
                 warnings.showwarning = _show_warning
                 return command(*args, **kwargs)
         except ActexpError as e:
+            if os.environ.get("ACTEXP_DEBUG"):  # the traceback, with the cause the line was made from
+                raise
             fail(str(e), e.exit_code)
         except typer.Exit:  # the command's own fail(): already printed (typer.Exit is an Exception)
             raise

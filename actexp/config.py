@@ -41,7 +41,9 @@ from .components import (
     Range,
 )
 from .data import DATASETS
-from .errors import ConfigError
+from .errors import ConfigError, OverrideError
+from .names import MAX_NAME_LENGTH, NAME_CHARS, NAME_PATTERN  # noqa: F401  (NAME_CHARS: re-exported)
+from .varying import override_name
 
 
 REGISTRIES = {
@@ -161,10 +163,6 @@ class Config:
     train: TrainConfig = spec(TrainConfig())
 
 
-NAME_CHARS = "A-Za-z0-9_.,=+-"  # what a config name (and so a run folder name) may hold
-# \A...\Z, not ^...$: `$` also matches before a trailing newline, which would let "evil\n" through.
-NAME_PATTERN = re.compile(rf"\A[{NAME_CHARS}]+\Z")
-MAX_NAME_LENGTH = 200  # a run name is a folder name; file systems stop at 255 bytes
 DEVICE_PATTERN = re.compile(r"\A(auto|cpu|cuda(:[0-9]{1,4})?|mps)\Z")
 # YAML 1.1 (PyYAML) reads 1e-3 as a string: numbers as people write them are parsed here.
 FLOAT_PATTERN = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -201,11 +199,11 @@ def load_config(path: str | Path, overrides: list[str] = (), *, rename: bool = T
     try:
         return config_with_overrides(raw, overrides, rename)
     except OverrideError as e:
-        raise e.applied_to(_shown_path(path)) from None
+        raise e.applied_to(_shown_path(path)) from e
     except ConfigError as e:
-        raise ConfigError(f"{_shown_path(path)}: {e}") from None
-    except RecursionError:  # read_yaml bounds the nesting; this is the last resort
-        raise ConfigError(f"{_shown_path(path)}: the config nests too deeply") from None
+        raise ConfigError(f"{_shown_path(path)}: {e}") from e
+    except RecursionError as e:  # read_yaml bounds the nesting; this is the last resort
+        raise ConfigError(f"{_shown_path(path)}: the config nests too deeply") from e
 
 
 def config_with_overrides(raw: Mapping, overrides: list[str], rename: bool = True) -> Config:
@@ -216,8 +214,6 @@ def config_with_overrides(raw: Mapping, overrides: list[str], rename: bool = Tru
     overrides = resolve_overrides(overrides)
     applied = apply_overrides(dict(raw), overrides)
     if rename and overrides and isinstance(applied.get("name", "experiment"), str):  # another type: the validator names it
-        from .varying import override_name
-
         applied["name"] = override_name(applied.get("name", "experiment"), overrides)
     try:
         return config_from_dict(applied)
@@ -225,20 +221,7 @@ def config_with_overrides(raw: Mapping, overrides: list[str], rename: bool = Tru
         culprit = _override_at_fault(str(e), overrides)
         if culprit is None:
             raise
-        raise OverrideError(f"override {_shown(culprit)}", str(e)) from None
-
-
-class OverrideError(ConfigError):
-    """A ConfigError that a KEY=VALUE override caused: the message starts with the override
-    (`label`, e.g. "override 'train.epoch=3'"), then what is wrong (`detail`); load_config adds
-    the file it was applied to after the override, so the file is not taken for the culprit."""
-
-    def __init__(self, label: str, detail: str):
-        super().__init__(f"{label}: {detail}")
-        self.label, self.detail = label, detail
-
-    def applied_to(self, where: str) -> "OverrideError":
-        return OverrideError(f"{self.label} (applied to {where})", self.detail)
+        raise OverrideError(f"override {_shown(culprit)}", str(e)) from e
 
 
 # Keys an override may set besides the fields: model.hidden as depth and width.
@@ -312,9 +295,9 @@ def read_yaml(path: Path):
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: YAML syntax error{at}: {problem}") from None
+        raise ConfigError(f"{where}: YAML syntax error{at}: {problem}") from e
     except (ValueError, OverflowError) as e:  # a constructor's own check: a date 2024-13-45, a 5000-digit integer
-        raise ConfigError(f"{where}: a YAML value cannot be read: {_first_line(e)}") from None
+        raise ConfigError(f"{where}: a YAML value cannot be read: {_first_line(e)}") from e
 
 
 def _read_text(path: Path, where: str) -> str:
@@ -332,16 +315,16 @@ def _read_text(path: Path, where: str) -> str:
             if kind:
                 raise ConfigError(f"{where}: is {kind}, not a regular file; give a YAML config file")
             data = file.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such file") from None
+    except FileNotFoundError as e:
+        raise ConfigError(f"{where}: no such file") from e
     except OSError as e:
-        raise ConfigError(f"{where}: cannot be read ({e.strerror or e})") from None
+        raise ConfigError(f"{where}: cannot be read ({e.strerror or e})") from e
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{where}: the file is larger than {MAX_CONFIG_BYTES // 1_000_000} MB; a config is a few KB (is this the right file?)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{where}: cannot be read as a text file (not UTF-8: byte {data[e.start]:#04x} at offset {e.start})") from None
+        raise ConfigError(f"{where}: cannot be read as a text file (not UTF-8: byte {data[e.start]:#04x} at offset {e.start})") from e
 
 
 def _file_kind(mode: int) -> str | None:
@@ -359,8 +342,8 @@ def _load_yaml(text: str, where: str):
     _check_yaml_shape(text, where)
     try:
         return yaml.load(text, Loader=_LOADER)
-    except RecursionError:  # the shape check bounds the nesting; this is the last resort
-        raise ConfigError(f"{where}: the YAML nests too deeply") from None
+    except RecursionError as e:  # the shape check bounds the nesting; this is the last resort
+        raise ConfigError(f"{where}: the YAML nests too deeply") from e
 
 
 def _check_yaml_shape(text: str, where: str) -> None:
@@ -375,7 +358,7 @@ def _check_yaml_shape(text: str, where: str) -> None:
         _walk_yaml_events(text, where, sizes, stack)
     except yaml.YAMLError as e:  # newer libyaml scanners stop deep nesting themselves, before the first event
         if "nesting depth" in str(e):
-            raise ConfigError(f"{where}: the YAML nests deeper than {MAX_YAML_DEPTH} levels; a config is a few levels deep") from None
+            raise ConfigError(f"{where}: the YAML nests deeper than {MAX_YAML_DEPTH} levels; a config is a few levels deep") from e
         raise
 
 

@@ -195,15 +195,16 @@ def _download(name: str, root: Path, download: bool, missing: list[str]):
                 tv_utils.download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
                 return None
             return cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
-    except Exception:
-        raise DatasetMissing(_missing_message(name, root, tried=True, missing=missing)) from None
+    except Exception as e:  # (no network, a mirror down, a checksum that differs): said in the line, kept as the cause
+        raise DatasetMissing(_missing_message(name, root, tried=True, missing=missing, cause=e)) from e
 
 
-def _missing_message(name: str, root: Path, tried: bool, missing: list[str] = ()) -> str:
+def _missing_message(name: str, root: Path, tried: bool, missing: list[str] = (), cause: Exception | None = None) -> str:
     info = IMAGE_SETS[name]
     cls = getattr(tv_datasets, info.torchvision_class)
     mirrors = getattr(cls, "mirrors", None) or [getattr(cls, "url", "")]
-    attempt = f"could not be downloaded (tried {', '.join(mirrors)})" if tried else "is not downloaded"
+    why = f": {_innermost(cause)}" if cause is not None else ""
+    attempt = f"could not be downloaded (tried {', '.join(mirrors)}{why})" if tried else "is not downloaded"
     if name == "cifar100":
         where = f"put the original {CIFAR_ARCHIVE} in {root}, or its extracted files {', '.join(info.files)} in {root / info.folder}"
     else:
@@ -406,7 +407,7 @@ def _write_files(target: Path, contents: dict[str, bytes]) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         if isinstance(e, OSError):
-            raise ActexpError(f"{path}: could not be written ({e.strerror or e}); free space or fix the folder's permissions, then import again") from None
+            raise ActexpError(f"{path}: could not be written ({e.strerror or e}); free space or fix the folder's permissions, then import again") from e
         raise
 
 
@@ -416,7 +417,19 @@ def _advice(advice: str):
     try:
         yield
     except DatasetMissing as e:
-        raise DatasetMissing(f"{e}; {advice}") from None
+        raise DatasetMissing(f"{e}; {advice}") from e
+
+
+def _innermost(e: BaseException) -> str:
+    """The first failure under `e` (torchvision wraps a mirror's URLError in its own RuntimeError), as
+    its type and one short line."""
+    seen = set()
+    while (inner := e.__cause__ or e.__context__) is not None and id(inner) not in seen:
+        seen.add(id(e))
+        e = inner
+    text = _one_line(e)
+    # torchvision's own: "Error downloading FILE: Tried MIRROR, got: ERROR ..." for each mirror
+    return f"{type(e).__name__}: {text.rsplit('got: ', 1)[-1][:120]}"
 
 
 def _one_line(e: Exception) -> str:
@@ -440,9 +453,9 @@ def _reading(path: Path):
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         if not gz:
             raise
-        raise DatasetMissing(f"{path}: damaged gzip file ({_one_line(e)})") from None
+        raise DatasetMissing(f"{path}: damaged gzip file ({_one_line(e)})") from e
     except OSError as e:
-        raise DatasetMissing(f"{path}: could not be read ({e.strerror or _one_line(e)})") from None
+        raise DatasetMissing(f"{path}: could not be read ({e.strerror or _one_line(e)})") from e
 
 
 # ----------------------------------------------------------------------------- MNIST, Fashion-MNIST
@@ -570,7 +583,7 @@ def _regular(path: Path) -> None:
         mode = os.stat(path).st_mode
     except OSError as e:
         raise DatasetMissing(f"{path}: could not be read ({e.strerror or _one_line(e)}); replace it with the dataset's file, "
-                             "or delete it to download the dataset again") from None
+                             "or delete it to download the dataset again") from e
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
         raise DatasetMissing(f"{path}: not a regular file ({kind}); replace it with the dataset's file, or delete it to download the dataset again")
@@ -626,7 +639,7 @@ def _read_cifar_archive(archive: Path) -> dict[str, bytes]:
                 if filename is not None and member.isfile():
                     raw[filename] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise DatasetMissing(f"{archive}: not a readable tar.gz archive ({_one_line(e)})") from None
+        raise DatasetMissing(f"{archive}: not a readable tar.gz archive ({_one_line(e)})") from e
     for name, filename in wanted.items():
         if filename not in raw:
             raise DatasetMissing(f"{archive}: {name} is missing from the archive (or is not a regular file)")
@@ -660,7 +673,7 @@ def _cifar_arrays(file, where, split: str):
     except DatasetMissing:
         raise
     except Exception as e:  # a damaged pickle fails in any of a dozen ways
-        raise DatasetMissing(f"{where}: not a readable pickle ({type(e).__name__}: {_one_line(e)})") from None
+        raise DatasetMissing(f"{where}: not a readable pickle ({type(e).__name__}: {_one_line(e)})") from e
     if not isinstance(entry, dict):
         raise DatasetMissing(f"{where}: holds a {type(entry).__name__}, not CIFAR-100's dict of data (N, 3072) and fine_labels")
     data, labels = (entry.get(key, entry.get(key.encode())) for key in ("data", "fine_labels"))

@@ -16,7 +16,51 @@ class ConfigError(ActexpError):
 
 
 class DatasetMissing(ActexpError):
-    pass
+    """A dataset that is not there, or not what it should be (damaged files are never called
+    missing, and never replaced by a download)."""
+
+
+class OverrideError(ConfigError):
+    """A ConfigError that a KEY=VALUE override caused: the message starts with the override
+    (`label`, e.g. "override 'train.epoch=3'"), then what is wrong (`detail`); load_config adds
+    the file it was applied to after the override, so the file is not taken for the culprit."""
+
+    def __init__(self, label: str, detail: str):
+        super().__init__(f"{label}: {detail}")
+        self.label, self.detail = label, detail
+
+    def applied_to(self, where: str) -> "OverrideError":
+        return OverrideError(f"{self.label} (applied to {where})", self.detail)
+
+
+class DamagedFile(ActexpError):
+    """A file in a run folder or sweep that cannot be read as what it should be."""
+
+
+class WriteFailed(ActexpError):
+    """A file could not be written (a full disk, a read-only folder)."""
+
+
+class Busy(ActexpError):
+    """Another process holds the folder's lock."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class RunFolderWarning(UserWarning):
+    """A damaged run folder was skipped; the CLI prints these as `warning:` lines."""
+
+
+class RunLostWarning(RunFolderWarning):
+    """A run's worker was lost (its process or node died) and the run goes on from its folder
+    elsewhere; the CLI prints these as `warning:` lines."""
+
+
+class BackendUnavailable(ActexpError):
+    """The backend asked for cannot run here (its package is missing, its cluster is out of reach,
+    the runs folder is not shared with its nodes): nothing trained; fix the setup and run again."""
+
+    exit_code = 2
 
 
 class Terminated(KeyboardInterrupt):

@@ -78,7 +78,7 @@ def _tensor(raw):
     try:
         return torch.from_numpy(np.array(raw))
     except (TypeError, ValueError) as e:
-        raise ActexpError(f"preprocess: expected an array of images or features ({str(e).splitlines()[0][:80]})") from None
+        raise ActexpError(f"preprocess: expected an array of images or features ({str(e).splitlines()[0][:80]})") from e
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def run_config(folder: Path) -> Config:
     try:
         return config_from_dict(raw)
     except ConfigError as e:
-        raise DamagedFile(f"{folder / 'config.yaml'}: {e}") from None
+        raise DamagedFile(f"{folder / 'config.yaml'}: {e}") from e
 
 
 def _result_weights(folder: Path, summary: dict, expected: dict) -> tuple[dict, int]:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .errors import ActexpError, ConfigError
 from . import stats
-from .report import METRIC_NAMES, PLOT_METRICS, RunData, collect_runs, group_runs, run_result
+from .report import METRIC_NAMES, PLOT_METRICS, Comparison, RunData, collect_runs, compare, group_runs, run_result
 from .runs import FAILURES, read_history, read_summary
 from .varying import key_labels, varying_keys
 
@@ -455,3 +455,16 @@ def save_figure(figure, out: str | Path, **savefig) -> None:
 
     out = Path(out)
     write_atomic(out, lambda file: figure.savefig(file, format=out.suffix[1:].lower() or "png", **savefig))
+
+
+# ----------------------------------------------------------------------------- a finished sweep
+
+
+def write_report(sweep_dir: Path) -> tuple[Comparison, Path | None]:
+    """What a finished sweep leaves next to its ledger: summary.csv, summary.md, curves.png."""
+    comparison = compare([sweep_dir], out_dir=sweep_dir)
+    try:
+        curves, _ = plot([sweep_dir], sweep_dir / "curves.png", title=sweep_dir.name)
+    except (ImportError, ActexpError):  # matplotlib is optional (`pip install actexp[plot]`); no curves yet
+        curves = None
+    return comparison, curves

@@ -459,18 +459,6 @@ def _number(x: float) -> str:
 # ----------------------------------------------------------------------------- learning curves
 
 
-def write_report(sweep_dir: Path) -> tuple[Comparison, Path | None]:
-    """What a finished sweep leaves next to its ledger: summary.csv, summary.md, curves.png."""
-    comparison = compare([sweep_dir], out_dir=sweep_dir)
-    try:
-        from .plots import plot  # plots reads runs through this module
-
-        curves, _ = plot([sweep_dir], sweep_dir / "curves.png", title=sweep_dir.name)
-    except (ImportError, ActexpError):  # matplotlib is optional (`pip install actexp[plot]`); no curves yet
-        curves = None
-    return comparison, curves
-
-
 # ----------------------------------------------------------------------------- runs
 
 

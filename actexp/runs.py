@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import ActexpError
+from .errors import ActexpError, Busy, DamagedFile, RunFolderWarning, WriteFailed  # noqa: F401  (Busy, RunFolderWarning: re-exported)
 
 CHECKPOINTS = "checkpoints"
 MODEL = "model.pt"  # a completed run's result weights (its selected epoch's), whatever train.checkpoint says
@@ -51,24 +51,6 @@ MAX_OVERRIDES = 1000
 MAX_OVERRIDE_CHARS = 10_000
 
 
-class DamagedFile(ActexpError):
-    """A file in a run folder or sweep that cannot be read as what it should be."""
-
-
-class WriteFailed(ActexpError):
-    """A file could not be written (a full disk, a read-only folder)."""
-
-
-class Busy(ActexpError):
-    """Another process holds the folder's lock."""
-
-    exit_code = 75  # EX_TEMPFAIL: try again later
-
-
-class RunFolderWarning(UserWarning):
-    """A damaged run folder was skipped; the CLI prints these as `warning:` lines."""
-
-
 # ----------------------------------------------------------------------------- writing
 
 
@@ -84,7 +66,7 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
-            raise _cannot_create(path, e) from None
+            raise _cannot_create(path, e) from e
     raise WriteFailed(f"could not create a run folder under {parent}: 1,000 folders named {stamp}[-N] exist")
 
 
@@ -99,7 +81,7 @@ def make_dir(path: Path, root: Path | None = None) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _cannot_create(path, e) from None
+        raise _cannot_create(path, e) from e
     return path
 
 
@@ -125,7 +107,7 @@ def write_atomic(path: Path, write) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise WriteFailed(f"could not write {path}: {e.strerror or e}") from None
+        raise WriteFailed(f"could not write {path}: {e.strerror or e}") from e
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file 0600; a run folder is shared as its folder is
         with os.fdopen(fd, "wb") as file:
@@ -135,7 +117,7 @@ def write_atomic(path: Path, write) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise WriteFailed(f"could not write {path}: {e.strerror or e}") from None
+            raise WriteFailed(f"could not write {path}: {e.strerror or e}") from e
         raise
 
 
@@ -223,7 +205,7 @@ def open_bounded(path: Path, limit: int):
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise DamagedFile(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise DamagedFile(f"{path}: cannot be read ({e.strerror or e})") from e
     file = os.fdopen(fd, "rb")
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
@@ -242,7 +224,7 @@ def read_json(path: Path) -> dict:
     try:
         obj = json.loads(content)
     except (ValueError, RecursionError) as e:
-        raise DamagedFile(f"{path}: not valid JSON ({str(e).splitlines()[0][:100]})") from None
+        raise DamagedFile(f"{path}: not valid JSON ({str(e).splitlines()[0][:100]})") from e
     if not isinstance(obj, dict):
         raise DamagedFile(f"{path}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -347,7 +329,7 @@ def read_config(run_dir: Path) -> dict:
     try:
         config = read_yaml(path)
     except ActexpError as e:
-        raise DamagedFile(str(e)) from None
+        raise DamagedFile(str(e)) from e
     if config is not None and not isinstance(config, dict):
         raise DamagedFile(f"{path}: not a config mapping")
     return config or {}
@@ -362,7 +344,7 @@ def _load_weights_only(path: Path, max_bytes: int, what: str = "checkpoint"):
     try:
         info = path.stat()
     except OSError as e:  # gone meanwhile, a dangling link, a link loop
-        raise DamagedFile(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise DamagedFile(f"{path}: cannot be read ({e.strerror or e})") from e
     if not stat.S_ISREG(info.st_mode):
         raise DamagedFile(f"{path}: not a regular file")
     if info.st_size > max_bytes:
@@ -372,11 +354,11 @@ def _load_weights_only(path: Path, max_bytes: int, what: str = "checkpoint"):
         with warnings.catch_warnings():  # torch's remarks on a foreign file's pickle protocol
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise DamagedFile(f"{path}: refused: it holds Python objects other than tensors and plain data, which could run code when loaded") from None
+    except pickle.UnpicklingError as e:
+        raise DamagedFile(f"{path}: refused: it holds Python objects other than tensors and plain data, which could run code when loaded") from e
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as e:
         reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise DamagedFile(f"{path}: not a checkpoint actexp can load safely ({reason}); only tensors and plain data are accepted") from None
+        raise DamagedFile(f"{path}: not a checkpoint actexp can load safely ({reason}); only tensors and plain data are accepted") from e
     _check_plain(path, state, max_bytes)
     return state
 
@@ -405,7 +387,7 @@ def _check_archive(path: Path, max_bytes: int) -> None:
             total = sum(e.file_size for e in entries)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
         raise DamagedFile(f"{path}: not a checkpoint actexp can load safely (not the zip archive torch.save writes: "
-                          f"{str(e).splitlines()[0][:80] if str(e) else type(e).__name__}); only tensors and plain data are accepted") from None
+                          f"{str(e).splitlines()[0][:80] if str(e) else type(e).__name__}); only tensors and plain data are accepted") from e
     if packed:
         raise DamagedFile(f"{path}: refused: {packed[0].filename[:80]!r} is compressed ({packed[0].file_size:,} bytes inflated), "
                           "which torch.save never does; not loaded")
@@ -588,13 +570,13 @@ def locked(folder: Path, what: str, wait: bool = False):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:
-        raise WriteFailed(f"could not create the lock {path}: {e.strerror or e}") from None
+        raise WriteFailed(f"could not create the lock {path}: {e.strerror or e}") from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
+        except BlockingIOError as e:
             raise Busy(f"{folder} is in use by {lock_holder(folder)}; wait for it to finish"
-                       + ("" if what == "training" else " (or pass --wait)")) from None
+                       + ("" if what == "training" else " (or pass --wait)")) from e
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"), "what": what}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)

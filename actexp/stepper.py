@@ -39,7 +39,7 @@ def optimizer_for(config, params):
         optimizer = OPTIMIZERS[opt.optimizer.name](params, opt.lr, opt.weight_decay, **_tuples(opt.optimizer.params))
         scheduler = SCHEDULES[opt.schedule.name](optimizer, config.train.epochs, **opt.schedule.params)
     except ValueError as e:
-        raise ConfigError(f"optim: {e}") from None
+        raise ConfigError(f"optim: {e}") from e
     return optimizer, scheduler
 
 

@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 from .backends import Backend, Event, Outcome, RunSpec, Task, _relative, cpu_count, execute  # noqa: F401  (the seam, re-exported)
 from .backends.local import Slot, worker_slots  # noqa: F401
 from .config import SEED_RANGE, Config, _did_you_mean, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
-from .errors import ConfigError, sigterm_as_interrupt
+from .errors import ConfigError, RunLostWarning, sigterm_as_interrupt  # noqa: F401  (RunLostWarning: re-exported)
 from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, make_dir, read_ledger, read_summary, write_ledger
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
 
@@ -111,7 +111,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
                     try:
                         configs.append(config_from_dict(apply_overrides(base, point_overrides)))
                     except ConfigError as e:
-                        raise ConfigError(f"{path}: run {origin}: {e}") from None
+                        raise ConfigError(f"{path}: run {origin}: {e}") from e
                 origins.append(f"{base.name}: {origin}" if isinstance(base, Path) and prefix else origin)
                 prefixes.append(prefix)
     return _name_runs(name, path, configs, origins, prefixes, swept)
@@ -129,8 +129,8 @@ def parse_grid(items: list[str]) -> dict[str, list]:
             raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. --grid model.activation=relu,tanh")
         try:
             values = yaml.safe_load(text) if text.lstrip().startswith("[") else [yaml.safe_load(v) for v in text.split(",")]
-        except yaml.YAMLError:
-            raise ConfigError(f"--grid {item!r}: the values are not a YAML list; quote it: --grid '{key}=[v1, v2]'") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--grid {item!r}: the values are not a YAML list; quote it: --grid '{key}=[v1, v2]'") from e
         if not isinstance(values, list) or not values:
             raise ConfigError(f"--grid {item!r}: expected a non-empty list of values")
         if key in grid:
@@ -213,7 +213,7 @@ def _name_runs(name: str, source: Path, configs: list[Config], origins: list[str
         try:
             check_name(run_label, f"{source}: run {origin}: name")
         except ConfigError as e:
-            raise ConfigError(f"{e}: sweep fewer keys in one grid, or use a folder of configs (runs named after their files)") from None
+            raise ConfigError(f"{e}: sweep fewer keys in one grid, or use a folder of configs (runs named after their files)") from e
         config = dataclasses.replace(config, name=run_label)
         run = SweepRun(run_label, config, values, run_hash(config))
         if run.hash in seen:
@@ -311,9 +311,6 @@ class SweepResult:
         return [e for e in self.runs if e["status"] not in RESULTS + ("failed",)]
 
 
-class RunLostWarning(RunFolderWarning):
-    """A run's worker was lost (its process or node died) and the run goes on from its folder
-    elsewhere; the CLI prints these as `warning:` lines."""
 
 
 def run_sweep(
@@ -405,7 +402,7 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
             draw_folder_curves(sweep_dir / entry["folder"])
     result = SweepResult(sweep.name, sweep_dir, tuple(ledger["runs"]), tuple(ledger["removed"]))
     if report and not result.unfinished and any(e["folder"] for e in result.runs):
-        from .report import write_report
+        from .plots import write_report
 
         comparison, curves = write_report(sweep_dir)
         result = dataclasses.replace(result, comparison=comparison, curves=curves)

@@ -280,7 +280,7 @@ def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, fo
             best_model = state["best_model"] and {k: v.to("cpu") for k, v in state["best_model"].items()}
             epoch = int(state["epoch"])
         except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            raise DamagedFile(f"{folder / CHECKPOINTS / 'last.pt'}: does not fit this run's model and optimizer ({str(e).splitlines()[0][:120]})") from None
+            raise DamagedFile(f"{folder / CHECKPOINTS / 'last.pt'}: does not fit this run's model and optimizer ({str(e).splitlines()[0][:120]})") from e
         state = {**state, "best": best, "best_model": best_model, "epoch": epoch}
     else:
         folder = Path(folder) if folder else new_run_dir(runs_dir, config.name)

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any, Mapping
 
-from .config import MAX_NAME_LENGTH, NAME_CHARS
+from .names import MAX_NAME_LENGTH, NAME_CHARS
 
 SEED_KEY = "train.seed"
 # Overrides that change where or how a run is recorded, not what it trains: left out of its name

@@ -333,6 +333,7 @@ def test_missing_dataset_is_one_line(tmp_path, name):
     info = IMAGE_SETS[name]
     assert f"dataset {name} not found in {root / info.folder}" in line
     assert "could not be downloaded" in line and UNREACHABLE in line
+    assert "Connection refused" in line or "URLError" in line or "Error" in line  # the download's own failure, not dropped
     for filename in info.files:
         assert filename in line
     assert f"actexp data import {name}" in line
@@ -363,3 +364,16 @@ def test_partially_present_dataset_is_missing(tmp_path, mnist_set):
     config = config_from_dict({"data": {"dataset": "mnist", "root": str(root)}})
     with pytest.raises(DatasetMissing, match="t10k-labels-idx1-ubyte"):
         load_data(config.data, "cpu", download=False)
+
+
+def test_a_failed_download_keeps_its_cause_and_actexp_debug_shows_it(tmp_path, monkeypatch):
+    """The line says why the download failed; the exception keeps the failure as its cause, and
+    ACTEXP_DEBUG=1 shows the traceback with it instead of the one line."""
+    root = tmp_path / "data"
+    path = write_yaml(tmp_path / "c.yaml", tiny_config(data={"dataset": "mnist", "root": str(root)}))
+    with pytest.raises(DatasetMissing) as missing:
+        load_data(config_from_dict(tiny_config(data={"dataset": "mnist", "root": str(root)})).data, torch.device("cpu"))
+    assert missing.value.__cause__ is not None and "could not be downloaded" in str(missing.value)
+    monkeypatch.setenv("ACTEXP_DEBUG", "1")
+    result = cli("train", path, "--runs-dir", tmp_path / "runs")
+    assert isinstance(result.exception, DatasetMissing) and result.exception.__cause__ is not None

@@ -20,7 +20,8 @@ import actexp
 from actexp.cli import app
 from actexp.errors import ActexpError, ConfigError
 from actexp.plots import PALETTE, curve_series, describe_curves, draw_curves, layout_curves, line_styles, plot
-from actexp.report import collect_runs, compare, write_report
+from actexp.plots import write_report
+from actexp.report import collect_runs, compare
 
 # activation -> per seed: (val_acc per trained epoch, status)
 RUNS = {

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from ..errors import ActexpError
+from ..errors import ActexpError, BackendUnavailable  # noqa: F401  (re-exported)
 from ..runs import CHECKPOINTS, RESULTS, DamagedFile, read_summary, write_json_atomic
 
 
@@ -104,13 +104,6 @@ class Backend:
 
     def close(self) -> None:
         raise NotImplementedError
-
-
-class BackendUnavailable(ActexpError):
-    """The backend asked for cannot run here (its package is missing, its cluster is out of reach,
-    the runs folder is not shared with its nodes): nothing trained; fix the setup and run again."""
-
-    exit_code = 2
 
 
 # ----------------------------------------------------------------------------- executing a task

@@ -43,8 +43,8 @@ def import_ray():
     """The ray module, or BackendUnavailable saying how to install it."""
     try:
         import ray
-    except ImportError:
-        raise BackendUnavailable(f"--backend ray needs Ray, which is not installed here: {INSTALL}") from None
+    except ImportError as e:
+        raise BackendUnavailable(f"--backend ray needs Ray, which is not installed here: {INSTALL}") from e
     return ray
 
 
@@ -143,7 +143,7 @@ class RayBackend(Backend):
             hint = ""
             if self.address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ:
                 hint = " (to a cluster with token authentication, Ray connects by address only with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token)"
-            raise BackendUnavailable(f"could not start or reach {where}: {_first_line(e)}{hint}") from None
+            raise BackendUnavailable(f"could not start or reach {where}: {_first_line(e)}{hint}") from e
         finally:
             if main and sigterm is not None:
                 signal.signal(signal.SIGTERM, sigterm)
@@ -377,12 +377,12 @@ def check_shared(ray, sweep_dir: Path) -> None:
             where = f"{node.get('NodeManagerHostname')} ({node.get('NodeManagerAddress')})"
             try:
                 ray.get(refs[node["NodeID"]], timeout=PROBE_SECONDS)
-            except ray.exceptions.GetTimeoutError:
-                raise BackendUnavailable(f"Ray node {where} did not run the storage probe within {PROBE_SECONDS} s") from None
+            except ray.exceptions.GetTimeoutError as e:
+                raise BackendUnavailable(f"Ray node {where} did not run the storage probe within {PROBE_SECONDS} s") from e
             except ray.exceptions.RayError as e:
                 cause = getattr(e, "cause", None) or e
                 raise BackendUnavailable(f"Ray node {where} cannot write into the runs folder {sweep_dir} ({_first_line(cause)}): "
-                                         f"mount the runs folder, at this same path, on every node of the cluster") from None
+                                         f"mount the runs folder, at this same path, on every node of the cluster") from e
             found = sweep_dir / names[node["NodeID"]]
             try:
                 seen = found.read_text()
