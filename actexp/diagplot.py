@@ -16,7 +16,7 @@ from typing import Sequence
 from .diagnostics import METRICS, OUTPUT_LAYER, layer_names, layer_values
 from .config import _did_you_mean
 from .errors import ActexpError, ConfigError
-from .plots import line_styles, save_figure
+from .plots import epoch_ticks, line_styles, save_figure
 from .runs import read_history, read_summary
 
 # Gradient figures span orders of magnitude (a vanishing gradient is 1e-7 of the output layer's).
@@ -100,7 +100,6 @@ def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", 
     figures); with `sharey` one y scale for all panels. Saved to `out` (format from its suffix:
     .png, .pdf, .svg) when given. Returns the matplotlib Figure."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     panels = diagnostic_panels(run_dirs, metric, sharey)
     columns = min(len(panels), PANELS_PER_ROW)
@@ -117,7 +116,7 @@ def plot_diagnostics(run_dirs: Sequence[str | Path], metric: str = "grad_norm", 
             ax.set_yscale("log")
             _log_ticks(ax, [v for line in panel.lines for v in line.values])
         ax.set_title(panel.title, fontsize=10)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_ticks(ax, [e for line in panel.lines for e in line.epochs])
         ax.set_xlabel("epoch (0: before training)")
         if i % columns == 0 or not sharey:
             ax.set_ylabel(metric)

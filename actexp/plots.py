@@ -252,7 +252,6 @@ def draw_curves(curves: Curves, out: str | Path | None = None):
     where it averages several runs. Saved to `out` when given (the format follows the suffix: .png,
     .pdf, .svg, ...). Returns the matplotlib Figure."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state; works headless
-    from matplotlib.ticker import MaxNLocator
 
     columns = min(len(curves.panels), PANELS_PER_ROW)
     rows = math.ceil(len(curves.panels) / columns)
@@ -271,7 +270,7 @@ def draw_curves(curves: Curves, out: str | Path | None = None):
             ax.text(s=panel.untrained, transform=ax.transAxes, **UNTRAINED_NOTE)
         ax.set_title(panel.title if not single else curves.title, fontsize="medium")
         ax.set_xlabel(curves.xlabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_ticks(ax, [e for line in panel.lines for e in trained_part(line.series.epochs)[0]])
         if i % columns == 0:
             ax.set_ylabel(curves.ylabel)
         ax.grid(alpha=0.3)
@@ -307,6 +306,18 @@ def plot(paths, out: str | Path, metric: str = "val_acc", group_by: list[str] | 
 RUN_PANELS = (("loss", "train_loss", "val_loss"), ("accuracy", "train_acc", "val_acc"))
 
 
+def epoch_ticks(ax, epochs, nbins: int | str = "auto") -> None:
+    """Whole epochs on the x axis; a lone epoch gets its own tick (an integer locator finds no
+    integer in the margin around one point, and falls back to fractions)."""
+    from matplotlib.ticker import MaxNLocator
+
+    distinct = sorted(set(epochs))
+    if len(distinct) == 1:
+        ax.set_xticks(distinct)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True))
+
+
 def draw_run_curves(records: list[dict], out: str | Path | None = None, title: str = "", selected: int | None = None):
     """One run's curves.png (as Ultralytics' results.png): loss and accuracy, train and val, over
     its trained epochs (from 1), the selected epoch marked; the epoch-0 record (the untrained model,
@@ -335,7 +346,7 @@ def draw_run_curves(records: list[dict], out: str | Path | None = None, title: s
         # titles, making ticks and legends are most of a draw.
         ax.set_title(name, fontsize="medium", y=1.0)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        epoch_ticks(ax, [r["epoch"] for r in trained], nbins=6)
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small", frameon=False)

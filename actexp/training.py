@@ -630,7 +630,9 @@ def _finish_anyway(finish, status: str, error: str) -> None:
 def _resume_state(folder: Path, tc, n_params: int) -> dict:
     last = folder / CHECKPOINTS / "last.pt"
     if not last.is_file() and tc.checkpoint in ("last", "both"):
-        raise ActexpError(f"{folder}: no epoch finished before the run stopped, so there is nothing to resume; train the config again")
+        raise ActexpError(f"{folder}: no checkpoint was written before the run stopped (none is, before its first epoch ends; after "
+                          f"that every train.checkpoint_every = {tc.checkpoint_every:g} s and on Ctrl-C/SIGTERM), so there is nothing "
+                          f"to resume; train the config again")
     if not last.is_file():
         raise ActexpError(f"{folder}: no {CHECKPOINTS}/last.pt to resume from (the run kept train.checkpoint={tc.checkpoint}; resuming needs last or both)")
     # The model, up to three optimizer states and the best weights, in float32, plus RNG states.

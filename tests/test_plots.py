@@ -381,3 +381,11 @@ def test_the_boundary_legend_leaves_the_points_alone():
     FigureCanvasAgg(figure).draw()
     renderer = figure.canvas.get_renderer()
     assert figure.legends[0].get_window_extent(renderer).y1 <= ax.get_tightbbox(renderer).y0 + 1
+
+
+def test_a_one_epoch_run_has_one_whole_epoch_tick():
+    from actexp.plots import draw_run_curves
+
+    records = [{"epoch": 0, "val_loss": 2.3, "val_acc": 0.1}, {"epoch": 1, "train_loss": 0.5, "train_acc": 0.85, "val_loss": 0.3, "val_acc": 0.9}]
+    figure = draw_run_curves(records, selected=1)
+    assert all(list(ax.get_xticks()) == [1] for ax in figure.axes)
