@@ -32,6 +32,7 @@ from actexp.runs import read_history, read_ledger, read_summary
 from actexp.sweep import MAX_SEEDS, parse_seeds
 
 from conftest import REPO, cli, hear_signals, run_dirs, tiny_config, write_yaml
+from test_faults import interrupted_run
 from data_files import gzip_bomb
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -92,17 +93,6 @@ def measured(setup: str, action: str, cwd: Path, limit: int = 1536 * MB) -> dict
 needs_proc = pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="reads the peak RSS from /proc")
 
 
-def interrupted(tmp_path: Path, config: dict = XOR, after: int = 1) -> Path:
-    def stop(event, info):
-        if event == "epoch" and info["record"]["epoch"] == after:
-            raise KeyboardInterrupt
-
-    folder = tmp_path / "interrupted"
-    with pytest.raises(KeyboardInterrupt):
-        actexp.train(config, run_dir=folder, progress=stop)
-    return folder
-
-
 def _edit_checkpoint(path: Path, change) -> None:
     state = torch.load(path, weights_only=True)
     change(state)
@@ -160,7 +150,7 @@ CHECKPOINTS = [
 @needs_proc
 @pytest.mark.parametrize("damage, refusal", [c[1:] for c in CHECKPOINTS], ids=[c[0] for c in CHECKPOINTS])
 def test_a_small_checkpoint_that_would_grow_is_refused_before_it_grows(tmp_path, damage, refusal):
-    folder = interrupted(tmp_path)
+    folder = interrupted_run(tmp_path, XOR)
     last = folder / "checkpoints" / "last.pt"
     damage(last)
     assert last.stat().st_size < 4 * MB
@@ -452,7 +442,7 @@ def test_sighup_records_the_run_as_interrupted(tmp_path):
 
 @pytest.mark.parametrize("value", ["0.5", None, [0.5], {"v": 1}, True])
 def test_a_checkpoint_whose_best_value_is_not_a_number_is_refused_before_training(tmp_path, value):
-    folder = interrupted(tmp_path)
+    folder = interrupted_run(tmp_path, XOR)
     last = folder / "checkpoints" / "last.pt"
     _edit_checkpoint(last, lambda state: state["best"].update(value=value))
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
@@ -477,7 +467,7 @@ def test_run_files_follow_the_umask(tmp_path, umask):
 
 
 def test_a_checkpoints_folder_that_links_out_of_its_run_is_neither_read_nor_written(tmp_path):
-    folder = interrupted(tmp_path)
+    folder = interrupted_run(tmp_path, XOR)
     outside = tmp_path / "outside"
     (folder / "checkpoints").rename(outside)
     (folder / "checkpoints").symlink_to(outside, target_is_directory=True)
