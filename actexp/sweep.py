@@ -311,8 +311,6 @@ class SweepResult:
         return [e for e in self.runs if e["status"] not in RESULTS + ("failed",)]
 
 
-
-
 def run_sweep(
     path: str | Path,
     overrides: list[str] = (),

@@ -108,9 +108,8 @@ def train(
             _claim_for_resume(Path(resume), config, held)
         data = load_data(config.data, device)
         member, recorder = _prepare(config, device, data, held, progress, runs_dir=runs_dir,
-                                    folder=Path(resume or run_dir) if (resume or run_dir) else None, resume=bool(resume))
+                                    folder=Path(resume or run_dir) if (resume or run_dir) else None, resume=bool(resume), curves=curves)
         recorder.summary["overrides"] = list(overrides) or recorder.summary["overrides"]
-        recorder.draws_curves = curves
         (run,) = _fit([member], [recorder], data, threads)
         return run
 
@@ -173,11 +172,10 @@ def train_group(
             try:
                 folder = Path(run_dirs[i]) if run_dirs[i] is not None else None
                 member, recorder = _prepare(configs[i], device, data, held, progress_for[i], runs_dir=runs_dir,
-                                            folder=folder, resume=resume[i], probes=probes)
+                                            folder=folder, resume=resume[i], probes=probes, curves=curves)
             except ActexpError as e:
                 results[i] = e
                 continue
-            recorder.draws_curves = curves
             started.setdefault(recorder.start_epoch, []).append((i, member, recorder))
         for entries in started.values():
             indices, members, recorders = zip(*entries)
@@ -238,7 +236,7 @@ def _check_resumable(folder: Path, config: Config) -> None:
         raise ConfigError(f"{folder}: the config differs from the run's config.yaml; a resumed run keeps its config (start a new run to change it)")
 
 
-def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, folder: Path | None, resume: bool, probes=None):
+def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, folder: Path | None, resume: bool, probes=None, curves: bool = True):
     """Build a member exactly as its solo run starts (seed, build_model, the optimizer's argument
     checks), load its checkpoint when it resumes, and make its recorder; a fresh member's folder is
     created (and locked) only once all of that succeeded. Nothing is written yet."""
@@ -286,7 +284,7 @@ def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, fo
         folder = Path(folder) if folder else new_run_dir(runs_dir, config.name)
         folder.mkdir(parents=True, exist_ok=True)
         held.enter_context(locked(folder, "training"))
-    recorder = Recorder(config, folder, device, data, member, progress, state)
+    recorder = Recorder(config, folder, device, data, member, progress, state, draws_curves=curves)
     return member, recorder
 
 
@@ -337,7 +335,7 @@ class Recorder:
     the best epoch and early stopping, and how the run ended (`finish`). It never touches a batch:
     the stepper computes, the loop hands each recorder its member's figures."""
 
-    def __init__(self, config: Config, folder: Path, device, data: Data, member: Member, progress, state: dict | None):
+    def __init__(self, config: Config, folder: Path, device, data: Data, member: Member, progress, state: dict | None, draws_curves: bool = True):
         tc = config.train
         self.config, self.folder, self.progress = config, folder, progress
         self.stopping = stopping = tc.early_stopping
@@ -396,7 +394,7 @@ class Recorder:
         self.ended: str | None = None
         self.run: Run | None = None
         self.board = None  # board.Board with train.tensorboard, from open() to finish()
-        self.draws_curves = True  # complete() draws curves.png
+        self.draws_curves = draws_curves  # complete() draws curves.png
         self.checkpoints = None  # checkpointing.CheckpointSchedule, from open() on
 
     def record_metrics(self) -> None:
