@@ -123,6 +123,35 @@ def test_sigterm_is_handled_like_ctrl_c_and_the_run_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_kill_9_between_timed_checkpoints_resumes_from_the_last_one_to_the_same_numbers(tmp_path):
+    """With checkpoints every 0.5 s, a kill -9 loses the epochs after the last one written; the
+    resumed run drops them from its metrics, trains them again, and ends with the numbers of a run
+    never stopped."""
+    config = {**LONG_XOR, "train": {**LONG_XOR["train"], "epochs": 60, "checkpoint_every": 0.5}}
+    path = write_yaml(tmp_path / "timed.yaml", config)
+    process = start("train", str(path), "--runs-dir", "runs", "--quiet", cwd=tmp_path)
+    run = the_run(tmp_path / "runs")
+
+    def checkpointed_and_ahead() -> bool:  # a checkpoint on disk, and the metrics past its epoch
+        try:
+            saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+        except (FileNotFoundError, RuntimeError, EOFError):
+            return False
+        return saved >= 2 and epochs_recorded(run) > saved
+
+    wait_for(checkpointed_and_ahead)
+    process.kill()
+    process.wait()
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    assert saved < 60 and read_summary(run)["status"] == "running"
+    resumed = cli("train", "--resume", run, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    reference = actexp.train(config, runs_dir=tmp_path / "reference")
+    assert without_seconds(read_history(run)) == without_seconds(reference.history)
+    assert read_summary(run)["test_loss"] == reference.summary["test_loss"]
+
+
+@pytest.mark.slow
 def test_kill_9_inside_a_checkpoint_write_loses_nothing(tmp_path):
     """kill -9 after half a checkpoint is written: last.pt is still the previous epoch's, the run
     reads as interrupted (its lock is free), and resuming gives the uninterrupted run's metrics."""
