@@ -2,7 +2,7 @@
 Fashion-MNIST-sized data, three ways in one process:
 
   (a) the canonical PyTorch recipe: torchvision dataset + ToTensor() + Normalize through a DataLoader;
-  (b) actexp's trainer (`actexp.train`, one config, defaults otherwise);
+  (b) actexp's trainer (`actexp.train`, one config, defaults otherwise but (a)'s thread count);
   (c) the GEMM bound: the epoch's forward+backward matrix-multiply FLOPs divided by this machine's
       measured large-matmul FLOP/s (no optimizer, no elementwise work: a floor, not a target).
 
@@ -79,10 +79,13 @@ def canonical_epochs(root: Path, epochs: int, device: str) -> list[float]:
 
 
 def actexp_epochs(root: Path, epochs: int, device: str) -> list[float]:
-    """(b) actexp's trainer on configs/relu_xavier.yaml, switched to Fashion-MNIST."""
+    """(b) actexp's trainer on configs/relu_xavier.yaml, switched to Fashion-MNIST, with the thread
+    count (a) computes with (torch's default; actexp's own default is one thread, see
+    docs/shared-machines.md)."""
     config = actexp.load_config(
         Path(__file__).parent.parent / "configs" / "relu_xavier.yaml",
-        ["data.dataset=fashion_mnist", f"data.root={root}", f"train.epochs={epochs}", f"train.device={device}"],
+        ["data.dataset=fashion_mnist", f"data.root={root}", f"train.epochs={epochs}", f"train.device={device}",
+         f"train.threads={torch.get_num_threads()}"],
     )
     with tempfile.TemporaryDirectory() as runs:
         run = actexp.train(config, runs_dir=runs)
