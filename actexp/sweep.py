@@ -28,7 +28,7 @@ from .backends.local import Slot, worker_slots  # noqa: F401
 from .config import SEED_RANGE, Config, _did_you_mean, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
 from .errors import ConfigError, sigterm_as_interrupt
 from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, make_dir, read_ledger, read_summary, write_ledger
-from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
+from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, sweep_name, varying_keys
 
 SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
 MAX_RUNS = 10_000
@@ -50,20 +50,28 @@ class SweepRun:
 
 @dataclass(frozen=True)
 class Sweep:
-    name: str
+    name: str  # its folder's name under the runs folder
     source: Path
     keys: tuple[str, ...]  # the dotted keys that vary between runs
     runs: tuple[SweepRun, ...]
 
 
-def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str, list] | None = None, seeds: list[int] | None = None) -> Sweep:
+def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str, list] | None = None, seeds: list[int] | None = None,
+               name: str | None = None) -> Sweep:
     """Expand a sweep into its runs: its source's configs × its grid × its seeds. The source is a
     folder of configs (every *.yaml directly inside, sorted), a sweep file (base, grid, seeds, name),
     or a single config (then `grid` or `seeds` make it a sweep). `grid` ({dotted key: values}, the
     command line's --grid) adds keys to the source's grid; `seeds` (--seeds) replaces its seeds;
     `overrides` (--set) apply to every run. A folder's runs are named after their files (tanh.yaml:
     tanh, or tanh,seed=1 with seeds), a grid's after the keys that vary. Every run's config is
-    validated here, before anything trains. Raises ConfigError."""
+    validated here, before anything trains. Raises ConfigError.
+
+    The sweep's name, its folder under the runs folder, is `name` (--name) when given; else the
+    source's (a folder's name, a sweep file's `name:` or file name, a config's `<stem>_sweep`), then
+    `-` and each key `grid` adds (`relu_xavier_sweep-activation-init`, `activations-lr`): so that
+    sweeps of one source over different keys never share a folder, while the same command (its
+    --grid options in any order, more values, other seeds) names the same sweep and resumes it. A
+    config swept by `seeds` alone is `<stem>_sweep-seed`."""
     path = Path(path)
     extra_grid = dict(grid or {})
     if path.is_dir():
@@ -73,17 +81,23 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
         for file in files:
             if not safe_name(file.stem):
                 raise ConfigError(f"{file}: a folder sweep names each run after its file; rename it with letters, digits and _ . , = + -")
-        name, bases, file_grid, file_seeds = path.resolve().name, [(f, safe_name(f.stem)) for f in files], {}, None
+        source_name, bases, file_grid, file_seeds = path.resolve().name, [(f, safe_name(f.stem)) for f in files], {}, None
+        named_keys = list(extra_grid)
     elif path.is_file() and _is_sweep_file(path):
-        name, base, file_grid, file_seeds = _read_sweep_file(path)
-        bases = [(base, None)]
+        source_name, base, file_grid, file_seeds = _read_sweep_file(path)
+        bases, named_keys = [(base, None)], list(extra_grid)
     elif path.is_file():
         if not extra_grid and seeds is None:
             raise ConfigError(f"{path}: a single config is a sweep only with --grid or --seeds; to train it once: actexp train {path}")
-        name, bases, file_grid, file_seeds = f"{safe_name(path.stem)}_sweep", [(path, None)], {}, None
+        source_name, bases, file_grid, file_seeds = f"{safe_name(path.stem)}_sweep", [(path, None)], {}, None
+        named_keys = list(extra_grid) or [SEED_KEY]  # seeds name a sweep only when nothing else varies
     else:
         raise ConfigError(f"{path}: no such file or folder")
-    check_name(name, f"{path}: name")
+    check_name(source_name, f"{path}: name")
+    if name is None:
+        name = sweep_name(source_name, named_keys)
+    else:
+        check_name(name, "--name")
     for key in extra_grid:
         if key in file_grid:
             raise ConfigError(f"--grid {key}: {path} sweeps {key} already; change it there")
@@ -332,9 +346,10 @@ def run_sweep(
     wait: bool = False,
     fused: bool = True,
     max_group: int | None = None,
+    name: str | None = None,
 ) -> SweepResult:
-    """Run a sweep into `runs_dir/<sweep name>/`: skip finished runs, re-run failed ones, resume
-    interrupted ones. A failing run does not stop the others (unless `fail_fast`). `backend` trains
+    """Run a sweep into `runs_dir/<sweep name>/` (`name`, or the name load_sweep gives it): skip
+    finished runs, re-run failed ones, resume interrupted ones. A failing run does not stop the others (unless `fail_fast`). `backend` trains
     the runs: None or "local", this machine, where `jobs` worker processes train in parallel (None:
     one per GPU on a multi-GPU machine, one in this process with one GPU, else one per CPU core
     this process may use, at most one per task); "ray", Ray tasks on a local Ray
@@ -352,7 +367,7 @@ def run_sweep(
         backend = RayBackend(max_slots=jobs)
     elif backend not in (None, "local") and not isinstance(backend, Backend):
         raise ConfigError(f"backend {backend!r}: expected local or ray")
-    sweep = load_sweep(path, overrides, grid=grid, seeds=seeds)
+    sweep = load_sweep(path, overrides, grid=grid, seeds=seeds, name=name)
     if any(run.config.train.tensorboard for run in sweep.runs):
         from .board import require_tensorboard
 
