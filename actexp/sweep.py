@@ -6,6 +6,9 @@ makes them) and the ledger `sweep.json`, which lists every run with the hash of 
 its status and its folder. A run is recognised by that hash (its name is left out of it, so renaming
 a run or adding a grid value does not re-train the others). The run folders' summary.json is the
 truth about a run; the ledger points at them and is rewritten (atomically) whenever a run starts or ends.
+The ledger also keeps what the sweep is (its source and the keys --grid adds): a folder that holds
+another sweep's ledger is refused, so that one sweep never takes another's runs for its own removed
+ones or overwrites its summary.
 
 torch is imported only where a run trains, so `actexp sweep --dry-run` answers instantly.
 """
@@ -25,7 +28,7 @@ from typing import Callable, Mapping
 
 from .backends import Backend, Event, Outcome, RunSpec, Task, _relative, cpu_count, execute  # noqa: F401  (the seam, re-exported)
 from .backends.local import Slot, worker_slots  # noqa: F401
-from .config import SEED_RANGE, Config, _did_you_mean, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
+from .config import SEED_RANGE, Config, _did_you_mean, _shown_path, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
 from .errors import ConfigError, sigterm_as_interrupt
 from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, make_dir, read_ledger, read_summary, write_ledger
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, sweep_name, varying_keys
@@ -54,6 +57,7 @@ class Sweep:
     source: Path
     keys: tuple[str, ...]  # the dotted keys that vary between runs
     runs: tuple[SweepRun, ...]
+    added_keys: tuple[str, ...] = ()  # the keys the command line's --grid adds to the source's own grid
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str, list] | None = None, seeds: list[int] | None = None,
@@ -128,7 +132,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
                         raise ConfigError(f"{path}: run {origin}: {e}") from None
                 origins.append(f"{base.name}: {origin}" if isinstance(base, Path) and prefix else origin)
                 prefixes.append(prefix)
-    return _name_runs(name, path, configs, origins, prefixes, swept)
+    return dataclasses.replace(_name_runs(name, path, configs, origins, prefixes, swept), added_keys=tuple(extra_grid))
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -258,8 +262,10 @@ class Step:
 
 def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list[Step], dict]:
     """Match the sweep's runs against the ledger in `sweep_dir`; return the steps and the new ledger.
-    Ledger entries whose config is no longer in the sweep move to `removed`, folders untouched."""
+    Ledger entries whose config is no longer in the sweep move to `removed`, folders untouched.
+    Raises ConfigError when the folder's ledger is another sweep's (see check_same_sweep)."""
     old = read_ledger(sweep_dir)
+    check_same_sweep(sweep, sweep_dir, old)
     known = {e.get("config_hash"): e for e in old.get("removed", []) + old.get("runs", [])}
     steps, entries = [], []
     for run in sweep.runs:
@@ -273,11 +279,53 @@ def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list
     ledger = {
         "sweep": sweep.name,
         "source": str(sweep.source),
+        "identity": sweep_identity(sweep),
         "keys": list(sweep.keys),
         "runs": entries,
         "removed": list(known.values()),
     }
     return steps, ledger
+
+
+def sweep_identity(sweep: Sweep) -> dict:
+    """What makes two commands the same sweep, as its ledger keeps it: its source (resolved) and the
+    keys the command line's --grid adds. Not a sweep file's grid, a folder's files, the seeds or the
+    --set values: changing those changes the sweep (runs no longer in it are left alone, new ones
+    train), it does not make another one."""
+    return {"source": str(sweep.source.resolve()), "grid": sorted(sweep.added_keys)}
+
+
+def check_same_sweep(sweep: Sweep, sweep_dir: Path, ledger: dict) -> None:
+    """Refuse to plan `sweep` into a folder whose ledger belongs to another sweep (another source, or
+    other --grid keys): its runs would be reported as removed and its summary.md and curves.png
+    overwritten. Sweeps named by what they vary reach another's folder only by a name they are
+    given (a sweep file's `name:`, --name). A ledger that does not say it all (hand-written, or from
+    before ledgers kept the --grid keys) is compared by what it does say."""
+    recorded = ledger.get("identity") if isinstance(ledger.get("identity"), dict) else {}
+    sources = [s for s in (ledger.get("source"), recorded.get("source")) if isinstance(s, str)]
+    ours = sweep_identity(sweep)
+    same_source = not sources or any(_same_path(s, sweep.source) for s in sources)
+    grid = recorded.get("grid")
+    same_grid = not isinstance(grid, list) or sorted(map(str, grid)) == ours["grid"]
+    if same_source and same_grid:
+        return
+    theirs = _described(sources[-1] if sources else "?", grid if isinstance(grid, list) else [])
+    raise ConfigError(f"{sweep_dir} holds another sweep ({theirs}), not this one ({_described(str(sweep.source), ours['grid'])}); "
+                      f"give this one its own folder: --name NAME")
+
+
+def _same_path(recorded: str, source: Path) -> bool:
+    # The path as given (a project moved elsewhere, the same command) or the same file by another path.
+    if recorded == str(source):
+        return True
+    try:
+        return Path(recorded).resolve() == source.resolve()
+    except (OSError, ValueError):  # a ledger's string that is no path (a NUL)
+        return False
+
+
+def _described(source: str, grid: list) -> str:
+    return _shown_path(source) + "".join(f" --grid {_shown_path(key)}" for key in grid)
 
 
 def _status(entry: dict, sweep_dir: Path) -> str:
@@ -360,7 +408,8 @@ def run_sweep(
     runs.Busy, or with `wait` waits for the first to finish (and then finds its runs done). With
     `fused` (the default), runs that share their layer shapes, data, batch size and epochs train as
     one stacked model per group (at most `max_group` runs; by default the runs are shared evenly
-    between the workers), each still writing its own run folder; groups start longest first."""
+    between the workers), each still writing its own run folder; groups start longest first. A
+    folder whose ledger is another sweep's is refused (ConfigError) before anything trains."""
     if backend == "ray":
         from .backends.raycluster import RayBackend
 

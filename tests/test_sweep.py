@@ -567,3 +567,29 @@ def test_a_second_sweep_of_the_same_config_gets_its_own_folder(tmp_path):
     steps, _ = plan_sweep(load_sweep(config, grid={"model.init": ["xavier_normal", "he_normal"], "model.activation": ["relu", "tanh"]}), first_dir)
     assert [s.action for s in steps] == ["skip"] * 4
 
+def test_a_folder_holding_another_sweeps_ledger_is_refused_and_name_gives_a_sweep_its_own(tmp_path):
+    config = write_config(tmp_path / "relu_xavier.yaml")
+    runs = tmp_path / "runs"
+    named = run_sweep(config, grid={"optim.lr": [0.01, 0.1]}, name="study", runs_dir=runs)
+    assert named.dir == runs / "study" and named.name == "study" and [e["status"] for e in named.runs] == ["completed"] * 2
+    before = sweep_outputs(runs / "study")
+    assert "summary.md" in before
+
+    # Another sweep given the same name: one line, exit 2, nothing written there.
+    other = ["sweep", str(config), "--grid", "model.activation=relu,tanh", "--name", "study", "--runs-dir", str(runs)]
+    for extra in (["--dry-run"], ["--quiet"]):
+        result = CliRunner().invoke(app, [*other, *extra])
+        line = result.output.strip()
+        assert result.exit_code == 2 and len(line.splitlines()) == 1, result.output
+        assert f"{runs / 'study'} holds another sweep ({config.resolve()} --grid optim.lr)" in line and "--name NAME" in line
+    sweep_file = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, name="study")  # a sweep file's name: the same
+    with pytest.raises(ConfigError, match="holds another sweep"):
+        run_sweep(sweep_file, runs_dir=runs)
+    assert sweep_outputs(runs / "study") == before and sorted(p.name for p in (runs / "study").iterdir() if p.is_dir()) == ["lr=0.01", "lr=0.1"]
+
+    # Its own name; and the named sweep again, with one more value: it resumes.
+    own = CliRunner().invoke(app, [*other[:4], "--name", "activations", "--runs-dir", str(runs), "--dry-run"])
+    assert own.exit_code == 0 and "activations: 2 runs" in own.output
+    more = load_sweep(config, grid={"optim.lr": [0.01, 0.1, 0.2]}, name="study")
+    assert [s.action for s in plan_sweep(more, runs / "study")[0]] == ["skip", "skip", "new"]
+
