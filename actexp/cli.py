@@ -380,7 +380,8 @@ def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
         table.add_column(column)
     for step in steps:
         group = [str(groups.get(step.run.name, ""))] if groups is not None else []
-        table.add_row(*plain_cells([step.run.name, *(step.run.labels[k] for k in swept.keys), step.action, *group]))
+        action = f"reused from {step.reused_from}" if step.reused_from else step.action
+        table.add_row(*plain_cells([step.run.name, *(step.run.labels[k] for k in swept.keys), action, *group]))
     if groups:
         sizes = sorted(Counter(groups.values()).values(), reverse=True)
         table.caption = f"fused: {len(sizes)} tasks (group sizes {', '.join(map(str, sizes))}); a run alone in its group trains solo"

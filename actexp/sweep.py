@@ -258,6 +258,9 @@ class Step:
     run: SweepRun
     action: str
     entry: dict  # the run's ledger entry (shared with the ledger: updating it updates the ledger)
+    # A skipped run's result that was trained under another name (the same config: a run renamed by
+    # a new grid key or value, seed 0 of a folder sweep's file): its folder, relative to the sweep's.
+    reused_from: str | None = None
 
 
 def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list[Step], dict]:
@@ -274,7 +277,8 @@ def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list
                  "folder": old_entry.get("folder"), "params": dict(run.labels), "error": old_entry.get("error"),
                  "config": config_to_dict(run.config)}  # so that `compare` can count a run that failed before its folder existed
         entry["status"] = _status(entry, sweep_dir)
-        steps.append(Step(run, _action(entry, sweep_dir, force), entry))
+        action = _action(entry, sweep_dir, force)
+        steps.append(Step(run, action, entry, _reused_from(run, entry, action)))
         entries.append(entry)
     ledger = {
         "sweep": sweep.name,
@@ -326,6 +330,11 @@ def _same_path(recorded: str, source: Path) -> bool:
 
 def _described(source: str, grid: list) -> str:
     return _shown_path(source) + "".join(f" --grid {_shown_path(key)}" for key in grid)
+
+
+def _reused_from(run: SweepRun, entry: dict, action: str) -> str | None:
+    folder = entry.get("folder")
+    return folder if action == "skip" and folder and Path(folder).parts[0] != run.name else None
 
 
 def _status(entry: dict, sweep_dir: Path) -> str:

@@ -370,7 +370,9 @@ def test_seeds_replicate_a_folder_sweep_and_adding_seeds_trains_only_new_runs(tm
     assert [e["status"] for e in again.runs] == ["completed"] * 6
     assert len({e["folder"] for e in again.runs}) == 6 and again.runs[0]["folder"] == first.runs[0]["folder"]
     dry = CliRunner().invoke(app, ["sweep", str(folder), "--runs-dir", str(runs), "--seeds", "4", "--dry-run"], env={"COLUMNS": "200"})
-    assert dry.exit_code == 0 and dry.output.count("finished earlier") == 0 and dry.output.count("skip") == 6 and dry.output.count(" new") == 2
+    assert dry.exit_code == 0 and dry.output.count("finished earlier") == 0 and dry.output.count(" new") == 2
+    # Seed 0's runs keep the results trained as relu and tanh: the dry run says where they are.
+    assert dry.output.count("skip") == 4 and dry.output.count("reused from") == 2 and f"reused from {first.runs[0]['folder']}" in dry.output
 
 
 def test_grid_from_the_command_line_on_a_config_a_folder_and_a_sweep_file(tmp_path):
@@ -565,7 +567,8 @@ def test_a_second_sweep_of_the_same_config_gets_its_own_folder(tmp_path):
     again = CliRunner().invoke(app, [*first_command, "--dry-run"], env={"COLUMNS": "200"})
     assert again.exit_code == 0 and "relu_xavier_sweep-activation-init: 4 runs" in again.output and again.output.count(" skip ") == 4
     steps, _ = plan_sweep(load_sweep(config, grid={"model.init": ["xavier_normal", "he_normal"], "model.activation": ["relu", "tanh"]}), first_dir)
-    assert [s.action for s in steps] == ["skip"] * 4
+    assert [s.action for s in steps] == ["skip"] * 4 and not any(s.reused_from for s in steps)
+
 
 def test_a_folder_holding_another_sweeps_ledger_is_refused_and_name_gives_a_sweep_its_own(tmp_path):
     config = write_config(tmp_path / "relu_xavier.yaml")
@@ -593,3 +596,37 @@ def test_a_folder_holding_another_sweeps_ledger_is_refused_and_name_gives_a_swee
     more = load_sweep(config, grid={"optim.lr": [0.01, 0.1, 0.2]}, name="study")
     assert [s.action for s in plan_sweep(more, runs / "study")[0]] == ["skip", "skip", "new"]
 
+
+def test_a_run_trained_under_another_name_is_reused_in_words(tmp_path):
+    """A grid that gains a key renames its runs; a run whose config was trained under its old name
+    keeps that result, and the dry run, the plan and the live table say where it comes from."""
+    from actexp.display import SweepDisplay
+
+    runs = tmp_path / "runs"
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    first = run_sweep(path, runs_dir=runs, report=False)
+    relu_folder = first.runs[0]["folder"]
+    assert relu_folder.startswith("activation=relu/")
+    write_sweep(tmp_path, {"model.activation": ["relu", "tanh"], "optim.lr": [0.01, 0.1]})  # 0.01: the base's
+    steps, _ = plan_sweep(load_sweep(path), runs / "xor_sweep")
+    assert [(s.run.name, s.action, s.reused_from) for s in steps] == [
+        ("activation=relu,lr=0.01", "skip", relu_folder), ("activation=relu,lr=0.1", "new", None),
+        ("activation=tanh,lr=0.01", "skip", first.runs[1]["folder"]), ("activation=tanh,lr=0.1", "new", None)]
+
+    dry = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--dry-run"], env={"COLUMNS": "200"})
+    assert dry.exit_code == 0 and f"reused from {relu_folder}" in dry.output and dry.output.count("reused from") == 2 and "skip" not in dry.output
+
+    display = SweepDisplay(Console(file=StringIO(), force_terminal=True, width=120, height=40))
+    display("plan", {"sweep": load_sweep(path), "steps": steps, "dir": runs / "xor_sweep", "removed": [], "jobs": 1})
+    display.close()
+    table = StringIO()
+    Console(file=table, width=120).print(display.__rich__())
+    assert "completed (reused)" in table.getvalue()
+
+    result = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "4 runs (2 reused, 2 to train)" in result.output
+    assert f"note: 2 run(s) reuse the result of a finished run of the same config: activation=relu,lr=0.01 reused from {relu_folder}" in result.output
+    assert "no longer in this sweep" not in result.output
+    ledger = read_ledger(runs / "xor_sweep")
+    assert ledger["runs"][0]["folder"] == relu_folder and [e["status"] for e in ledger["runs"]] == ["completed"] * 4
