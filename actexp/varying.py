@@ -103,12 +103,11 @@ def override_name(name: str, overrides: list[str]) -> str:
 
 def sweep_name(base: str, keys: list[str]) -> str:
     """The name of a sweep that varies `keys` (dotted) over `base`: `relu_xavier_sweep-activation-init`,
-    the base, then `-` and each key's label, the keys sorted so that the same keys in any order give
-    the same name (and so the same folder: running the command again resumes it). No keys: the base.
-    A result longer than MAX_NAME_LENGTH is cut and ends in a hash of the whole, as override_name's."""
-    keys = sorted(keys)
-    labels = key_labels(keys)
-    return _fit("-".join([base, *(safe_name(labels[k]) for k in keys)]))
+    the base, then `-` and each key's label, in the labels' order, so that the same keys in any order
+    give the same name (and so the same folder: running the command again resumes it). No keys: the
+    base. A result longer than MAX_NAME_LENGTH is cut and ends in a hash of the whole, as override_name's."""
+    labels = key_labels(list(keys))
+    return _fit("-".join([base, *sorted(safe_name(labels[k]) for k in keys)]))
 
 
 def _fit(name: str) -> str:

@@ -543,7 +543,7 @@ def test_a_second_sweep_of_the_same_config_gets_its_own_folder(tmp_path):
     config = write_config(tmp_path / "relu_xavier.yaml")
     runs = tmp_path / "runs"
     first_command = ["sweep", str(config), "--grid", "model.activation=relu,tanh", "--grid", "model.init=xavier_normal,he_normal",
-                     "--runs-dir", str(runs), "--quiet"]
+                     "--runs-dir", str(runs), "--quiet", "--jobs", "1"]
     first = CliRunner().invoke(app, first_command)
     assert first.exit_code == 0, first.output
     first_dir = runs / "relu_xavier_sweep-activation-init"
@@ -552,7 +552,7 @@ def test_a_second_sweep_of_the_same_config_gets_its_own_folder(tmp_path):
     assert {"summary.md", "summary.csv", "sweep.json"} <= set(before)
 
     # lr=0.01 is the config's own: the same experiment as activation=relu,init=xavier_normal.
-    second = CliRunner().invoke(app, ["sweep", str(config), "--grid", "optim.lr=0.01,0.001", "--runs-dir", str(runs), "--quiet"])
+    second = CliRunner().invoke(app, ["sweep", str(config), "--grid", "optim.lr=0.01,0.001", "--runs-dir", str(runs), "--quiet", "--jobs", "1"])
     assert second.exit_code == 0, second.output
     assert "no longer in this sweep" not in second.output and "reused" not in second.output
     second_dir = runs / "relu_xavier_sweep-lr"
@@ -573,21 +573,21 @@ def test_a_second_sweep_of_the_same_config_gets_its_own_folder(tmp_path):
 def test_a_folder_holding_another_sweeps_ledger_is_refused_and_name_gives_a_sweep_its_own(tmp_path):
     config = write_config(tmp_path / "relu_xavier.yaml")
     runs = tmp_path / "runs"
-    named = run_sweep(config, grid={"optim.lr": [0.01, 0.1]}, name="study", runs_dir=runs)
+    named = run_sweep(config, grid={"optim.lr": [0.01, 0.1]}, name="study", runs_dir=runs, jobs=1)
     assert named.dir == runs / "study" and named.name == "study" and [e["status"] for e in named.runs] == ["completed"] * 2
     before = sweep_outputs(runs / "study")
     assert "summary.md" in before
 
     # Another sweep given the same name: one line, exit 2, nothing written there.
     other = ["sweep", str(config), "--grid", "model.activation=relu,tanh", "--name", "study", "--runs-dir", str(runs)]
-    for extra in (["--dry-run"], ["--quiet"]):
+    for extra in (["--dry-run"], ["--quiet", "--jobs", "1"]):
         result = CliRunner().invoke(app, [*other, *extra])
         line = result.output.strip()
         assert result.exit_code == 2 and len(line.splitlines()) == 1, result.output
         assert f"{runs / 'study'} holds another sweep ({config.resolve()} --grid optim.lr)" in line and "--name NAME" in line
     sweep_file = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, name="study")  # a sweep file's name: the same
     with pytest.raises(ConfigError, match="holds another sweep"):
-        run_sweep(sweep_file, runs_dir=runs)
+        run_sweep(sweep_file, runs_dir=runs, jobs=1)
     assert sweep_outputs(runs / "study") == before and sorted(p.name for p in (runs / "study").iterdir() if p.is_dir()) == ["lr=0.01", "lr=0.1"]
 
     # Its own name; and the named sweep again, with one more value: it resumes.
@@ -604,7 +604,7 @@ def test_a_run_trained_under_another_name_is_reused_in_words(tmp_path):
 
     runs = tmp_path / "runs"
     path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
-    first = run_sweep(path, runs_dir=runs, report=False)
+    first = run_sweep(path, runs_dir=runs, report=False, jobs=1)
     relu_folder = first.runs[0]["folder"]
     assert relu_folder.startswith("activation=relu/")
     write_sweep(tmp_path, {"model.activation": ["relu", "tanh"], "optim.lr": [0.01, 0.1]})  # 0.01: the base's
@@ -623,7 +623,7 @@ def test_a_run_trained_under_another_name_is_reused_in_words(tmp_path):
     Console(file=table, width=120).print(display.__rich__())
     assert "completed (reused)" in table.getvalue()
 
-    result = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--quiet"])
+    result = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--quiet", "--jobs", "1"])
     assert result.exit_code == 0, result.output
     assert "4 runs (2 reused, 2 to train)" in result.output
     assert f"note: 2 run(s) reuse the result of a finished run of the same config: activation=relu,lr=0.01 reused from {relu_folder}" in result.output
