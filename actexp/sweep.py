@@ -314,7 +314,7 @@ def check_same_sweep(sweep: Sweep, sweep_dir: Path, ledger: dict) -> None:
     if same_source and same_grid:
         return
     theirs = _described(sources[-1] if sources else "?", grid if isinstance(grid, list) else [])
-    raise ConfigError(f"{sweep_dir} holds another sweep ({theirs}), not this one ({_described(str(sweep.source), ours['grid'])}); "
+    raise ConfigError(f"{sweep_dir} holds another sweep ({theirs}), not this one ({_described(ours['source'], ours['grid'])}); "
                       f"give this one its own folder: --name NAME")
 
 

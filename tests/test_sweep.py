@@ -584,7 +584,8 @@ def test_a_folder_holding_another_sweeps_ledger_is_refused_and_name_gives_a_swee
         result = CliRunner().invoke(app, [*other, *extra])
         line = result.output.strip()
         assert result.exit_code == 2 and len(line.splitlines()) == 1, result.output
-        assert f"{runs / 'study'} holds another sweep ({config.resolve()} --grid optim.lr)" in line and "--name NAME" in line
+        assert f"{runs / 'study'} holds another sweep ({config.resolve()} --grid optim.lr), not this one ({config.resolve()} --grid model.activation)" in line
+        assert line.endswith("give this one its own folder: --name NAME")
     sweep_file = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, name="study")  # a sweep file's name: the same
     with pytest.raises(ConfigError, match="holds another sweep"):
         run_sweep(sweep_file, runs_dir=runs, jobs=1)
