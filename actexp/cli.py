@@ -296,6 +296,7 @@ def sweep(
     grid: List[str] = typer.Option([], "--grid", help="Sweep a key over values: --grid model.activation=relu,tanh (repeatable: every combination; a YAML list for components: --grid 'model.init=[xavier_normal, {name: normal, std: 0.1}]')."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Repeat every run with these seeds: --seeds 5 (seeds 0-4) or --seeds 0,1,2; replaces a sweep file's seeds. Adding seeds later trains only the new runs."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders; the sweep lives in RUNS_DIR/<sweep name>/."),
+    name: Optional[str] = typer.Option(None, "--name", help="The sweep's name and folder (RUNS_DIR/NAME). Default: the folder's name, a sweep file's name:, or CONFIG_sweep for a config, followed by -KEY per key --grid sweeps (relu_xavier_sweep-lr; relu_xavier_sweep-seed for --seeds alone)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes that train in parallel, each a fused group at a time (default: one per CPU core, one per GPU with several GPUs, 1 with one GPU). With --backend ray: at most this many tasks at a time."),
     backend: str = typer.Option("local", "--backend", help="Where the runs train: local (this machine, --jobs) or ray (Ray tasks on a Ray cluster; pip install 'actexp[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: the cluster to join: auto (the one `ray start` runs on this node) or ray://HOST:10001 (Ray Client). Default: a Ray instance on this machine, for this sweep."),
@@ -314,7 +315,7 @@ def sweep(
     from .sweep import load_sweep, parse_grid, parse_seeds, plan_sweep, run_sweep
 
     set_ = whole_keys([*set_, *bare_overrides(overrides or [], "sweep")])
-    expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None}
+    expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None, "name": name}
     if backend not in ("local", "ray"):
         fail(f"--backend {backend}: expected local or ray", 2)
     ray_options = {"--address": address, "--cpus-per-run": cpus_per_run, "--gpus-per-run": gpus_per_run}
@@ -381,7 +382,8 @@ def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
         table.add_column(column)
     for step in steps:
         group = [str(groups.get(step.run.name, ""))] if groups is not None else []
-        table.add_row(*plain_cells([step.run.name, *(step.run.labels[k] for k in swept.keys), step.action, *group]))
+        action = f"reused from {step.reused_from}" if step.reused_from else step.action
+        table.add_row(*plain_cells([step.run.name, *(step.run.labels[k] for k in swept.keys), action, *group]))
     if groups:
         sizes = sorted(Counter(groups.values()).values(), reverse=True)
         table.caption = f"fused: {len(sizes)} tasks (group sizes {', '.join(map(str, sizes))}); a run alone in its group trains solo"

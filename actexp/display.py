@@ -124,14 +124,14 @@ STATUS_STYLES = {
     "pending": "dim",
 }
 
-ACTION_WORDS = {"new": "to train", "skip": "finished earlier", "resume": "to resume", "restart": "to restart", "rerun": "to re-run"}
+ACTION_WORDS = {"new": "to train", "skip": "finished earlier", "reused": "reused", "resume": "to resume", "restart": "to restart", "rerun": "to re-run"}
 
 
 @dataclass
 class _RunRow:
     name: str
     status: str
-    note: str = ""  # "earlier": finished by an earlier invocation, skipped now
+    note: str = ""  # "earlier": finished by an earlier invocation, skipped now; "reused": trained under another name
     epoch: int = 0
     epochs: int = 0
     first_epoch: int = 1
@@ -169,15 +169,21 @@ class SweepDisplay:
         steps, self.jobs = info["steps"], info["jobs"]
         for step in steps:
             skipped = step.action == "skip"
-            self.rows[step.run.name] = _RunRow(step.run.name, step.entry["status"] if skipped else "pending", "earlier" if skipped else "")
-        actions = Counter(step.action for step in steps)
+            note = ("reused" if step.reused_from else "earlier") if skipped else ""
+            self.rows[step.run.name] = _RunRow(step.run.name, step.entry["status"] if skipped else "pending", note)
+        actions = Counter(action_word(step) for step in steps)
         todo = ", ".join(f"{n} {ACTION_WORDS[action]}" for action, n in actions.items())
         self.console.print(f"[bold]sweep {escape(printable(info['sweep'].name))}[/]: {len(steps)} runs ({todo}) → {escape(printable(info['dir']))}, {self.jobs} job(s)", soft_wrap=True)
+        reused = [step for step in steps if step.reused_from]
+        if reused:
+            names = ", ".join(f"{step.run.name} reused from {step.reused_from}" for step in reused[:5]) + (", …" if len(reused) > 5 else "")
+            self.console.print(f"note: {len(reused)} run(s) reuse the result of a finished run of the same config: {printable(names)}",
+                               markup=False, soft_wrap=True)
         removed = info["removed"]
         if removed:
             names = ", ".join(e["name"] for e in removed[:5]) + (", …" if len(removed) > 5 else "")
             self.console.print(f"note: {len(removed)} run(s) in the ledger are no longer in this sweep and were left alone: {printable(names)}", markup=False, soft_wrap=True)
-        if self.console.is_terminal and not self.quiet and actions.get("skip", 0) < len(steps):
+        if self.console.is_terminal and not self.quiet and actions.get("skip", 0) + actions.get("reused", 0) < len(steps):
             self.live = Live(self, console=self.console, refresh_per_second=4)
             self.live.start()
 
@@ -216,7 +222,7 @@ class SweepDisplay:
             table.add_column(column, justify="left" if column in ("run", "status") else "right",
                              overflow="fold" if column == "run" else "ellipsis", no_wrap=column != "run")
         for r in shown:
-            status = f"{r.status} (earlier)" if r.note else r.status
+            status = f"{r.status} ({r.note})" if r.note else r.status
             table.add_row(
                 Text(printable(r.name)), Text(printable(status), style=STATUS_STYLES.get(r.status, "")),
                 f"{r.epoch}/{r.epochs}" if r.epochs else "", "" if math.isnan(r.val_acc) else f"{r.val_acc:.4f}",
@@ -237,6 +243,12 @@ class SweepDisplay:
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+
+def action_word(step) -> str:
+    """A step's action as the plan shows it: `reused` for a skipped run whose result was trained under
+    another name (step.reused_from), else its action."""
+    return "reused" if step.reused_from else step.action
 
 
 def _most_relevant(rows: list[_RunRow], room: int) -> list[_RunRow]:

@@ -6,6 +6,9 @@ makes them) and the ledger `sweep.json`, which lists every run with the hash of 
 its status and its folder. A run is recognised by that hash (its name is left out of it, so renaming
 a run or adding a grid value does not re-train the others). The run folders' summary.json is the
 truth about a run; the ledger points at them and is rewritten (atomically) whenever a run starts or ends.
+The ledger also keeps what the sweep is (its source and the keys --grid adds): a folder that holds
+another sweep's ledger is refused, so that one sweep never takes another's runs for its own removed
+ones or overwrites its summary.
 
 torch is imported only where a run trains, so `actexp sweep --dry-run` answers instantly.
 """
@@ -25,10 +28,10 @@ from typing import Callable, Mapping
 
 from .backends import Backend, Event, Outcome, RunSpec, Task, _relative, cpu_count, execute  # noqa: F401  (the seam, re-exported)
 from .backends.local import Slot, worker_slots  # noqa: F401
-from .config import SEED_RANGE, Config, _did_you_mean, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
+from .config import SEED_RANGE, Config, _did_you_mean, _shown_path, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
 from .errors import ConfigError, RunLostWarning, sigterm_as_interrupt  # noqa: F401  (RunLostWarning: re-exported)
 from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, make_dir, read_ledger, read_summary, write_ledger
-from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, varying_keys
+from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, sweep_name, varying_keys
 
 SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
 MAX_RUNS = 10_000
@@ -50,20 +53,29 @@ class SweepRun:
 
 @dataclass(frozen=True)
 class Sweep:
-    name: str
+    name: str  # its folder's name under the runs folder
     source: Path
     keys: tuple[str, ...]  # the dotted keys that vary between runs
     runs: tuple[SweepRun, ...]
+    added_keys: tuple[str, ...] = ()  # the keys the command line's --grid adds to the source's own grid
 
 
-def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str, list] | None = None, seeds: list[int] | None = None) -> Sweep:
+def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str, list] | None = None, seeds: list[int] | None = None,
+               name: str | None = None) -> Sweep:
     """Expand a sweep into its runs: its source's configs × its grid × its seeds. The source is a
     folder of configs (every *.yaml directly inside, sorted), a sweep file (base, grid, seeds, name),
     or a single config (then `grid` or `seeds` make it a sweep). `grid` ({dotted key: values}, the
     command line's --grid) adds keys to the source's grid; `seeds` (--seeds) replaces its seeds;
     `overrides` (--set) apply to every run. A folder's runs are named after their files (tanh.yaml:
     tanh, or tanh,seed=1 with seeds), a grid's after the keys that vary. Every run's config is
-    validated here, before anything trains. Raises ConfigError."""
+    validated here, before anything trains. Raises ConfigError.
+
+    The sweep's name, its folder under the runs folder, is `name` (--name) when given; else the
+    source's (a folder's name, a sweep file's `name:` or file name, a config's `<stem>_sweep`), then
+    `-` and each key `grid` adds (`relu_xavier_sweep-activation-init`, `activations-lr`): so that
+    sweeps of one source over different keys never share a folder, while the same command (its
+    --grid options in any order, more values, other seeds) names the same sweep and resumes it. A
+    config swept by `seeds` alone is `<stem>_sweep-seed`."""
     path = Path(path)
     extra_grid = dict(grid or {})
     if path.is_dir():
@@ -73,17 +85,23 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
         for file in files:
             if not safe_name(file.stem):
                 raise ConfigError(f"{file}: a folder sweep names each run after its file; rename it with letters, digits and _ . , = + -")
-        name, bases, file_grid, file_seeds = path.resolve().name, [(f, safe_name(f.stem)) for f in files], {}, None
+        source_name, bases, file_grid, file_seeds = path.resolve().name, [(f, safe_name(f.stem)) for f in files], {}, None
+        named_keys = list(extra_grid)
     elif path.is_file() and _is_sweep_file(path):
-        name, base, file_grid, file_seeds = _read_sweep_file(path)
-        bases = [(base, None)]
+        source_name, base, file_grid, file_seeds = _read_sweep_file(path)
+        bases, named_keys = [(base, None)], list(extra_grid)
     elif path.is_file():
         if not extra_grid and seeds is None:
             raise ConfigError(f"{path}: a single config is a sweep only with --grid or --seeds; to train it once: actexp train {path}")
-        name, bases, file_grid, file_seeds = f"{safe_name(path.stem)}_sweep", [(path, None)], {}, None
+        source_name, bases, file_grid, file_seeds = f"{safe_name(path.stem)}_sweep", [(path, None)], {}, None
+        named_keys = list(extra_grid) or [SEED_KEY]  # seeds name a sweep only when nothing else varies
     else:
         raise ConfigError(f"{path}: no such file or folder")
-    check_name(name, f"{path}: name")
+    check_name(source_name, f"{path}: name")
+    if name is None:
+        name = sweep_name(source_name, named_keys)
+    else:
+        check_name(name, "--name")
     for key in extra_grid:
         if key in file_grid:
             raise ConfigError(f"--grid {key}: {path} sweeps {key} already; change it there")
@@ -114,7 +132,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
                         raise ConfigError(f"{path}: run {origin}: {e}") from e
                 origins.append(f"{base.name}: {origin}" if isinstance(base, Path) and prefix else origin)
                 prefixes.append(prefix)
-    return _name_runs(name, path, configs, origins, prefixes, swept)
+    return dataclasses.replace(_name_runs(name, path, configs, origins, prefixes, swept), added_keys=tuple(extra_grid))
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -240,12 +258,17 @@ class Step:
     run: SweepRun
     action: str
     entry: dict  # the run's ledger entry (shared with the ledger: updating it updates the ledger)
+    # A skipped run's result that was trained under another name (the same config: a run renamed by
+    # a new grid key or value, seed 0 of a folder sweep's file): its folder, relative to the sweep's.
+    reused_from: str | None = None
 
 
 def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list[Step], dict]:
     """Match the sweep's runs against the ledger in `sweep_dir`; return the steps and the new ledger.
-    Ledger entries whose config is no longer in the sweep move to `removed`, folders untouched."""
+    Ledger entries whose config is no longer in the sweep move to `removed`, folders untouched.
+    Raises ConfigError when the folder's ledger is another sweep's (see check_same_sweep)."""
     old = read_ledger(sweep_dir)
+    check_same_sweep(sweep, sweep_dir, old)
     known = {e.get("config_hash"): e for e in old.get("removed", []) + old.get("runs", [])}
     steps, entries = [], []
     for run in sweep.runs:
@@ -254,16 +277,64 @@ def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list
                  "folder": old_entry.get("folder"), "params": dict(run.labels), "error": old_entry.get("error"),
                  "config": config_to_dict(run.config)}  # so that `compare` can count a run that failed before its folder existed
         entry["status"] = _status(entry, sweep_dir)
-        steps.append(Step(run, _action(entry, sweep_dir, force), entry))
+        action = _action(entry, sweep_dir, force)
+        steps.append(Step(run, action, entry, _reused_from(run, entry, action)))
         entries.append(entry)
     ledger = {
         "sweep": sweep.name,
         "source": str(sweep.source),
+        "identity": sweep_identity(sweep),
         "keys": list(sweep.keys),
         "runs": entries,
         "removed": list(known.values()),
     }
     return steps, ledger
+
+
+def sweep_identity(sweep: Sweep) -> dict:
+    """What makes two commands the same sweep, as its ledger keeps it: its source (resolved) and the
+    keys the command line's --grid adds. Not a sweep file's grid, a folder's files, the seeds or the
+    --set values: changing those changes the sweep (runs no longer in it are left alone, new ones
+    train), it does not make another one."""
+    return {"source": str(sweep.source.resolve()), "grid": sorted(sweep.added_keys)}
+
+
+def check_same_sweep(sweep: Sweep, sweep_dir: Path, ledger: dict) -> None:
+    """Refuse to plan `sweep` into a folder whose ledger belongs to another sweep (another source, or
+    other --grid keys): its runs would be reported as removed and its summary.md and curves.png
+    overwritten. Sweeps named by what they vary reach another's folder only by a name they are
+    given (a sweep file's `name:`, --name). A ledger that does not say it all (hand-written, or from
+    before ledgers kept the --grid keys) is compared by what it does say."""
+    recorded = ledger.get("identity") if isinstance(ledger.get("identity"), dict) else {}
+    sources = [s for s in (ledger.get("source"), recorded.get("source")) if isinstance(s, str)]
+    ours = sweep_identity(sweep)
+    same_source = not sources or any(_same_path(s, sweep.source) for s in sources)
+    grid = recorded.get("grid")
+    same_grid = not isinstance(grid, list) or sorted(map(str, grid)) == ours["grid"]
+    if same_source and same_grid:
+        return
+    theirs = _described(sources[-1] if sources else "?", grid if isinstance(grid, list) else [])
+    raise ConfigError(f"{sweep_dir} holds another sweep ({theirs}), not this one ({_described(ours['source'], ours['grid'])}); "
+                      f"give this one its own folder: --name NAME")
+
+
+def _same_path(recorded: str, source: Path) -> bool:
+    # The path as given (a project moved elsewhere, the same command) or the same file by another path.
+    if recorded == str(source):
+        return True
+    try:
+        return Path(recorded).resolve() == source.resolve()
+    except (OSError, ValueError):  # a ledger's string that is no path (a NUL)
+        return False
+
+
+def _described(source: str, grid: list) -> str:
+    return _shown_path(source) + "".join(f" --grid {_shown_path(key)}" for key in grid)
+
+
+def _reused_from(run: SweepRun, entry: dict, action: str) -> str | None:
+    folder = entry.get("folder")
+    return folder if action == "skip" and folder and Path(folder).parts[0] != run.name else None
 
 
 def _status(entry: dict, sweep_dir: Path) -> str:
@@ -327,9 +398,10 @@ def run_sweep(
     wait: bool = False,
     fused: bool = True,
     max_group: int | None = None,
+    name: str | None = None,
 ) -> SweepResult:
-    """Run a sweep into `runs_dir/<sweep name>/`: skip finished runs, re-run failed ones, resume
-    interrupted ones. A failing run does not stop the others (unless `fail_fast`). `backend` trains
+    """Run a sweep into `runs_dir/<sweep name>/` (`name`, or the name load_sweep gives it): skip
+    finished runs, re-run failed ones, resume interrupted ones. A failing run does not stop the others (unless `fail_fast`). `backend` trains
     the runs: None or "local", this machine, where `jobs` worker processes train in parallel (None:
     one per GPU on a multi-GPU machine, one in this process with one GPU, else one per CPU core
     this process may use, at most one per task); "ray", Ray tasks on a local Ray
@@ -340,14 +412,15 @@ def run_sweep(
     runs.Busy, or with `wait` waits for the first to finish (and then finds its runs done). With
     `fused` (the default), runs that share their layer shapes, data, batch size and epochs train as
     one stacked model per group (at most `max_group` runs; by default the runs are shared evenly
-    between the workers), each still writing its own run folder; groups start longest first."""
+    between the workers), each still writing its own run folder; groups start longest first. A
+    folder whose ledger is another sweep's is refused (ConfigError) before anything trains."""
     if backend == "ray":
         from .backends.raycluster import RayBackend
 
         backend = RayBackend(max_slots=jobs)
     elif backend not in (None, "local") and not isinstance(backend, Backend):
         raise ConfigError(f"backend {backend!r}: expected local or ray")
-    sweep = load_sweep(path, overrides, grid=grid, seeds=seeds)
+    sweep = load_sweep(path, overrides, grid=grid, seeds=seeds, name=name)
     if any(run.config.train.tensorboard for run in sweep.runs):
         from .board import require_tensorboard
 

@@ -98,11 +98,25 @@ def override_name(name: str, overrides: list[str]) -> str:
     if not given:
         return name
     labels = key_labels(list(given))
-    full = ",".join([name, *(f"{safe_name(labels[k])}={_value_label(v)}" for k, v in given.items())])
-    if len(full) <= MAX_NAME_LENGTH:
-        return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
-    return f"{full[: MAX_NAME_LENGTH - len(digest) - 1]}-{digest}"
+    return _fit(",".join([name, *(f"{safe_name(labels[k])}={_value_label(v)}" for k, v in given.items())]))
+
+
+def sweep_name(base: str, keys: list[str]) -> str:
+    """The name of a sweep that varies `keys` (dotted) over `base`: `relu_xavier_sweep-activation-init`,
+    the base, then `-` and each key's label, in the labels' order, so that the same keys in any order
+    give the same name (and so the same folder: running the command again resumes it). No keys: the
+    base. A result longer than MAX_NAME_LENGTH is cut and ends in a hash of the whole, as override_name's."""
+    labels = key_labels(list(keys))
+    return _fit("-".join([base, *sorted(safe_name(labels[k]) for k in keys)]))
+
+
+def _fit(name: str) -> str:
+    """`name`, or when it is longer than MAX_NAME_LENGTH its start and a hash of the whole, so that
+    different long names stay different."""
+    if len(name) <= MAX_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_NAME_LENGTH - len(digest) - 1]}-{digest}"
 
 
 def _value_label(text: str) -> str:

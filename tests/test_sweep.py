@@ -23,6 +23,7 @@ from actexp.errors import ConfigError
 
 from actexp.runs import read_history, read_summary
 from actexp.sweep import load_sweep, plan_sweep, read_ledger, run_sweep, worker_slots
+from actexp.varying import sweep_name
 from conftest import hear_signals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -369,13 +370,15 @@ def test_seeds_replicate_a_folder_sweep_and_adding_seeds_trains_only_new_runs(tm
     assert [e["status"] for e in again.runs] == ["completed"] * 6
     assert len({e["folder"] for e in again.runs}) == 6 and again.runs[0]["folder"] == first.runs[0]["folder"]
     dry = CliRunner().invoke(app, ["sweep", str(folder), "--runs-dir", str(runs), "--seeds", "4", "--dry-run"], env={"COLUMNS": "200"})
-    assert dry.exit_code == 0 and dry.output.count("finished earlier") == 0 and dry.output.count("skip") == 6 and dry.output.count(" new") == 2
+    assert dry.exit_code == 0 and dry.output.count("finished earlier") == 0 and dry.output.count(" new") == 2
+    # Seed 0's runs keep the results trained as relu and tanh: the dry run says where they are.
+    assert dry.output.count("skip") == 4 and dry.output.count("reused from") == 2 and f"reused from {first.runs[0]['folder']}" in dry.output
 
 
 def test_grid_from_the_command_line_on_a_config_a_folder_and_a_sweep_file(tmp_path):
     config = write_config(tmp_path / "base.yaml")
     swept = load_sweep(config, grid={"model.activation": ["relu", "tanh"], "optim.lr": [0.01, 0.1]}, seeds=[0, 1])
-    assert swept.name == "base_sweep" and len(swept.runs) == 8
+    assert swept.name == "base_sweep-activation-lr" and len(swept.runs) == 8
     assert swept.runs[0].name == "activation=relu,lr=0.01,seed=0" and swept.runs[-1].name == "activation=tanh,lr=0.1,seed=1"
     folder = tmp_path / "family"
     folder.mkdir()
@@ -407,7 +410,7 @@ def test_grid_and_seeds_parsing_through_the_cli(tmp_path):
     config = write_config(tmp_path / "base.yaml")
     result = CliRunner().invoke(app, ["sweep", str(config), "--grid", "model.activation=relu,tanh", "--seeds", "2", "--runs-dir", str(tmp_path / "runs"), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert [e["name"] for e in read_ledger(tmp_path / "runs" / "base_sweep")["runs"]] == [
+    assert [e["name"] for e in read_ledger(tmp_path / "runs" / "base_sweep-activation")["runs"]] == [
         "activation=relu,seed=0", "activation=relu,seed=1", "activation=tanh,seed=0", "activation=tanh,seed=1"]
     for bad, words in ((["--seeds", "0,x"], "--seeds 0,x"), (["--seeds", "0"], "1 to 10,000"), (["--seeds", "1,1"], "distinct"),
                        (["--grid", "model.activation"], "KEY=V1,V2"), (["--grid", "a=[1,"], "not a YAML list"),
@@ -497,3 +500,134 @@ def test_an_interrupted_fused_group_resumes_from_its_members_checkpoints(tmp_pat
     assert [e["status"] for e in result.runs] == ["completed"] * 3
     for entry in result.runs:
         assert [r["epoch"] for r in read_history(sweep_dir / entry["folder"])] == [0, 1, 2, 3, 4]
+
+
+# ----------------------------------------------------------------------------- a sweep's identity: its name, its folder
+
+
+def test_a_sweep_is_named_after_its_source_and_what_the_command_line_varies(tmp_path):
+    config = write_config(tmp_path / "relu_xavier.yaml")
+    grid = {"model.activation": ["relu", "tanh"], "model.init": ["xavier_normal", "he_normal"]}
+    assert load_sweep(config, grid=grid).name == "relu_xavier_sweep-activation-init"
+    assert load_sweep(config, grid=dict(reversed(grid.items()))).name == "relu_xavier_sweep-activation-init"  # --grid in any order
+    assert load_sweep(config, grid={"optim.lr": [0.01, 0.001, 0.1]}, seeds=[0, 1]).name == "relu_xavier_sweep-lr"  # more values, seeds: the same sweep
+    assert load_sweep(config, seeds=[0, 1]).name == "relu_xavier_sweep-seed"  # seeds alone
+    assert load_sweep(config, grid={"optim.lr": [0.01]}, name="lr_study").name == "lr_study"
+    folder = tmp_path / "family"
+    folder.mkdir()
+    write_config(folder / "relu.yaml")
+    assert load_sweep(folder, seeds=[0, 1]).name == "family"  # a folder keeps its name; seeds replicate it
+    assert load_sweep(folder, grid={"optim.lr": [0.01, 0.1]}).name == "family-lr"
+    sweep_file = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    assert load_sweep(sweep_file).name == "xor_sweep" and load_sweep(sweep_file, grid={"optim.lr": [0.01, 0.1]}).name == "xor_sweep-lr"
+    assert load_sweep(sweep_file, name="mine").name == "mine"
+    many = load_sweep(sweep_file, grid={"optim.lr": [0.01, 0.1], "optim.weight_decay": [0, 0.1], "train.batch_size": [10, 50]}).name
+    assert many == "xor_sweep-batch_size-lr-weight_decay"
+    for bad in ("a/b", "..", "x" * 201):
+        with pytest.raises(ConfigError, match="--name: "):
+            load_sweep(config, grid={"optim.lr": [0.01]}, name=bad)
+    # A name too long for a folder is cut, and ends in a hash of the whole, so that two stay apart.
+    long = [sweep_name("x" * 195, ["optim.lr", key]) for key in ("model.activation", "model.init")]
+    assert [len(n) for n in long] == [200, 200] and long[0] != long[1] and long[0].startswith("x" * 180)
+
+
+def sweep_outputs(sweep_dir: Path) -> dict:
+    """The files a sweep writes next to its ledger: unchanged means no other sweep wrote there."""
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(sweep_dir.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+def test_a_second_sweep_of_the_same_config_gets_its_own_folder(tmp_path):
+    """Issue 21: an lr grid after an activation × init grid of the same config landed in the first
+    sweep's folder, called its runs removed, overwrote its summary.md and curves.png, and skipped the
+    run the two share as if this sweep had trained it."""
+    config = write_config(tmp_path / "relu_xavier.yaml")
+    runs = tmp_path / "runs"
+    first_command = ["sweep", str(config), "--grid", "model.activation=relu,tanh", "--grid", "model.init=xavier_normal,he_normal",
+                     "--runs-dir", str(runs), "--quiet", "--jobs", "1"]
+    first = CliRunner().invoke(app, first_command)
+    assert first.exit_code == 0, first.output
+    first_dir = runs / "relu_xavier_sweep-activation-init"
+    assert set(statuses(first_dir).values()) == {"completed"} and len(statuses(first_dir)) == 4
+    before = sweep_outputs(first_dir)
+    assert {"summary.md", "summary.csv", "sweep.json"} <= set(before)
+
+    # lr=0.01 is the config's own: the same experiment as activation=relu,init=xavier_normal.
+    second = CliRunner().invoke(app, ["sweep", str(config), "--grid", "optim.lr=0.01,0.001", "--runs-dir", str(runs), "--quiet", "--jobs", "1"])
+    assert second.exit_code == 0, second.output
+    assert "no longer in this sweep" not in second.output and "reused" not in second.output
+    second_dir = runs / "relu_xavier_sweep-lr"
+    assert str(second_dir / "summary.md") in second.output
+    ledger = read_ledger(second_dir)
+    assert [(e["name"], e["status"]) for e in ledger["runs"]] == [("lr=0.01", "completed"), ("lr=0.001", "completed")]
+    assert all(e["folder"].startswith(e["name"] + "/") for e in ledger["runs"]) and ledger["removed"] == []  # trained here, by this sweep
+    assert sweep_outputs(first_dir) == before  # the first sweep's ledger, summary and curves untouched
+    assert sorted(p.name for p in runs.iterdir()) == ["relu_xavier_sweep-activation-init", "relu_xavier_sweep-lr"]
+
+    # The first command again is the first sweep again: it resumes there, every run finished.
+    again = CliRunner().invoke(app, [*first_command, "--dry-run"], env={"COLUMNS": "200"})
+    assert again.exit_code == 0 and "relu_xavier_sweep-activation-init: 4 runs" in again.output and again.output.count(" skip ") == 4
+    steps, _ = plan_sweep(load_sweep(config, grid={"model.init": ["xavier_normal", "he_normal"], "model.activation": ["relu", "tanh"]}), first_dir)
+    assert [s.action for s in steps] == ["skip"] * 4 and not any(s.reused_from for s in steps)
+
+
+def test_a_folder_holding_another_sweeps_ledger_is_refused_and_name_gives_a_sweep_its_own(tmp_path):
+    config = write_config(tmp_path / "relu_xavier.yaml")
+    runs = tmp_path / "runs"
+    named = run_sweep(config, grid={"optim.lr": [0.01, 0.1]}, name="study", runs_dir=runs, jobs=1)
+    assert named.dir == runs / "study" and named.name == "study" and [e["status"] for e in named.runs] == ["completed"] * 2
+    before = sweep_outputs(runs / "study")
+    assert "summary.md" in before
+
+    # Another sweep given the same name: one line, exit 2, nothing written there.
+    other = ["sweep", str(config), "--grid", "model.activation=relu,tanh", "--name", "study", "--runs-dir", str(runs)]
+    for extra in (["--dry-run"], ["--quiet", "--jobs", "1"]):
+        result = CliRunner().invoke(app, [*other, *extra])
+        line = result.output.strip()
+        assert result.exit_code == 2 and len(line.splitlines()) == 1, result.output
+        assert f"{runs / 'study'} holds another sweep ({config.resolve()} --grid optim.lr), not this one ({config.resolve()} --grid model.activation)" in line
+        assert line.endswith("give this one its own folder: --name NAME")
+    sweep_file = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]}, name="study")  # a sweep file's name: the same
+    with pytest.raises(ConfigError, match="holds another sweep"):
+        run_sweep(sweep_file, runs_dir=runs, jobs=1)
+    assert sweep_outputs(runs / "study") == before and sorted(p.name for p in (runs / "study").iterdir() if p.is_dir()) == ["lr=0.01", "lr=0.1"]
+
+    # Its own name; and the named sweep again, with one more value: it resumes.
+    own = CliRunner().invoke(app, [*other[:4], "--name", "activations", "--runs-dir", str(runs), "--dry-run"])
+    assert own.exit_code == 0 and "activations: 2 runs" in own.output
+    more = load_sweep(config, grid={"optim.lr": [0.01, 0.1, 0.2]}, name="study")
+    assert [s.action for s in plan_sweep(more, runs / "study")[0]] == ["skip", "skip", "new"]
+
+
+def test_a_run_trained_under_another_name_is_reused_in_words(tmp_path):
+    """A grid that gains a key renames its runs; a run whose config was trained under its old name
+    keeps that result, and the dry run, the plan and the live table say where it comes from."""
+    from actexp.display import SweepDisplay
+
+    runs = tmp_path / "runs"
+    path = write_sweep(tmp_path, {"model.activation": ["relu", "tanh"]})
+    first = run_sweep(path, runs_dir=runs, report=False, jobs=1)
+    relu_folder = first.runs[0]["folder"]
+    assert relu_folder.startswith("activation=relu/")
+    write_sweep(tmp_path, {"model.activation": ["relu", "tanh"], "optim.lr": [0.01, 0.1]})  # 0.01: the base's
+    steps, _ = plan_sweep(load_sweep(path), runs / "xor_sweep")
+    assert [(s.run.name, s.action, s.reused_from) for s in steps] == [
+        ("activation=relu,lr=0.01", "skip", relu_folder), ("activation=relu,lr=0.1", "new", None),
+        ("activation=tanh,lr=0.01", "skip", first.runs[1]["folder"]), ("activation=tanh,lr=0.1", "new", None)]
+
+    dry = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--dry-run"], env={"COLUMNS": "200"})
+    assert dry.exit_code == 0 and f"reused from {relu_folder}" in dry.output and dry.output.count("reused from") == 2 and "skip" not in dry.output
+
+    display = SweepDisplay(Console(file=StringIO(), force_terminal=True, width=120, height=40))
+    display("plan", {"sweep": load_sweep(path), "steps": steps, "dir": runs / "xor_sweep", "removed": [], "jobs": 1})
+    display.close()
+    table = StringIO()
+    Console(file=table, width=120).print(display.__rich__())
+    assert "completed (reused)" in table.getvalue()
+
+    result = CliRunner().invoke(app, ["sweep", str(path), "--runs-dir", str(runs), "--quiet", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "4 runs (2 reused, 2 to train)" in result.output
+    assert f"note: 2 run(s) reuse the result of a finished run of the same config: activation=relu,lr=0.01 reused from {relu_folder}" in result.output
+    assert "no longer in this sweep" not in result.output
+    ledger = read_ledger(runs / "xor_sweep")
+    assert ledger["runs"][0]["folder"] == relu_folder and [e["status"] for e in ledger["runs"]] == ["completed"] * 4
