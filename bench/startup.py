@@ -1,0 +1,103 @@
+"""Start-up time of `actexp train` and `actexp eval`, each in a fresh process as a user runs them.
+
+  train  `actexp train CONFIG train.epochs=1`: seconds from the command to the start of its first
+         epoch (when the epoch line appears, less the seconds that line says the epoch took), then
+         the whole command's wall time (the rest: the test evaluation, model.pt and curves.png).
+  eval   `actexp eval RUN` on the run the first round trained: the whole command's wall time.
+  import `python -c "import torch"` and `python -c "import torch.optim; torch._dynamo"`: the floor
+         that any command importing torch (and building an optimizer) pays here.
+
+Prints each round's figures, their medians, and `uptime` before and after (the machine is shared:
+compare figures from one invocation). Run it from the repository root:
+
+    ACTEXP_DATA=/tmp/data python bench/startup.py --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCH_LINE = re.compile(r"^epoch +1 .* ([0-9.]+)s( \*)?$")
+
+
+def actexp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "actexp", *args]
+
+
+def environment() -> dict:
+    """The checkout this script lives in, whatever is installed; a pipe, not a terminal (no progress
+    bar); and bytecode cached as an installed package's is (PYTHONDONTWRITEBYTECODE, set on some
+    machines, would compile actexp's modules from source in every process)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "200"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def time_train(config: str, runs_dir: Path) -> tuple[float, float, float]:
+    """(seconds to the first epoch's start, the first epoch's own seconds, the command's wall time)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(actexp("train", config, "train.epochs=1", "--runs-dir", str(runs_dir)), cwd=REPO, env=environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = epoch = None
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        match = EPOCH_LINE.match(line.strip())
+        if match and first is None:
+            epoch = float(match.group(1))
+            first = time.perf_counter() - start - epoch
+    process.wait()
+    wall = time.perf_counter() - start
+    if process.returncode != 0 or first is None:
+        sys.exit(f"train failed ({process.returncode}):\n{''.join(output)}")
+    return first, epoch, wall
+
+
+def time_command(command: list[str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, env=environment(), capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return time.perf_counter() - start
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/relu_xavier.yaml")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    print("before:", uptime())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(tmp) / "runs"
+        for round_ in range(args.rounds):
+            first, epoch, wall = time_train(args.config, runs)
+            run = sorted(runs.rglob("summary.json"))[0].parent
+            evaluate = time_command(actexp("eval", str(run)))
+            torch = time_command([sys.executable, "-c", "import torch"])
+            dynamo = time_command([sys.executable, "-c", "import torch.optim, torch._dynamo"])
+            rows.append((first, epoch, wall, evaluate, torch, dynamo))
+            print(f"round {round_ + 1}: train: first epoch starts {first:.2f} s (the epoch {epoch:.2f} s, the command {wall:.2f} s); "
+                  f"eval {evaluate:.2f} s; import torch {torch:.2f} s, + torch._dynamo {dynamo:.2f} s", flush=True)
+    print("after: ", uptime())
+    median = [statistics.median(column) for column in zip(*rows)]
+    print(f"median of {len(rows)}: train to its first epoch {median[0]:.2f} s (whole command {median[2]:.2f} s with a "
+          f"{median[1]:.2f} s epoch); eval {median[3]:.2f} s; import torch {median[4]:.2f} s, with torch._dynamo {median[5]:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
