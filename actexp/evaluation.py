@@ -118,13 +118,17 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
         raise ActexpError(f"{folder}: the run is {status}; only a completed run has result weights{resume}")
     config = run_config(folder)
     n_features, _, n_classes = dataset_shape(config.data.dataset)
-    with torch.device("meta"):  # the model's names and shapes, without allocating or drawing from any RNG
-        model = build_model(config.model, n_features, n_classes)
+    # The model's names and shapes, without allocating or drawing from any RNG, and uninitialized:
+    # torch's normal_ on the meta device imports torch._dynamo, a second or two of eval's start here.
+    with torch.device("meta"):
+        model = build_model(config.model, n_features, n_classes, initialize=False)
     expected = model.state_dict()
     weights, epoch = _result_weights(folder, summary, expected)
     _check_room(folder, expected, str(device))
-    model = model.to_empty(device=device)
-    model.load_state_dict(weights)
+    # The loaded tensors become the model's (assign): to_empty would make meta tensors real through
+    # torch's Python references, whose first use imports sympy, half a second of eval's start here.
+    model.load_state_dict(weights, assign=True)
+    model = model.to(device)
     model.eval()
     mean, std = input_statistics(config.data.dataset)
     sample_shape = (len(mean), *(2 * (math.isqrt(n_features // len(mean)),))) if mean else (n_features,)
