@@ -525,7 +525,7 @@ def show(
 def eval_run(
     run: Path = typer.Argument(..., help="A completed run folder, or a folder of runs: a sweep's best completed run, runs/NAME's latest completed run."),
     split: str = typer.Option("test", "--split", help="test, or val (the validation samples the run held out)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the same input shape and classes (e.g. a mnist run on fashion_mnist), preprocessed as the run's own data."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset whose inputs and classes are the run's (the same class names: an mnist run's digits are no fashion_mnist garments), preprocessed as the run's own data."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also draw the confusion matrix to this file (.png, .pdf or .svg)."),
     best: bool = typer.Option(False, "--best", help=BEST_HELP),
     latest: bool = typer.Option(False, "--latest", help=LATEST_HELP),
