@@ -8,9 +8,11 @@
          that any command importing torch (and building an optimizer) pays here.
 
 Prints each round's figures, their medians, and `uptime` before and after (the machine is shared:
-compare figures from one invocation). Run it from the repository root:
+compare figures from one invocation). `--baseline DIR` measures another checkout (e.g. the commit
+before a change: `git archive COMMIT | tar -x -C DIR`) in the same rounds, alternating with this
+one, and prints the ratios. Run it from the repository root:
 
-    ACTEXP_DATA=/tmp/data python bench/startup.py --rounds 5
+    ACTEXP_DATA=/tmp/data python bench/startup.py --rounds 5 [--baseline /tmp/before]
 """
 
 from __future__ import annotations
@@ -33,19 +35,19 @@ def actexp(*args: str) -> list[str]:
     return [sys.executable, "-m", "actexp", *args]
 
 
-def environment() -> dict:
+def environment(repo: Path) -> dict:
     """The checkout this script lives in, whatever is installed; a pipe, not a terminal (no progress
     bar); and bytecode cached as an installed package's is (PYTHONDONTWRITEBYTECODE, set on some
     machines, would compile actexp's modules from source in every process)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "200"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
-def time_train(config: str, runs_dir: Path) -> tuple[float, float, float]:
+def time_train(repo: Path, config: str, runs_dir: Path) -> tuple[float, float, float]:
     """(seconds to the first epoch's start, the first epoch's own seconds, the command's wall time)."""
     start = time.perf_counter()
-    process = subprocess.Popen(actexp("train", config, "train.epochs=1", "--runs-dir", str(runs_dir)), cwd=REPO, env=environment(),
+    process = subprocess.Popen(actexp("train", config, "train.epochs=1", "--runs-dir", str(runs_dir)), cwd=repo, env=environment(repo),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first = epoch = None
     output = []
@@ -62,9 +64,9 @@ def time_train(config: str, runs_dir: Path) -> tuple[float, float, float]:
     return first, epoch, wall
 
 
-def time_command(command: list[str]) -> float:
+def time_command(repo: Path, command: list[str]) -> float:
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, env=environment(), capture_output=True, text=True)
+    result = subprocess.run(command, cwd=repo, env=environment(repo), capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return time.perf_counter() - start
@@ -74,29 +76,46 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def measure(repo: Path, config: str, runs: Path) -> tuple[float, ...]:
+    """One round in `repo`: (to the first epoch, that epoch, train's wall time, eval, import torch, + torch._dynamo)."""
+    first, epoch, wall = time_train(repo, config, runs)
+    run = sorted(runs.rglob("summary.json"))[0].parent
+    evaluate = time_command(repo, actexp("eval", str(run)))
+    torch = time_command(repo, [sys.executable, "-c", "import torch"])
+    dynamo = time_command(repo, [sys.executable, "-c", "import torch.optim, torch._dynamo"])
+    return first, epoch, wall, evaluate, torch, dynamo
+
+
+def describe(figures) -> str:
+    first, epoch, wall, evaluate, torch, dynamo = figures
+    return (f"train: first epoch starts {first:.2f} s (the epoch {epoch:.2f} s, the command {wall:.2f} s); eval {evaluate:.2f} s; "
+            f"import torch {torch:.2f} s, with torch._dynamo {dynamo:.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/relu_xavier.yaml")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another checkout to measure in the same rounds")
     args = parser.parse_args()
 
+    trees = {"this": REPO, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     print("before:", uptime())
-    rows = []
+    rows = {name: [] for name in trees}
     with tempfile.TemporaryDirectory() as tmp:
-        runs = Path(tmp) / "runs"
         for round_ in range(args.rounds):
-            first, epoch, wall = time_train(args.config, runs)
-            run = sorted(runs.rglob("summary.json"))[0].parent
-            evaluate = time_command(actexp("eval", str(run)))
-            torch = time_command([sys.executable, "-c", "import torch"])
-            dynamo = time_command([sys.executable, "-c", "import torch.optim, torch._dynamo"])
-            rows.append((first, epoch, wall, evaluate, torch, dynamo))
-            print(f"round {round_ + 1}: train: first epoch starts {first:.2f} s (the epoch {epoch:.2f} s, the command {wall:.2f} s); "
-                  f"eval {evaluate:.2f} s; import torch {torch:.2f} s, + torch._dynamo {dynamo:.2f} s", flush=True)
+            # Alternate which tree goes first, so that load from elsewhere slows both alike.
+            for name in (list(trees) if round_ % 2 == 0 else list(trees)[::-1]):
+                figures = measure(trees[name], args.config, Path(tmp) / name)
+                rows[name].append(figures)
+                print(f"round {round_ + 1}, {name}: {describe(figures)}", flush=True)
     print("after: ", uptime())
-    median = [statistics.median(column) for column in zip(*rows)]
-    print(f"median of {len(rows)}: train to its first epoch {median[0]:.2f} s (whole command {median[2]:.2f} s with a "
-          f"{median[1]:.2f} s epoch); eval {median[3]:.2f} s; import torch {median[4]:.2f} s, with torch._dynamo {median[5]:.2f} s")
+    medians = {name: [statistics.median(column) for column in zip(*figures)] for name, figures in rows.items()}
+    for name, median in medians.items():
+        print(f"median of {args.rounds}, {name} ({trees[name]}): {describe(median)}")
+    if args.baseline:
+        this, base = medians["this"], medians["baseline"]
+        print(f"baseline / this: to the first epoch {base[0] / this[0]:.2f}x, train's wall time {base[2] / this[2]:.2f}x, eval {base[3] / this[3]:.2f}x")
 
 
 if __name__ == "__main__":
