@@ -4,8 +4,9 @@
          epoch (when the epoch line appears, less the seconds that line says the epoch took), then
          the whole command's wall time (the rest: the test evaluation, model.pt and curves.png).
   eval   `actexp eval RUN` on the run the first round trained: the whole command's wall time.
-  import `python -c "import torch"` and `python -c "import torch.optim; torch._dynamo"`: the floor
-         that any command importing torch (and building an optimizer) pays here.
+  torch  inside a fresh `python -c`: seconds to `import torch`, then to make a first optimizer
+         (torch.optim then imports torch._dynamo): the floor of any command that trains, before
+         actexp does anything (a process's start and exit add to it; they are not counted here).
 
 Prints each round's figures, their medians, and `uptime` before and after (the machine is shared:
 compare figures from one invocation). `--baseline DIR` measures another checkout (e.g. the commit
@@ -77,19 +78,35 @@ def uptime() -> str:
 
 
 def measure(repo: Path, config: str, runs: Path) -> tuple[float, ...]:
-    """One round in `repo`: (to the first epoch, that epoch, train's wall time, eval, import torch, + torch._dynamo)."""
+    """One round in `repo`: (to the first epoch, that epoch, train's wall time, eval, import torch, a first optimizer)."""
     first, epoch, wall = time_train(repo, config, runs)
     run = sorted(runs.rglob("summary.json"))[0].parent
     evaluate = time_command(repo, actexp("eval", str(run)))
-    torch = time_command(repo, [sys.executable, "-c", "import torch"])
-    dynamo = time_command(repo, [sys.executable, "-c", "import torch.optim, torch._dynamo"])
-    return first, epoch, wall, evaluate, torch, dynamo
+    torch, optimizer = torch_floor(repo)
+    return first, epoch, wall, evaluate, torch, optimizer
+
+
+FLOOR = """
+import time
+start = time.perf_counter()
+import torch
+imported = time.perf_counter()
+torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+print(imported - start, time.perf_counter() - imported)
+"""
+
+
+def torch_floor(repo: Path) -> tuple[float, float]:
+    """(seconds to import torch, then to make a first optimizer), measured inside a fresh process."""
+    result = subprocess.run([sys.executable, "-c", FLOOR], cwd=repo, env=environment(repo), capture_output=True, text=True, check=True)
+    torch, optimizer = map(float, result.stdout.split())
+    return torch, optimizer
 
 
 def describe(figures) -> str:
-    first, epoch, wall, evaluate, torch, dynamo = figures
+    first, epoch, wall, evaluate, torch, optimizer = figures
     return (f"train: first epoch starts {first:.2f} s (the epoch {epoch:.2f} s, the command {wall:.2f} s); eval {evaluate:.2f} s; "
-            f"import torch {torch:.2f} s, with torch._dynamo {dynamo:.2f} s")
+            f"in a bare process: import torch {torch:.2f} s, then a first optimizer {optimizer:.2f} s")
 
 
 def main() -> None:
