@@ -37,9 +37,9 @@ def actexp(*args: str) -> list[str]:
 
 
 def environment(repo: Path) -> dict:
-    """The checkout this script lives in, whatever is installed; a pipe, not a terminal (no progress
-    bar); and bytecode cached as an installed package's is (PYTHONDONTWRITEBYTECODE, set on some
-    machines, would compile actexp's modules from source in every process)."""
+    """`repo`'s actexp, whatever is installed; a pipe, not a terminal (no progress bar); and
+    bytecode cached as an installed package's is (PYTHONDONTWRITEBYTECODE, set on some machines,
+    would compile actexp's modules from source in every process)."""
     env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "200"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
