@@ -89,6 +89,20 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
     pass
 
 
+def complete_key_value(incomplete: str) -> list[str]:
+    """Tab completion of a KEY=VALUE being typed: dotted config keys, then a key's fixed values."""
+    from .config import complete_override
+
+    return complete_override(incomplete)
+
+
+def complete_grid(incomplete: str) -> list[str]:
+    """Tab completion of a --grid KEY=V1,V2 being typed: as complete_key_value, for each value."""
+    from .config import complete_override
+
+    return complete_override(incomplete, several=True)
+
+
 def is_override(argument: str) -> bool:
     """A bare KEY=VALUE argument (a file of that name is a file)."""
     return bool(OVERRIDE.match(argument)) and not Path(argument).exists()
@@ -176,8 +190,8 @@ def user_errors(command):
 @user_errors
 def train(
     config: Optional[Path] = typer.Argument(None, metavar="CONFIG", help="A YAML config, e.g. configs/relu_xavier.yaml (not needed with --resume).", show_default=False),
-    overrides: Optional[List[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP, show_default=False),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="KEY=VALUE", autocompletion=complete_key_value, help=OVERRIDES_HELP, show_default=False),
+    set_: List[str] = typer.Option([], "--set", "-s", autocompletion=complete_key_value, help=SET_HELP),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run folder from its last checkpoint; given a config's folder of runs (runs/NAME, or NAME under --runs-dir), its latest resumable run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the final line only."),
@@ -245,7 +259,7 @@ def _resumable(resume: Path, runs_dir: Path) -> Path:
 @user_errors
 def validate(
     configs: List[str] = typer.Argument(..., metavar="CONFIG|KEY=VALUE", help="Config files, sweep files or sweep folders to check; KEY=VALUE arguments (that are not files) are overrides, as --set.", show_default=False),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    set_: List[str] = typer.Option([], "--set", "-s", autocompletion=complete_key_value, help=SET_HELP),
 ):
     """Check configs (and sweeps: every run they expand to) without training (exit 2 if any is
     invalid); prints the name each config's run (or sweep) will have."""
@@ -291,9 +305,9 @@ def _as_swept(path: Path, name: str, paths: list[Path]) -> str:
 @user_errors
 def sweep(
     path: Path = typer.Argument(..., help="A folder of configs (every *.yaml inside), a sweep file (base, grid, seeds), or a config with --grid/--seeds."),
-    overrides: Optional[List[str]] = typer.Argument(None, metavar="KEY=VALUE", help=OVERRIDES_HELP + " Applies to every run.", show_default=False),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " Applies to every run."),
-    grid: List[str] = typer.Option([], "--grid", help="Sweep a key over values: --grid model.activation=relu,tanh (repeatable: every combination; a YAML list for components: --grid 'model.init=[xavier_normal, {name: normal, std: 0.1}]')."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="KEY=VALUE", autocompletion=complete_key_value, help=OVERRIDES_HELP + " Applies to every run.", show_default=False),
+    set_: List[str] = typer.Option([], "--set", "-s", autocompletion=complete_key_value, help=SET_HELP + " Applies to every run."),
+    grid: List[str] = typer.Option([], "--grid", autocompletion=complete_grid, help="Sweep a key over values: --grid model.activation=relu,tanh (repeatable: every combination; a YAML list for components: --grid 'model.init=[xavier_normal, {name: normal, std: 0.1}]')."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Repeat every run with these seeds: --seeds 5 (seeds 0-4) or --seeds 0,1,2; replaces a sweep file's seeds. Adding seeds later trains only the new runs."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Root of the run folders; the sweep lives in RUNS_DIR/<sweep name>/."),
     name: Optional[str] = typer.Option(None, "--name", help="The sweep's name and folder (RUNS_DIR/NAME). Default: the folder's name, a sweep file's name:, or CONFIG_sweep for a config, followed by -KEY per key --grid sweeps (relu_xavier_sweep-lr; relu_xavier_sweep-seed for --seeds alone)."),
@@ -529,7 +543,7 @@ def show(
 def eval_run(
     run: Path = typer.Argument(..., help="A completed run folder, or a folder of runs: a sweep's best completed run, runs/NAME's latest completed run."),
     split: str = typer.Option("test", "--split", help="test, or val (the validation samples the run held out)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the same input shape and classes (e.g. a mnist run on fashion_mnist), preprocessed as the run's own data."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset whose inputs and classes are the run's (the same class names: an mnist run's digits are no fashion_mnist garments), preprocessed as the run's own data."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also draw the confusion matrix to this file (.png, .pdf or .svg)."),
     best: bool = typer.Option(False, "--best", help=BEST_HELP),
     latest: bool = typer.Option(False, "--latest", help=LATEST_HELP),

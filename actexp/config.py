@@ -17,6 +17,7 @@ import math
 import os
 import re
 import stat
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,6 +272,46 @@ def resolve_overrides(overrides) -> list[str]:
             hint = f" (did you mean {whole[0]}?)" if whole else ""
             raise OverrideError(f"override {_shown(item)}", f"no config key {_shown(key)}{hint}; keys are dotted, e.g. train.epochs=3, optim.lr=0.01")
     return resolved
+
+
+def key_values(key: str) -> list[str]:
+    """The values a config key can only take, as an override spells them: a component's registry
+    names, a choice's choices, true/false; empty for any other key (numbers, lists, sections)."""
+    leaves = {k: (tp, named) for k, tp, _, named, _ in config_fields()}
+    if key not in leaves:
+        return []
+    tp, named = leaves[key]
+    if isinstance(named, str):  # a registry's name
+        return list(REGISTRIES[named])
+    values = []
+    for arm in typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,):
+        if typing.get_origin(arm) is Literal:
+            values += [str(v) for v in typing.get_args(arm)]
+        elif arm is bool:
+            values += ["true", "false"]
+    return values
+
+
+def complete_override(incomplete: str, several: bool = False) -> list[str]:
+    """What a shell offers for a KEY=VALUE being typed (`incomplete`), for tab completion: before
+    the `=`, the dotted keys that start with it, each as `key=` (where none does and it has no dot,
+    the short keys that start with it: `epo` -> `epochs=`); after the `=`, the key's values where it
+    has a fixed set (key_values). `several`: the value is a comma-separated list (--grid), the last
+    item completes. Torch-free and fast: the shell asks on every tab."""
+    key, sep, value = incomplete.partition("=")
+    keys = config_keys()
+    if not sep:
+        dotted = [k for k in keys if k.startswith(key)]
+        if dotted or "." in key:
+            return [f"{k}=" for k in dotted]
+        short = [k.rsplit(".", 1)[-1] for k in keys]
+        return [f"{s}=" for s in dict.fromkeys(short) if s.startswith(key) and short.count(s) == 1]
+    if key not in keys:
+        matches = [k for k in keys if k.rsplit(".", 1)[-1] == key]
+        key = matches[0] if len(matches) == 1 else key
+    last = value.rpartition(",")[2] if several else value
+    head = incomplete[: len(incomplete) - len(last)]
+    return [head + v for v in key_values(key) if v.startswith(last)]
 
 
 def _override_at_fault(message: str, overrides: list[str]) -> str | None:

@@ -205,7 +205,14 @@ def is_problem(metric: str, value: float | None, saturating: bool, layer=None) -
 
 def diagnostic_warnings(records: list[dict], activation: str, saturating: bool) -> list[str]:
     """Plain sentences for summary.json: dead layers, saturated layers, vanishing/exploding gradients."""
-    warnings, saturated = [], {}
+    return list(diagnostic_findings(records, activation, saturating).values())
+
+
+def diagnostic_findings(records: list[dict], activation: str, saturating: bool) -> dict[str, str]:
+    """diagnostic_warnings' sentences by what each is about: "dead layer N", "saturated",
+    "vanishing" or "exploding". A sentence's figures change as epochs come in, what it is about
+    does not: that tells a live display which warnings it has shown already."""
+    warnings, saturated = {}, {}
     for layer in layer_names(records):
         if layer == OUTPUT_LAYER:
             continue
@@ -217,17 +224,17 @@ def diagnostic_warnings(records: list[dict], activation: str, saturating: bool) 
             elif since is None:
                 since = epoch
         if since is not None:
-            warnings.append(f"layer {layer}: {dead[-1][1]:.0%} of units dead from epoch {since}")
+            warnings[f"dead layer {layer}"] = f"layer {layer}: {dead[-1][1]:.0%} of units dead from epoch {since}"
         first = next(((e, v) for e, v in layer_values(records, layer, "saturated_fraction") if v >= SATURATED_WARNING), None)
         if saturating and first:
             saturated[layer] = first
     if saturated:
-        warnings.append(_saturation_sentence(saturated, activation))
+        warnings["saturated"] = _saturation_sentence(saturated, activation)
     ratios = layer_values(records, 1, "grad_ratio")
     for kind, bad in (("vanishing", lambda r: r < VANISHING_RATIO), ("exploding", lambda r: r > EXPLODING_RATIO)):
         epoch, ratio = next(((e, r) for e, r in ratios if bad(r)), (None, None))
         if epoch is not None:
-            warnings.append(f"first-layer gradient {ratio:.1e}× the output layer's at epoch {epoch} ({kind} gradient)")
+            warnings[kind] = f"first-layer gradient {ratio:.1e}× the output layer's at epoch {epoch} ({kind} gradient)"
     return warnings
 
 

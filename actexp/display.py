@@ -74,6 +74,9 @@ class TrainingDisplay:
                 markup=False,
                 soft_wrap=True,
             )
+            # As soon as the diagnostics find it (epoch 0's findings after epoch 1), not only at the end.
+            for warning in info.get("warnings", []):
+                self.console.print(f"warning: {printable(warning)}", style="yellow", markup=False, soft_wrap=True)
 
     def on_end(self, info):
         self.close()

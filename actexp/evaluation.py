@@ -118,13 +118,17 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
         raise ActexpError(f"{folder}: the run is {status}; only a completed run has result weights{resume}")
     config = run_config(folder)
     n_features, _, n_classes = dataset_shape(config.data.dataset)
-    with torch.device("meta"):  # the model's names and shapes, without allocating or drawing from any RNG
-        model = build_model(config.model, n_features, n_classes)
+    # The model's names and shapes, without allocating or drawing from any RNG, and uninitialized:
+    # torch's normal_ on the meta device imports torch._dynamo, a second or two of eval's start here.
+    with torch.device("meta"):
+        model = build_model(config.model, n_features, n_classes, initialize=False)
     expected = model.state_dict()
     weights, epoch = _result_weights(folder, summary, expected)
     _check_room(folder, expected, str(device))
-    model = model.to_empty(device=device)
-    model.load_state_dict(weights)
+    # The loaded tensors become the model's (assign): to_empty would make meta tensors real through
+    # torch's Python references, whose first use imports sympy, half a second of eval's start here.
+    model.load_state_dict(weights, assign=True)
+    model = model.to(device)
     model.eval()
     mean, std = input_statistics(config.data.dataset)
     sample_shape = (len(mean), *(2 * (math.isqrt(n_features // len(mean)),))) if mean else (n_features,)
@@ -234,7 +238,7 @@ def eval_split(run: LoadedRun, split: str, dataset: str | None = None):
     """(inputs, labels, data config) of a split, preprocessed by the run's preprocessing."""
     data_config = run.config.data
     if dataset is not None and dataset != data_config.dataset.name:
-        data_config = replace(data_config, dataset=_same_shape(run, parse_component(dataset, "--dataset", "dataset")))
+        data_config = replace(data_config, dataset=_fits_the_run(run, parse_component(dataset, "--dataset", "dataset")))
     x, y = raw_split(data_config, split)
     return run.preprocess(x), y.to(run.preprocess.device), data_config
 
@@ -251,19 +255,44 @@ def raw_split(data_config, split: str):
     return source.x_train[val_idx], source.y_train[val_idx]
 
 
-def _same_shape(run: LoadedRun, other: Component) -> Component:
+def _fits_the_run(run: LoadedRun, other: Component) -> Component:
+    """`other`, if the run's model can be measured on it: the same input shape, and the same
+    classes (by name: an MNIST model's outputs mean digits, whatever Fashion-MNIST's labels mean)."""
     trained = run.config.data.dataset
     features, _, classes = dataset_shape(trained)
     other_features, _, other_classes = dataset_shape(other)
+    fitting = [name for name in IMAGE_SETS if name != trained.name and _fits(trained, Component(name))]
+    choice = f"; datasets that fit: {', '.join(fitting)}" if fitting else f"; no other dataset has {trained.name}'s inputs and classes"
     if (other_features, other_classes) != (features, classes):
-        fitting = [name for name in IMAGE_SETS if name != trained.name and dataset_shape(Component(name))[::2] == (features, classes)]
-        choice = f"; datasets that fit: {', '.join(fitting)}" if fitting else "; no other dataset has its shape"
         raise ConfigError(f"--dataset {other.name}: {other_features} input features and {other_classes} classes, but the run's "
                           f"model (trained on {trained.name}) takes {features} and tells {classes} classes apart{choice}")
     mean, _ = input_statistics(other)
     if mean and len(mean) != len(run.preprocess.mean):
-        raise ConfigError(f"--dataset {other.name}: its images have other channels than {trained.name}'s")
+        raise ConfigError(f"--dataset {other.name}: its images have other channels than {trained.name}'s{choice}")
+    if not _same_classes(trained, other):
+        raise ConfigError(f"--dataset {other.name}: its classes ({_names(other, other_classes)}) are not the classes the run's model "
+                          f"tells apart ({trained.name}'s: {_names(trained, classes)}): its accuracy would pair unrelated labels{choice}")
     return other
+
+
+def _fits(trained: Component, other: Component) -> bool:
+    shape, other_shape = dataset_shape(trained), dataset_shape(other)
+    channels = len(input_statistics(trained)[0]) == len(input_statistics(other)[0])
+    return shape[::2] == other_shape[::2] and channels and _same_classes(trained, other)
+
+
+def _same_classes(trained: Component, other: Component) -> bool:
+    """Whether two datasets' labels mean the same classes: only known when both name them."""
+    if other.name == trained.name:
+        return True
+    names = [IMAGE_SETS[d.name].classes if d.name in IMAGE_SETS else None for d in (trained, other)]
+    return names[0] is not None and names[0] == names[1]
+
+
+def _names(dataset: Component, n_classes: int) -> str:
+    """A dataset's class names for a message: the first three and the last."""
+    names = class_names(dataset.name, n_classes)
+    return ", ".join(names) if len(names) <= 4 else f"{', '.join(names[:3])}, …, {names[-1]}"
 
 
 def _predict(model, x, batch: int = 8192):
@@ -273,8 +302,8 @@ def _predict(model, x, batch: int = 8192):
 
 def class_names(dataset: str, n_classes: int) -> list[str]:
     """Readable class names where the dataset has them (Fashion-MNIST's garments), else the indices."""
-    names = {"fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")}
-    return list(names[dataset]) if dataset in names and len(names[dataset]) == n_classes else [str(c) for c in range(n_classes)]
+    names = IMAGE_SETS[dataset].classes if dataset in IMAGE_SETS else None
+    return list(names) if names is not None and len(names) == n_classes else [str(c) for c in range(n_classes)]
 
 
 # ----------------------------------------------------------------------------- actexp plot --boundary

@@ -60,8 +60,9 @@ class MLP(nn.Module):
         return [layer.linear for layer in self.hidden] + [self.output]
 
 
-def build_model(model_config, n_features: int, n_classes: int) -> MLP:
-    """Build and initialize the MLP; the global torch RNG must already be seeded."""
+def build_model(model_config, n_features: int, n_classes: int, initialize: bool = True) -> MLP:
+    """Build and initialize the MLP; the global torch RNG must already be seeded. `initialize`
+    False leaves the layers as torch makes them: for a model whose weights are loaded next."""
     activation = model_config.activation
     layers, n_in = [], n_features
     dropout = model_config.dropout
@@ -72,7 +73,7 @@ def build_model(model_config, n_features: int, n_classes: int) -> MLP:
         n_in = width
     model = MLP(layers, nn.Linear(n_in, n_classes))
     hidden_gain = activation_gain(activation.name, dict(activation.params))
-    for linear in model.linears():
+    for linear in model.linears() if initialize else ():
         # The output layer feeds softmax through the loss: it is initialized for a linear activation.
         gain = 1.0 if linear is model.output else hidden_gain
         _initialize(linear.weight, model_config.init, linear, gain)

@@ -24,7 +24,7 @@ from . import __version__
 from .config import Config, as_config, config_hash, config_to_dict, config_to_yaml, config_with_overrides, load_config
 from .data import Data, dataset_shape, load_data
 from .evaluation import evaluate
-from .diagnostics import Tracker, choose_probe, diagnostic_warnings
+from .diagnostics import Tracker, choose_probe, diagnostic_findings, diagnostic_warnings
 from .checkpointing import CheckpointSchedule, CheckpointWriter, cpu_copy
 from .errors import ActexpError, ConfigError, sigterm_as_interrupt, signals_deferred
 from .planning import group_bytes, group_key, member_order
@@ -47,7 +47,8 @@ from .runs import (
 )
 from .threads import describe as describe_threads, thread_policy
 
-# progress(event, info): events "start", "step", "epoch", "end"; the CLI draws them with rich.
+# progress(event, info): events "start", "step", "epoch" (its "warnings": the diagnostics' warnings
+# first found by that epoch), "end"; the CLI draws them with rich.
 Progress = Callable[[str, dict], None]
 PROGRESS_UPDATES_PER_EPOCH = 20
 
@@ -351,6 +352,7 @@ class Recorder:
         self.start_epoch = 1
         self.started = time.time()
         self.diagnostics = member.tracker is not None
+        self.warned: set[str] = set()  # what the warnings in epoch events were about (new_warnings)
         self.summary = {
             "status": "running",
             "name": config.name,
@@ -467,7 +469,18 @@ class Recorder:
         if self.board:
             self.board.log(record)
         if self.progress:
-            self.progress("epoch", {"record": record, "improved": improved, "epochs": self.config.train.epochs})
+            self.progress("epoch", {"record": record, "improved": improved, "epochs": self.config.train.epochs, "warnings": self.new_warnings()})
+
+    def new_warnings(self) -> list[str]:
+        """The diagnostics' warnings that the records so far (epoch 0's included) raise and no
+        earlier epoch event carried, so that a display shows each once, as soon as it is found."""
+        if not self.diagnostics:
+            return []
+        found = diagnostic_findings(self.baseline + self.history, self.config.model.activation.name,
+                                    self.summary["diagnostics"]["saturates_both_sides"])
+        new = [sentence for about, sentence in found.items() if about not in self.warned]
+        self.warned.update(found)
+        return new
 
     def stops_early(self, improved: bool) -> bool:
         stopping = self.stopping
@@ -652,10 +665,12 @@ def _diverged_message(config: Config, epoch: int) -> str:
 
 
 def _versions() -> dict:
-    try:
-        import torchvision
+    # torchvision's installed version from its metadata: importing it costs 0.3-0.4 s of a run's
+    # start here (the distribution's version has no build label: 0.29.1, where torchvision says 0.29.1+cu130).
+    from importlib.metadata import PackageNotFoundError, version
 
-        tv = torchvision.__version__
-    except ImportError:
+    try:
+        tv = version("torchvision")
+    except PackageNotFoundError:
         tv = None
     return {"actexp": __version__, "torch": torch.__version__, "torchvision": tv, "python": platform.python_version()}

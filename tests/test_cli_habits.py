@@ -145,6 +145,50 @@ def test_shell_completion_is_offered(monkeypatch):
     assert script.exit_code == 0 and "_ACTEXP_COMPLETE=complete_bash" in script.output and "complete -o default -F _actexp_completion actexp" in script.output
 
 
+def completions(line: str) -> list[str]:
+    """What tab offers at the end of `line`, through typer's own completion machinery, as fish asks
+    for it (fish passes the command line as typed; bash splits words at `=`)."""
+    from typer.testing import CliRunner
+
+    env = {"_ACTEXP_COMPLETE": "complete_fish", "_TYPER_COMPLETE_FISH_ACTION": "get-args", "_TYPER_COMPLETE_ARGS": line}
+    result = CliRunner().invoke(app, [], prog_name="actexp", env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return [line.split("\t")[0] for line in result.output.splitlines() if line]  # (a command comes with its help)
+
+
+def test_tab_completes_config_keys_and_their_values(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", tiny_config())
+    assert completions(f"actexp train {path} model.act") == ["model.activation="]
+    optim = completions(f"actexp train {path} optim.")
+    assert optim == ["optim.optimizer=", "optim.lr=", "optim.weight_decay=", "optim.schedule=", "optim.grad_clip="]
+    assert "train.early_stopping.patience=" in completions(f"actexp train {path} train.early")
+    assert completions(f"actexp train {path} epo") == ["epochs="]  # a short key, as overrides take them
+    assert {"tanh", "gelu", "maxout"} <= {c.partition("=")[2] for c in completions(f"actexp train {path} model.activation=")}
+    assert completions(f"actexp train {path} model.activation=ta") == ["model.activation=tanh"]
+    assert completions(f"actexp train {path} train.checkpoint=") == [f"train.checkpoint={v}" for v in ("none", "best", "last", "both")]
+    assert completions(f"actexp train {path} train.diagnostics=f") == ["train.diagnostics=false"]
+    assert completions(f"actexp train {path} optim.lr=") == []  # a number: nothing to offer
+    # --set and sweep's KEY=VALUE and --grid complete the same keys; a --grid value completes item by item
+    assert completions(f"actexp train {path} --set data.data") == ["data.dataset="]
+    assert completions(f"actexp validate {path} --set data.dataset=fa") == ["data.dataset=fashion_mnist"]
+    assert completions(f"actexp sweep {path} model.in") == ["model.init="]
+    assert completions(f"actexp sweep {path} --grid model.activation=relu,si") == ["model.activation=relu,sigmoid", "model.activation=relu,silu"]
+    keys = completions(f"actexp train {path} ")
+    assert "train.epochs=" in keys and "model.depth=" in keys and len(keys) > 40
+    assert completions("actexp tr") == ["train"]  # commands complete as before
+
+
+@pytest.mark.slow
+def test_completion_answers_without_importing_torch():
+    """The shell runs actexp on every tab: keys come from the config's dataclasses, not torch."""
+    code = ("import os, sys\nos.environ.update(_ACTEXP_COMPLETE='complete_fish', _TYPER_COMPLETE_FISH_ACTION='get-args', "
+            "_TYPER_COMPLETE_ARGS='actexp train c.yaml model.act')\nfrom actexp.cli import app\ntry:\n    app(prog_name='actexp')\n"
+            "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["model.activation=", "torch imported: False"]
+
+
 def _commands(command, path=()):
     yield path, command
     for name, sub in getattr(command, "commands", {}).items():

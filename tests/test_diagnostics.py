@@ -81,6 +81,34 @@ def test_train_prints_the_warnings(tmp_path):
     assert "warning: layer 1: 100% of units dead from epoch 0" in result.output
 
 
+def test_train_shows_each_warning_live_once_as_soon_as_it_is_found(tmp_path):
+    path = tmp_path / "dead.yaml"
+    path.write_text(yaml.safe_dump({**xor_config(bias_init=-100), "train": {**xor_config()["train"], "epochs": 3}}))
+    result = CliRunner().invoke(app, ["train", str(path), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    (summary,) = [json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")]
+    warned = [f"warning: {w}" for w in summary["warnings"]]
+    assert "warning: layer 1: 100% of units dead from epoch 0" in warned
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    completed = next(i for i, line in enumerate(lines) if line.startswith("completed in "))
+    assert lines[epochs[0] + 1 : epochs[1]] == warned  # found at epoch 0: shown with the first epoch, before the second trains
+    assert lines[epochs[1] + 1 : epochs[2]] == [] and lines[epochs[2] + 1 : completed] == []  # once each
+    assert lines[completed + 1 :] == warned  # and the final summary keeps them
+
+
+def test_the_vanishing_gradient_warning_comes_with_the_first_epoch(tmp_path):
+    """The issue's case: a deep sigmoid stack's first-layer gradient vanishes from the start; the
+    warning comes with epoch 1's event (found in the epoch-0 record), not after the run."""
+    events = []
+    run = actexp.train({**xor_config(hidden=[16] * 8, activation="sigmoid"), "name": "deep"}, runs_dir=tmp_path,
+                       progress=lambda event, info: events.append(info) if event == "epoch" else None)
+    first, *later = [info["warnings"] for info in events]
+    vanishing = [w for w in run.summary["warnings"] if "(vanishing gradient)" in w]
+    assert vanishing and "at epoch 0" in vanishing[0] and vanishing[0] in first
+    assert not any("gradient" in w for warnings in later for w in warnings)  # once
+
+
 def test_deep_sigmoid_gradient_vanishes_and_relu_he_does_not():
     sigmoid = epoch_zero(*model_on_random_inputs([256] * 10, "sigmoid", "xavier_normal"))
     relu = epoch_zero(*model_on_random_inputs([256] * 10, "relu", "he_normal"))

@@ -190,20 +190,43 @@ def test_eval_prints_figures_per_class_accuracy_and_the_confusion_matrix(tmp_pat
     assert (tmp_path / "cm.png").read_bytes().startswith(PNG)
 
 
-def test_eval_on_another_dataset_of_the_same_shape(tmp_path, data_root, fashion_set):
+def test_eval_refuses_a_dataset_whose_classes_are_not_the_runs(tmp_path, data_root):
+    """MNIST and Fashion-MNIST share their input shape and their number of classes, not what the
+    classes are: an MNIST model's 3 is no Dress, and an accuracy pairing them would mean nothing."""
+    trained = train(tiny_config(train={**tiny_config()["train"], "epochs": 1}), runs_dir=tmp_path / "runs")
+    message = ("--dataset fashion_mnist: its classes (T-shirt/top, Trouser, Pullover, …, Ankle boot) are not the classes the run's "
+               "model tells apart (mnist's: 0, 1, 2, …, 9): its accuracy would pair unrelated labels; "
+               "no other dataset has mnist's inputs and classes")
+    with pytest.raises(ConfigError) as refused:
+        evaluate_run(trained.dir, dataset="fashion_mnist")
+    assert str(refused.value) == message
+    shown = cli("eval", trained.dir, "--dataset", "fashion_mnist")
+    assert shown.exit_code == 2 and shown.output.strip().splitlines() == [f"error: {message}"]
+    own = cli("eval", trained.dir, "--dataset", "mnist")  # its own dataset, named
+    assert own.exit_code == 0 and "on mnist test" in own.output and "trained on" not in own.output
+
+
+def test_eval_on_another_dataset_with_the_runs_inputs_and_classes(tmp_path, data_root, fashion_set, monkeypatch):
+    """A dataset whose classes are the run's (here: Fashion-MNIST's files taken for digits) is
+    measured with the run's own preprocessing."""
+    from dataclasses import replace
+
+    from actexp import data
+
+    monkeypatch.setitem(data.IMAGE_SETS, "fashion_mnist", replace(data.IMAGE_SETS["fashion_mnist"], classes=data.IMAGE_SETS["mnist"].classes))
     trained = train(tiny_config(train={**tiny_config()["train"], "epochs": 1}), runs_dir=tmp_path / "runs")
     run = load_run(trained.dir)
     result = evaluate_run(run, dataset="fashion_mnist")
     assert result["dataset"] == "fashion_mnist" and result["trained_on"] == "mnist" and result["n"] == len(fashion_set.y_test)
     # the run's own preprocessing (MNIST's statistics) on Fashion-MNIST's raw images
     assert result["accuracy"] == accuracy_on_raw(run, fashion_set.x_test, fashion_set.y_test)
-    assert result["classes"][0] == "T-shirt/top"
+    assert result["classes"][0] == "0"
     shown = cli("eval", trained.dir, "--dataset", "fashion_mnist", "--split", "val")
     assert shown.exit_code == 0 and "fashion_mnist (trained on mnist) val" in shown.output
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--dataset", "cifar100"], r"--dataset cifar100: 3072 input features and 100 classes, but the run's model \(trained on mnist\) takes 784 and tells 10 classes apart; datasets that fit: fashion_mnist"),
+    (["--dataset", "cifar100"], r"--dataset cifar100: 3072 input features and 100 classes, but the run's model \(trained on mnist\) takes 784 and tells 10 classes apart; no other dataset has mnist's inputs and classes"),
     (["--dataset", "xor"], r"--dataset xor: 2 input features and 2 classes"),
     (["--dataset", "imagenet"], r"--dataset: unknown dataset 'imagenet'"),
     (["--split", "train"], r"--split train: choose test or val"),
