@@ -665,8 +665,8 @@ def _diverged_message(config: Config, epoch: int) -> str:
 
 
 def _versions() -> dict:
-    # torchvision's installed version from its metadata: importing it costs 0.3-0.4 s of a run's
-    # start here (the distribution's version has no build label: 0.29.1, where torchvision says 0.29.1+cu130).
+    # torchvision's installed version from its metadata: importing torchvision only to ask would
+    # slow every run's start (the distribution's version has no build label: 0.29.1, not 0.29.1+cu130).
     from importlib.metadata import PackageNotFoundError, version
 
     try:
