@@ -29,6 +29,7 @@ from typing import Callable, Mapping
 from .backends import Backend, Event, Outcome, RunSpec, Task, _relative, cpu_count, execute  # noqa: F401  (the seam, re-exported)
 from .backends.local import Slot, worker_slots  # noqa: F401
 from .config import SEED_RANGE, Config, _did_you_mean, _shown_path, apply_overrides, check_name, config_from_dict, config_hash, config_to_dict, load_config, read_yaml
+from .events import SweepPlan
 from .errors import ConfigError, RunLostWarning, sigterm_as_interrupt  # noqa: F401  (RunLostWarning: re-exported)
 from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, make_dir, read_ledger, read_summary, write_ledger
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, sweep_name, varying_keys
@@ -37,7 +38,7 @@ SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
 MAX_RUNS = 10_000
 WORKER_STOP_SECONDS = 60  # after Ctrl-C, how long workers get to save their run as interrupted
 
-Progress = Callable[[str, dict], None]
+Progress = Callable[[str, dict], None]  # progress(kind, info): "plan", then the task events (events.py), with the run's name
 
 
 # ----------------------------------------------------------------------------- what a sweep is
@@ -444,7 +445,7 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
     by_name = {step.run.name: step for step in todo}
 
     def plan(slots: int) -> None:
-        progress("plan", {"sweep": sweep, "steps": steps, "dir": sweep_dir, "removed": ledger["removed"], "jobs": slots})
+        progress("plan", SweepPlan(sweep=sweep, steps=steps, dir=sweep_dir, removed=ledger["removed"], jobs=slots))
 
     def record(event: Event) -> None:
         """Keep the ledger in step with a run's events, then pass them on to the display."""

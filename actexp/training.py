@@ -16,11 +16,10 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from . import __version__
+from . import __version__, events
 from .config import Config, as_config, config_hash, config_to_dict, config_to_yaml, config_with_overrides, load_config
 from .data import Data, dataset_shape, load_data
 from .evaluation import evaluate
@@ -47,9 +46,9 @@ from .runs import (
 )
 from .threads import describe as describe_threads, thread_policy
 
-# progress(event, info): events "start", "step", "epoch" (its "warnings": the diagnostics' warnings
-# first found by that epoch), "end"; the CLI draws them with rich.
-Progress = Callable[[str, dict], None]
+# progress(kind, info): "start", "step", "epoch", "end" (events.py says what each carries); the CLI
+# draws them with rich.
+Progress = events.Progress
 PROGRESS_UPDATES_PER_EPOCH = 20
 
 
@@ -423,8 +422,8 @@ class Recorder:
 
             self.board = Board(self.folder, self.baseline + self.history)
         if self.progress:
-            self.progress("start", {"dir": self.folder, "config": self.config, "summary": self.summary,
-                                    "epochs": self.config.train.epochs, "steps": steps, "first_epoch": self.start_epoch})
+            self.progress("start", events.RunStart(dir=self.folder, config=self.config, summary=self.summary,
+                                                   epochs=self.config.train.epochs, steps=steps, first_epoch=self.start_epoch))
 
     def epoch_zero(self, val_loss: float, val_acc: float, layers: list[dict]) -> None:
         """The epoch-0 record (the model as initialized): after the "start" event, so the caller
@@ -436,7 +435,7 @@ class Recorder:
 
     def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
         if self.progress:
-            self.progress("step", {"epoch": epoch, "step": step, "steps": steps, "loss": loss})
+            self.progress("step", events.Step(epoch=epoch, step=step, steps=steps, loss=loss))
 
     def append(self, record: dict) -> None:
         """Part of the epoch's commit (inside signals_deferred)."""
@@ -469,7 +468,7 @@ class Recorder:
         if self.board:
             self.board.log(record)
         if self.progress:
-            self.progress("epoch", {"record": record, "improved": improved, "epochs": self.config.train.epochs, "warnings": self.new_warnings()})
+            self.progress("epoch", events.EpochEnd(record=record, improved=improved, epochs=self.config.train.epochs, warnings=self.new_warnings()))
 
     def new_warnings(self) -> list[str]:
         """The diagnostics' warnings that the records so far (epoch 0's included) raise and no
@@ -533,7 +532,7 @@ class Recorder:
         self.ended = status
         self.run = Run(self.folder, summary, self.history)
         if self.progress:
-            self.progress("end", {"dir": self.folder, "summary": summary})
+            self.progress("end", events.RunEnd(dir=self.folder, summary=summary))
         return self.run
 
 

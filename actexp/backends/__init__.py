@@ -12,10 +12,9 @@ worker. A **backend** runs the tasks the driver submits and sends their events b
     stop()                   graceful: runs in training save themselves as interrupted
     close()                  let go of everything (always called, after stop or not)
 
-Events are `Event(run, kind, info)`: `run_start` (info: dir, first_epoch, epochs, pid, host),
-`epoch` (epoch, epochs, val_acc, val_loss), `run_end` (info: the run's Outcome; exactly one per
-submitted run, however its task ended) and `retry` (a backend that re-runs a lost task says so:
-error, attempt, attempts). The driver (sweep.py) alone keeps the ledger, decides fail-fast, turns
+Events are `events.Event(run, kind, info)`: `run_start` (events.TaskStart), `epoch`
+(events.TaskEpoch), `run_end` (the run's Outcome; exactly one per submitted run, however its task
+ended) and `retry` (events.Retry: a backend that re-runs a lost task says so). The driver (sweep.py) alone keeps the ledger, decides fail-fast, turns
 Ctrl-C/SIGTERM into `stop()`, and feeds the live table.
 
 Three implementations: `local.InProcessBackend` (--jobs 1), `local.ProcessBackend` (--jobs N) and
@@ -28,9 +27,10 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
-from ..errors import ActexpError, BackendUnavailable  # noqa: F401  (re-exported)
+from ..errors import BackendUnavailable  # noqa: F401  (re-exported)
+from ..events import Event, Report, TaskEpoch, TaskStart  # noqa: F401  (Event, Report: re-exported)
 from ..runs import CHECKPOINTS, RESULTS, DamagedFile, read_summary, write_json_atomic
 
 
@@ -76,13 +76,6 @@ class Outcome:
     wall_seconds: float | None = None
 
 
-class Event(NamedTuple):
-    run: str  # the run's ledger name
-    kind: str  # run_start, epoch, run_end, retry
-    info: Any  # a dict; for run_end, the Outcome
-
-
-Report = Callable[[str, str, dict], None]  # report(run name, kind, info)
 
 
 class Backend:
@@ -137,11 +130,11 @@ def _progress(folder: dict, report: Callable[[str, dict], None]):
     def progress(event, info):
         if event == "start":
             folder["dir"] = info["dir"]
-            report("run_start", {"dir": str(info["dir"]), "first_epoch": info["first_epoch"], "epochs": info["epochs"],
-                                 "pid": os.getpid(), "host": socket.gethostname()})
+            report("run_start", TaskStart(dir=str(info["dir"]), first_epoch=info["first_epoch"], epochs=info["epochs"],
+                                          pid=os.getpid(), host=socket.gethostname()))
         elif event == "epoch":
             record = info["record"]
-            report("epoch", {"epoch": record["epoch"], "epochs": info["epochs"], "val_acc": record["val_acc"], "val_loss": record["val_loss"]})
+            report("epoch", TaskEpoch(epoch=record["epoch"], epochs=info["epochs"], val_acc=record["val_acc"], val_loss=record["val_loss"]))
 
     return progress
 

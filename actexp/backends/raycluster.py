@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..events import Retry
 from . import Backend, BackendUnavailable, Event, Outcome, Task, cpu_count, ended_without_outcome, execute, keep_freed_memory, recorded_outcome, resumable
 
 INSTALL = "pip install 'actexp[ray]'"
@@ -211,7 +212,7 @@ class RayBackend(Backend):
                 done.append(recorded)
         if again:
             for run in again:
-                self.emit(Event(run.name, "retry", {"error": f"its worker was lost ({error})", "attempt": attempt.tries + 2, "attempts": self.retries + 1}))
+                self.emit(Event(run.name, "retry", Retry(error=f"its worker was lost ({error})", attempt=attempt.tries + 2, attempts=self.retries + 1)))
             self.submit(Task(tuple(again), task.sweep_dir, fused=task.fused and len(again) > 1), attempt.tries + 1)
         return done
 
