@@ -15,7 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .runs import RunFolderWarning, save_checkpoint
+from .runs import CHECKPOINTS, RunFolderWarning, save_checkpoint
 
 
 def cpu_copy(value):
@@ -98,8 +98,6 @@ class CheckpointSchedule:
 
     def save(self) -> None:
         """Hand every waiting snapshot to the writer (the end of a run, an interrupt, a due time)."""
-        from .runs import CHECKPOINTS
-
         for name, snapshot in self.pending.items():
             self.writer.write(self.folder / CHECKPOINTS / name, snapshot)
         self.pending.clear()

@@ -15,6 +15,7 @@ import sys
 
 from .config import config_to_dict
 
+
 def group_key(config) -> tuple:
     """What the members of one fused group must share, as a hashable key: the data and its split,
     the layer shapes (hidden widths, maxout's pieces, batch norm), batch size, epochs, device and

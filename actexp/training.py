@@ -447,12 +447,12 @@ class Recorder:
         the best epoch, and the epoch's checkpoint snapshot (written when due: checkpointing.py).
         Returns whether the epoch improved on the best."""
         improved = self.best.update(record)
-        if improved and self.selects_best:
+        selected = improved and self.selects_best
+        if selected:
             self.best_weights = cpu_copy(stepper.model_state(position))
         if self.checkpoints is not None and self.checkpoints.wanted:
             snapshot = cpu_copy({
                 "epoch": record["epoch"],
-                "model": stepper.model_state(position),
                 "optimizer": stepper.optimizer_state(position),
                 "scheduler": stepper.scheduler_state(position),
                 "rng": stepper.rng_state(position),
@@ -460,7 +460,10 @@ class Recorder:
                 "started": self.summary["started"],
                 "wall_seconds": time.time() - self.started,
             })
-            snapshot["best_model"] = self.best_weights  # (a CPU copy already, replaced, never changed)
+            # CPU copies already, replaced and never changed: the epoch's weights are the best's
+            # copy when this epoch is the best, not a second copy of them.
+            snapshot["model"] = self.best_weights if selected else cpu_copy(stepper.model_state(position))
+            snapshot["best_model"] = self.best_weights
             self.checkpoints.epoch(snapshot, improved)
         return improved
 
