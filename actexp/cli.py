@@ -323,13 +323,18 @@ def sweep(
     wait: bool = typer.Option(False, "--wait", help="If another process is running this sweep, wait for it to finish instead of exiting."),
     no_fuse: bool = typer.Option(False, "--no-fuse", help="Train each run alone. By default runs that share layer shapes, data, batch size and epochs train as one stacked model per group (each still writes its own run folder); --dry-run shows the groups."),
     max_group: Optional[int] = typer.Option(None, "--max-group", min=1, help="At most this many runs in one fused group (default: the runs shared evenly between the workers; groups are also split to fit the device's memory)."),
+    tune: List[str] = typer.Option([], "--tune", help="Tune a key for every row of the sweep: --tune optim.lr=1e-4:1:log (repeatable; LOW:HIGH, :log for a log range). Each row's trials (an Optuna study each) train first, then each row's chosen values train on the sweep's seeds, and only those runs are compared. Needs pip install 'actexp[tune]'."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials per row of a tuned sweep (default 16, or the sweep file's tune.trials)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="A tuned sweep's Optuna storage: a database URL (postgresql://...) that several machines share. Default: SQLite in the sweep folder (tune.db)."),
 ):
     """Run a family of experiments; run the same command again to resume it."""
     from .display import SweepDisplay, comparison_table
     from .sweep import load_sweep, parse_grid, parse_seeds, plan_sweep, run_sweep
+    from .tuning import chosen_lines, tuned_plan_words
 
     set_ = whole_keys([*set_, *bare_overrides(overrides or [], "sweep")])
-    expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None, "name": name}
+    expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None, "name": name, "tune": tune, "trials": trials,
+                 "storage": storage}
     if backend not in ("local", "ray"):
         fail(f"--backend {backend}: expected local or ray", 2)
     ray_options = {"--address": address, "--cpus-per-run": cpus_per_run, "--gpus-per-run": gpus_per_run}
@@ -343,6 +348,8 @@ def sweep(
         fail("--max-group sizes fused groups; leave out --no-fuse, or --max-group", 2)
     if dry_run:
         swept = load_sweep(path, set_, **expansion)
+        if swept.tune is not None:
+            out.print(printable(tuned_plan_words(swept)), markup=False, soft_wrap=True)
         steps, _ = plan_sweep(swept, runs_dir / swept.name, force)
         groups = None
         if fused:
@@ -370,6 +377,9 @@ def sweep(
         fail(f"{stop}: finished runs are kept and the ledger is saved; run the same command again to resume", code)
     finally:
         display.close()
+    if result.tuned:
+        for line in chosen_lines(result.tuned):
+            out.print(printable(line), markup=False, soft_wrap=True)
     if result.comparison is not None:
         print_table(comparison_table(result.comparison))
         written = ", ".join(str(result.dir / f) for f in ("summary.md", "summary.csv", "curves.png") if (result.dir / f).exists())

@@ -269,8 +269,10 @@ def load_source(dataset, root: str | None, seed: int, download: bool = True) -> 
     return DATASETS[dataset.name](data_root(root), download, seed, **dict(dataset.params))
 
 
-def load_data(data_config, device, download: bool = True) -> Data:
-    """Load, split (seeded), subset, normalize, flatten, and move every split to `device` once."""
+def load_data(data_config, device, download: bool = True, test: bool = True) -> Data:
+    """Load, split (seeded), subset, normalize, flatten, and move every split to `device` once.
+    Without `test` the test split is never touched (x_test and y_test are None): what tuning trials
+    train on."""
     source = load_source(data_config.dataset, data_config.root, data_config.split_seed, download)
     train_idx, val_idx = split_indices(len(source.y_train), data_config)
     if data_config.subset:
@@ -281,7 +283,7 @@ def load_data(data_config, device, download: bool = True) -> Data:
 
     x_train, y_train = prepare(source.x_train[train_idx], source.y_train[train_idx])
     x_val, y_val = prepare(source.x_train[val_idx], source.y_train[val_idx])
-    x_test, y_test = prepare(source.x_test, source.y_test)
+    x_test, y_test = prepare(source.x_test, source.y_test) if test else (None, None)
     return Data(x_train, y_train, x_val, y_val, x_test, y_test, x_train.shape[1], source.n_classes)
 
 

@@ -125,6 +125,7 @@ STATUS_STYLES = {
     "interrupted": "magenta",
     "running": "cyan",
     "pending": "dim",
+    "pruned": "blue",
 }
 
 ACTION_WORDS = {"new": "to train", "skip": "finished earlier", "reused": "reused", "resume": "to resume", "restart": "to restart", "rerun": "to re-run"}
@@ -169,6 +170,9 @@ class SweepDisplay:
         getattr(self, f"on_{event}")(info)
 
     def on_plan(self, info):
+        # A tuned sweep plans once per batch of trials, then its confirmation runs: one table each.
+        self.close()
+        self.rows = {}
         steps, self.jobs = info["steps"], info["jobs"]
         for step in steps:
             skipped = step.action == "skip"
@@ -176,7 +180,8 @@ class SweepDisplay:
             self.rows[step.run.name] = _RunRow(step.run.name, step.entry["status"] if skipped else "pending", note)
         actions = Counter(action_word(step) for step in steps)
         todo = ", ".join(f"{n} {ACTION_WORDS[action]}" for action, n in actions.items())
-        self.console.print(f"[bold]sweep {escape(printable(info['sweep'].name))}[/]: {len(steps)} runs ({todo}) → {escape(printable(info['dir']))}, {self.jobs} job(s)", soft_wrap=True)
+        stage = f" {escape(printable(info['stage']))}" if info.get("stage") else ""
+        self.console.print(f"[bold]sweep {escape(printable(info['sweep'].name))}[/]{stage}: {len(steps)} runs ({todo}) → {escape(printable(info['dir']))}, {self.jobs} job(s)", soft_wrap=True)
         reused = [step for step in steps if step.reused_from]
         if reused:
             names = ", ".join(f"{step.run.name} reused from {step.reused_from}" for step in reused[:5]) + (", …" if len(reused) > 5 else "")
@@ -204,7 +209,7 @@ class SweepDisplay:
         row = self.rows[info["name"]]
         row.status, row.ended, row.error = info["status"], time.time(), info["error"]
         if self.live is None and not self.quiet:
-            done = sum(r.status in ("completed", "diverged", "failed") and not r.note for r in self.rows.values())
+            done = sum(r.status in ("completed", "diverged", "failed", "pruned") and not r.note for r in self.rows.values())
             todo = sum(not r.note for r in self.rows.values())
             facts = [f"best val acc {row.best_val_acc:.4f}"] if not math.isnan(row.best_val_acc) else []
             facts += [f"test acc {info['test_acc']:.4f}"] if info.get("test_acc") is not None else []

@@ -94,3 +94,4 @@ class SweepPlan(TypedDict):
     dir: Path
     removed: list  # ledger entries no longer in the sweep
     jobs: int  # tasks the backend runs at once
+    stage: str  # what the runs are: "" for a sweep's runs; a tuned sweep's "trials 1-64 of 256", "confirmation runs"

@@ -29,6 +29,7 @@ LOCK = ".lock"
 LEDGER = "sweep.json"
 RESULTS = ("completed", "diverged")  # a diverged run is a result too: that config diverges
 FAILURES = ("failed", "diverged")
+PRUNED = "pruned"  # a tuning trial its study stopped: a result of the tune, not of a config
 CHECKPOINT_FORMAT = 1  # bumped when a checkpoint's keys change
 # The flat per-epoch columns, in the order metrics.csv shows them.
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -469,7 +470,7 @@ def read_ledger(sweep_dir: Path) -> dict:
     ledger = read_json(path)
     if not ledger:
         return {}
-    for key in ("runs", "removed"):
+    for key in ("runs", "removed", "trials"):
         entries = ledger.setdefault(key, [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise DamagedFile(f"{path}: {key} is not a list of run entries; move the file away to start the ledger afresh (run folders are kept)")

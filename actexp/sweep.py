@@ -32,9 +32,11 @@ from .config import SEED_RANGE, Config, _did_you_mean, _shown_path, apply_overri
 from .events import SweepPlan
 from .errors import ConfigError, RunLostWarning, sigterm_as_interrupt  # noqa: F401  (RunLostWarning: re-exported)
 from .runs import CHECKPOINTS, FAILURES, RESULTS, RunFolderWarning, locked, make_dir, read_ledger, read_summary, write_ledger
+from .tuning import TRIAL_SEED_BASE, Tune, parse_options, parse_section
+from .tuning import merge as merge_tune
 from .varying import SEED_KEY, describe, key_labels, run_name, safe_name, sweep_name, varying_keys
 
-SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds")
+SWEEP_FILE_KEYS = ("name", "base", "grid", "seeds", "tune")
 MAX_RUNS = 10_000
 WORKER_STOP_SECONDS = 60  # after Ctrl-C, how long workers get to save their run as interrupted
 
@@ -59,10 +61,13 @@ class Sweep:
     keys: tuple[str, ...]  # the dotted keys that vary between runs
     runs: tuple[SweepRun, ...]
     added_keys: tuple[str, ...] = ()  # the keys the command line's --grid adds to the source's own grid
+    tune: Tune | None = None  # a tuned sweep: its runs are the confirmation runs, each of a row
+    rows: tuple[SweepRun, ...] = ()  # a tuned sweep's rows: its runs without their seeds, the tuned keys at the base's values
+    row_of: tuple[int, ...] = ()  # a tuned sweep's runs: the index of each one's row
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str, list] | None = None, seeds: list[int] | None = None,
-               name: str | None = None) -> Sweep:
+               name: str | None = None, tune: list[str] = (), trials: int | None = None, storage: str | None = None) -> Sweep:
     """Expand a sweep into its runs: its source's configs × its grid × its seeds. The source is a
     folder of configs (every *.yaml directly inside, sorted), a sweep file (base, grid, seeds, name),
     or a single config (then `grid` or `seeds` make it a sweep). `grid` ({dotted key: values}, the
@@ -76,9 +81,15 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
     `-` and each key `grid` adds (`relu_xavier_sweep-activation-init`, `activations-lr`): so that
     sweeps of one source over different keys never share a folder, while the same command (its
     --grid options in any order, more values, other seeds) names the same sweep and resumes it. A
-    config swept by `seeds` alone is `<stem>_sweep-seed`."""
+    config swept by `seeds` alone is `<stem>_sweep-seed`.
+
+    `tune` (--tune KEY=LOW:HIGH[:log]) adds keys to a sweep file's `tune:`, `trials` and `storage`
+    replace its options (tuning.py): the sweep is then tuned, and its runs are its rows' confirmation
+    runs, one per seed."""
     path = Path(path)
     extra_grid = dict(grid or {})
+    cli_tune = parse_options(list(tune))
+    file_tune = None
     if path.is_dir():
         files = sorted(path.glob("*.yaml"))
         if not files:
@@ -89,10 +100,10 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
         source_name, bases, file_grid, file_seeds = path.resolve().name, [(f, safe_name(f.stem)) for f in files], {}, None
         named_keys = list(extra_grid)
     elif path.is_file() and _is_sweep_file(path):
-        source_name, base, file_grid, file_seeds = _read_sweep_file(path)
+        source_name, base, file_grid, file_seeds, file_tune = _read_sweep_file(path)
         bases, named_keys = [(base, None)], list(extra_grid)
     elif path.is_file():
-        if not extra_grid and seeds is None:
+        if not extra_grid and seeds is None and not cli_tune:
             raise ConfigError(f"{path}: a single config is a sweep only with --grid or --seeds; to train it once: actexp train {path}")
         source_name, bases, file_grid, file_seeds = f"{safe_name(path.stem)}_sweep", [(path, None)], {}, None
         named_keys = list(extra_grid) or [SEED_KEY]  # seeds name a sweep only when nothing else varies
@@ -100,7 +111,8 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
         raise ConfigError(f"{path}: no such file or folder")
     check_name(source_name, f"{path}: name")
     if name is None:
-        name = sweep_name(source_name, named_keys)
+        # A tune the command line adds makes another sweep than the same source untuned.
+        name = sweep_name(source_name, named_keys) + ("-tuned" if cli_tune else "")
     else:
         check_name(name, "--name")
     for key in extra_grid:
@@ -113,27 +125,66 @@ def load_sweep(path: str | Path, overrides: list[str] = (), *, grid: Mapping[str
         key = item.partition("=")[0].strip()
         if key in swept:
             raise ConfigError(f"--set {item}: {key} is swept by {'--grid/--seeds' if key in extra_grid or key == SEED_KEY else path}; set it in one place")
+    tuned = merge_tune(file_tune, cli_tune, trials, storage)
+    if tuned is not None:
+        _check_tuned(tuned, path, full_grid, seeds, overrides)
     size = len(bases) * math.prod(len(values) for values in full_grid.values()) * len(seeds or [None])
     if size > MAX_RUNS:  # counted before expanding: a few aliased lines can describe millions of runs
         raise ConfigError(f"{path}: the sweep expands to {size:,} runs, more than the {MAX_RUNS:,} one sweep may hold; split it")
-    configs, origins, prefixes = [], [], []
-    for base, prefix in bases:
-        for point in itertools.product(*full_grid.values()):
-            for seed in seeds or [None]:
-                settings = dict(zip(full_grid, point)) | ({SEED_KEY: seed} if seed is not None else {})
-                # A grid point is applied like --set, before the sweep's own --set overrides.
-                point_overrides = [f"{k}={json.dumps(v)}" for k, v in settings.items()] + list(overrides)
-                origin = ",".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) or "base"
-                if isinstance(base, Path):
-                    configs.append(load_config(base, point_overrides, rename=False))  # its errors name the file; _name_runs names it
-                else:
-                    try:
-                        configs.append(config_from_dict(apply_overrides(base, point_overrides)))
-                    except ConfigError as e:
-                        raise ConfigError(f"{path}: run {origin}: {e}") from e
-                origins.append(f"{base.name}: {origin}" if isinstance(base, Path) and prefix else origin)
-                prefixes.append(prefix)
-    return dataclasses.replace(_name_runs(name, path, configs, origins, prefixes, swept), added_keys=tuple(extra_grid))
+
+    def expand(seeds: list | None) -> tuple[list, list, list, list[int]]:
+        configs, origins, prefixes, rows = [], [], [], []
+        for base, prefix in bases:
+            for point in itertools.product(*full_grid.values()):
+                for seed in seeds or [None]:
+                    settings = dict(zip(full_grid, point)) | ({SEED_KEY: seed} if seed is not None else {})
+                    # A grid point is applied like --set, before the sweep's own --set overrides.
+                    point_overrides = [f"{k}={json.dumps(v)}" for k, v in settings.items()] + list(overrides)
+                    origin = ",".join(f"{k}={json.dumps(v)}" for k, v in settings.items()) or "base"
+                    if isinstance(base, Path):
+                        configs.append(load_config(base, point_overrides, rename=False))  # its errors name the file; _name_runs names it
+                    else:
+                        try:
+                            configs.append(config_from_dict(apply_overrides(base, point_overrides)))
+                        except ConfigError as e:
+                            raise ConfigError(f"{path}: run {origin}: {e}") from e
+                    origins.append(f"{base.name}: {origin}" if isinstance(base, Path) and prefix else origin)
+                    prefixes.append(prefix)
+                    rows.append(len(rows) // len(seeds or [None]))
+        return configs, origins, prefixes, rows
+
+    configs, origins, prefixes, row_of = expand(seeds)
+    sweep = dataclasses.replace(_name_runs(name, path, configs, origins, prefixes, swept), added_keys=tuple(extra_grid))
+    if tuned is None:
+        return sweep
+    rows = _name_runs(name, path, *expand(None)[:3], list(full_grid)).runs
+    for run in rows:
+        for param in tuned.params:
+            for value in ((param.low, param.high) if not param.choices else param.choices):
+                try:
+                    with_values(run.config, {param.key: value})
+                except ConfigError as e:
+                    raise ConfigError(f"tune {param.key}: {value} does not make a valid config for {run.name}: {e}") from e
+    return dataclasses.replace(sweep, tune=tuned, rows=rows, row_of=tuple(row_of))
+
+
+def with_values(config: Config, values: Mapping[str, object], name: str | None = None) -> Config:
+    """`config` with dotted keys set (a trial's or a row's chosen values), validated."""
+    changed = config_from_dict(apply_overrides(config_to_dict(config), [f"{k}={json.dumps(v)}" for k, v in values.items()]))
+    return dataclasses.replace(changed, name=name if name is not None else config.name)
+
+
+def _check_tuned(tune: Tune, path: Path, grid: Mapping, seeds: list[int] | None, overrides: list[str]) -> None:
+    for key in tune.keys:
+        if key in grid:
+            raise ConfigError(f"tune {key}: {path} sweeps {key} in its grid as well; tune it or sweep it, not both")
+        if any(item.partition("=")[0].strip() == key for item in overrides):
+            raise ConfigError(f"--set {key}: the sweep tunes {key}; set its range in the tune instead")
+    if not seeds or len(seeds) < 2:
+        raise ConfigError(f"{path}: a tuned sweep retrains each row's chosen values on its seeds, and compares those runs: "
+                          "give it two seeds or more (--seeds 5, or seeds: in the sweep file)")
+    if max(seeds) >= TRIAL_SEED_BASE:
+        raise ConfigError(f"{path}: seeds: a tuned sweep's seeds stay below {TRIAL_SEED_BASE:,} (its trials' seeds start there), got {max(seeds)}")
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -188,7 +239,7 @@ def _is_sweep_file(path: Path) -> bool:
     return isinstance(raw, dict) and "base" in raw
 
 
-def _read_sweep_file(path: Path) -> tuple[str, dict, dict, list[int] | None]:
+def _read_sweep_file(path: Path) -> tuple[str, dict, dict, list[int] | None, Tune | None]:
     raw = read_yaml(path)
     for key in raw:
         if key not in SWEEP_FILE_KEYS:
@@ -209,7 +260,8 @@ def _read_sweep_file(path: Path) -> tuple[str, dict, dict, list[int] | None]:
     seeds = raw.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds)):
         raise ConfigError(f"{path}: seeds: expected a non-empty list of integers, e.g. [0, 1, 2]")
-    return raw.get("name") or path.stem, base, grid, seeds
+    tune = parse_section(raw["tune"], f"{path}: tune") if raw.get("tune") is not None else None
+    return raw.get("name") or path.stem, base, grid, seeds, tune
 
 
 def _name_runs(name: str, source: Path, configs: list[Config], origins: list[str], prefixes: list[str | None], swept: list[str]) -> Sweep:
@@ -289,6 +341,8 @@ def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list
         "runs": entries,
         "removed": list(known.values()),
     }
+    if sweep.tune is not None:  # the trials stage's record, kept (trials.py)
+        ledger.update(tune=old.get("tune"), trials=old.get("trials", []))
     return steps, ledger
 
 
@@ -297,7 +351,8 @@ def sweep_identity(sweep: Sweep) -> dict:
     keys the command line's --grid adds. Not a sweep file's grid, a folder's files, the seeds or the
     --set values: changing those changes the sweep (runs no longer in it are left alone, new ones
     train), it does not make another one."""
-    return {"source": str(sweep.source.resolve()), "grid": sorted(sweep.added_keys)}
+    identity = {"source": str(sweep.source.resolve()), "grid": sorted(sweep.added_keys)}
+    return identity | ({"tune": sorted(sweep.tune.keys)} if sweep.tune else {})
 
 
 def check_same_sweep(sweep: Sweep, sweep_dir: Path, ledger: dict) -> None:
@@ -312,10 +367,12 @@ def check_same_sweep(sweep: Sweep, sweep_dir: Path, ledger: dict) -> None:
     same_source = not sources or any(_same_path(s, sweep.source) for s in sources)
     grid = recorded.get("grid")
     same_grid = not isinstance(grid, list) or sorted(map(str, grid)) == ours["grid"]
-    if same_source and same_grid:
+    tuned = recorded.get("tune", []) if recorded else ours.get("tune", [])
+    same_tune = isinstance(tuned, list) and sorted(map(str, tuned)) == ours.get("tune", [])
+    if same_source and same_grid and same_tune:
         return
-    theirs = _described(sources[-1] if sources else "?", grid if isinstance(grid, list) else [])
-    raise ConfigError(f"{sweep_dir} holds another sweep ({theirs}), not this one ({_described(ours['source'], ours['grid'])}); "
+    theirs = _described(sources[-1] if sources else "?", grid if isinstance(grid, list) else [], tuned if isinstance(tuned, list) else [])
+    raise ConfigError(f"{sweep_dir} holds another sweep ({theirs}), not this one ({_described(ours['source'], ours['grid'], ours.get('tune', []))}); "
                       f"give this one its own folder: --name NAME")
 
 
@@ -329,8 +386,8 @@ def _same_path(recorded: str, source: Path) -> bool:
         return False
 
 
-def _described(source: str, grid: list) -> str:
-    return _shown_path(source) + "".join(f" --grid {_shown_path(key)}" for key in grid)
+def _described(source: str, grid: list, tune: list = ()) -> str:
+    return _shown_path(source) + "".join(f" --grid {_shown_path(key)}" for key in grid) + "".join(f" --tune {_shown_path(key)}" for key in tune)
 
 
 def _reused_from(run: SweepRun, entry: dict, action: str) -> str | None:
@@ -373,6 +430,7 @@ class SweepResult:
     removed: tuple[dict, ...]
     comparison: object = None  # report.Comparison
     curves: Path | None = None
+    tuned: dict | None = None  # a tuned sweep's rows: {row: {study, chosen, edge, trials}} (the ledger's tune.rows)
 
     @property
     def failures(self) -> list[dict]:
@@ -400,6 +458,9 @@ def run_sweep(
     fused: bool = True,
     max_group: int | None = None,
     name: str | None = None,
+    tune: list[str] = (),
+    trials: int | None = None,
+    storage: str | None = None,
 ) -> SweepResult:
     """Run a sweep into `runs_dir/<sweep name>/` (`name`, or the name load_sweep gives it): skip
     finished runs, re-run failed ones, resume interrupted ones. A failing run does not stop the others (unless `fail_fast`). `backend` trains
@@ -414,14 +475,22 @@ def run_sweep(
     `fused` (the default), runs that share their layer shapes, data, batch size and epochs train as
     one stacked model per group (at most `max_group` runs; by default the runs are shared evenly
     between the workers), each still writing its own run folder; groups start longest first. A
-    folder whose ledger is another sweep's is refused (ConfigError) before anything trains."""
+    folder whose ledger is another sweep's is refused (ConfigError) before anything trains.
+
+    A tuned sweep (a sweep file's `tune:`, or `tune`: --tune KEY=LOW:HIGH[:log]; `trials` and
+    `storage` as --trials and --storage) first runs each row's trials (trials.py), then its
+    confirmation runs: each row's chosen values on the sweep's seeds, which alone are compared."""
     if backend == "ray":
         from .backends.raycluster import RayBackend
 
         backend = RayBackend(max_slots=jobs)
     elif backend not in (None, "local") and not isinstance(backend, Backend):
         raise ConfigError(f"backend {backend!r}: expected local or ray")
-    sweep = load_sweep(path, overrides, grid=grid, seeds=seeds, name=name)
+    sweep = load_sweep(path, overrides, grid=grid, seeds=seeds, name=name, tune=tune, trials=trials, storage=storage)
+    if sweep.tune is not None:
+        from .tuning import require_optuna
+
+        require_optuna()  # before the sweep folder exists
     if any(run.config.train.tensorboard for run in sweep.runs):
         from .board import require_tensorboard
 
@@ -437,15 +506,18 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
                 fused: bool = True, max_group: int | None = None) -> SweepResult:
     from .plots import draw_folder_curves
 
+    progress = progress or (lambda event, info: None)
+    here = sweep_dir.absolute()  # tasks carry absolute paths: workers may run elsewhere
+    if sweep.tune is not None:
+        sweep = _tune(sweep, sweep_dir, jobs, backend, fail_fast, progress, fused, max_group)
     steps, ledger = plan_sweep(sweep, sweep_dir, force)
     write_ledger(sweep_dir, ledger)
     todo = [s for s in steps if s.action != "skip"]
-    progress = progress or (lambda event, info: None)
-    here = sweep_dir.absolute()  # tasks carry absolute paths: workers may run elsewhere
     by_name = {step.run.name: step for step in todo}
 
     def plan(slots: int) -> None:
-        progress("plan", SweepPlan(sweep=sweep, steps=steps, dir=sweep_dir, removed=ledger["removed"], jobs=slots))
+        stage = "confirmation runs" if sweep.tune is not None else ""
+        progress("plan", SweepPlan(sweep=sweep, steps=steps, dir=sweep_dir, removed=ledger["removed"], jobs=slots, stage=stage))
 
     def record(event: Event) -> None:
         """Keep the ledger in step with a run's events, then pass them on to the display."""
@@ -472,13 +544,39 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
     for entry in ledger["runs"]:  # a run whose drawing an interrupted sweep never reached
         if entry["status"] == "completed" and entry["folder"] and not (sweep_dir / entry["folder"] / "curves.png").exists():
             draw_folder_curves(sweep_dir / entry["folder"])
-    result = SweepResult(sweep.name, sweep_dir, tuple(ledger["runs"]), tuple(ledger["removed"]))
+    tuned = (ledger.get("tune") or {}).get("rows") if sweep.tune is not None else None
+    result = SweepResult(sweep.name, sweep_dir, tuple(ledger["runs"]), tuple(ledger["removed"]), tuned=tuned)
     if report and not result.unfinished and any(e["folder"] for e in result.runs):
         from .plots import write_report
 
         comparison, curves = write_report(sweep_dir)
         result = dataclasses.replace(result, comparison=comparison, curves=curves)
     return result
+
+
+def _tune(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fail_fast: bool, progress, fused: bool, max_group: int | None) -> Sweep:
+    """A tuned sweep's trials (trials.py), then the sweep of its confirmation runs: each run with its
+    row's chosen values."""
+    from .trials import check_chosen, run_trials
+
+    old = read_ledger(sweep_dir)
+    check_same_sweep(sweep, sweep_dir, old)
+    ledger = {**old, "sweep": sweep.name, "source": str(sweep.source), "identity": sweep_identity(sweep), "keys": list(sweep.keys)}
+    ledger.setdefault("runs", [])
+    ledger.setdefault("removed", [])
+    here = sweep_dir.absolute()
+
+    def drive(backend_now, tasks, record, started):
+        _drive(backend_now, tasks, here, record, fail_fast, started)
+
+    result = run_trials(sweep, sweep_dir, ledger, lambda n: backend or _local_backend(sweep, jobs, n), drive, plan_tasks, progress,
+                        fused, max_group, fail_fast)
+    check_chosen(sweep, result.chosen)
+    runs = []
+    for run, row in zip(sweep.runs, sweep.row_of):
+        config = with_values(run.config, result.chosen[sweep.rows[row].name])
+        runs.append(SweepRun(run.name, config, run.labels, run_hash(config)))
+    return dataclasses.replace(sweep, runs=tuple(runs))
 
 
 def _local_backend(sweep: Sweep, jobs: int | None, n_tasks: int) -> Backend:

@@ -91,13 +91,16 @@ def train(
     run_dir: str | Path | None = None,
     overrides: list[str] = (),
     curves: bool = True,
+    trial=None,
 ) -> Run:
     """Train one config and write its run folder. `resume` continues a run folder from its
     last checkpoint; `run_dir` trains into a given (empty or new) folder instead of a fresh one.
     `overrides` (`KEY=VALUE`, as --set) change the config, name the run after them (load_config)
     and are recorded in summary.json. With `curves`, a completed run draws its curves.png (a sweep
-    leaves that to its driver: plots.draw_folder_curves). Raises ActexpError (bad config, missing
-    data) before any folder is created."""
+    leaves that to its driver: plots.draw_folder_curves). `trial` (a tuning.TrialLink) makes the run a
+    tuning trial: it reports each epoch to its study, stops as `pruned` when the study says so, and
+    never loads the test split. Raises ActexpError (bad config, missing data) before any folder is
+    created."""
     config = with_overrides(config, overrides)
     device = resolve_device(config.train.device)
     _require_extras([config])
@@ -106,9 +109,10 @@ def train(
     with contextlib.ExitStack() as held, sigterm_as_interrupt(), _own_rng(device), thread_policy(config.train.threads, device) as threads:
         if resume:
             _claim_for_resume(Path(resume), config, held)
-        data = load_data(config.data, device)
+        data = load_data(config.data, device, test=trial is None)
         member, recorder = _prepare(config, device, data, held, progress, runs_dir=runs_dir,
-                                    folder=Path(resume or run_dir) if (resume or run_dir) else None, resume=bool(resume), curves=curves)
+                                    folder=Path(resume or run_dir) if (resume or run_dir) else None, resume=bool(resume), curves=curves,
+                                    trial=trial)
         recorder.summary["overrides"] = list(overrides) or recorder.summary["overrides"]
         (run,) = _fit([member], [recorder], data, threads)
         return run
@@ -122,6 +126,7 @@ def train_group(
     resume: list[bool] | None = None,
     progress_for: list[Progress | None] | None = None,
     curves: bool = True,
+    trials: list | None = None,
 ) -> list[Run | ActexpError]:
     """Train configs that share a planning.group_key as one stacked model; each writes its own run
     folder, as `train` would, and gets its own progress events ("start", "step", "epoch", "end").
@@ -130,7 +135,8 @@ def train_group(
     with resume[i], the run folder to continue from its last checkpoint. Members that resume from
     different epochs train one after the other, each set fused.
 
-    `curves`: each completed member draws its curves.png, as `train` does.
+    `curves`: each completed member draws its curves.png, as `train` does. `trials[i]`: member i's
+    tuning.TrialLink, or None (see `train`); the test split is loaded only when a member is no trial.
 
     Returns, in the order of `configs`, each member's Run (its status completed, diverged, stopped
     early or failed: a failure inside the shared computation fails every member still training),
@@ -145,8 +151,9 @@ def train_group(
     run_dirs = list(run_dirs) if run_dirs is not None else [None] * k
     resume = list(resume) if resume is not None else [False] * k
     progress_for = list(progress_for) if progress_for is not None else [None] * k
-    if not k or not len(run_dirs) == len(resume) == len(progress_for) == k:
-        raise ValueError("train_group: give one run_dir, resume flag and progress per config")
+    trials = list(trials) if trials is not None else [None] * k
+    if not k or not len(run_dirs) == len(resume) == len(progress_for) == len(trials) == k:
+        raise ValueError("train_group: give one run_dir, resume flag, progress and trial per config")
     if len({group_key(c) for c in configs}) != 1:
         raise ValueError("train_group: these configs cannot train as one group (plan them with planning.plan_groups)")
     if any(resume[i] and run_dirs[i] is None for i in range(k)):
@@ -165,14 +172,14 @@ def train_group(
                 claimed.append(i)
             except ActexpError as e:
                 results[i] = e
-        data = load_data(configs[0].data, device)
+        data = load_data(configs[0].data, device, test=any(trials[i] is None for i in claimed))
         probes: dict = {}
         started: dict[int, list] = {}  # first epoch -> [(index, member, recorder)]
         for i in claimed:
             try:
                 folder = Path(run_dirs[i]) if run_dirs[i] is not None else None
                 member, recorder = _prepare(configs[i], device, data, held, progress_for[i], runs_dir=runs_dir,
-                                            folder=folder, resume=resume[i], probes=probes, curves=curves)
+                                            folder=folder, resume=resume[i], probes=probes, curves=curves, trial=trials[i])
             except ActexpError as e:
                 results[i] = e
                 continue
@@ -236,7 +243,8 @@ def _check_resumable(folder: Path, config: Config) -> None:
         raise ConfigError(f"{folder}: the config differs from the run's config.yaml; a resumed run keeps its config (start a new run to change it)")
 
 
-def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, folder: Path | None, resume: bool, probes=None, curves: bool = True):
+def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, folder: Path | None, resume: bool, probes=None, curves: bool = True,
+             trial=None):
     """Build a member exactly as its solo run starts (seed, build_model, the optimizer's argument
     checks), load its checkpoint when it resumes, and make its recorder; a fresh member's folder is
     created (and locked) only once all of that succeeded. Nothing is written yet."""
@@ -284,7 +292,12 @@ def _prepare(config: Config, device, data: Data, held, progress, *, runs_dir, fo
         folder = Path(folder) if folder else new_run_dir(runs_dir, config.name)
         folder.mkdir(parents=True, exist_ok=True)
         held.enter_context(locked(folder, "training"))
-    recorder = Recorder(config, folder, device, data, member, progress, state, draws_curves=curves)
+    reporter = None
+    if trial is not None:
+        from .tuning import TrialReporter
+
+        reporter = TrialReporter(trial)
+    recorder = Recorder(config, folder, device, data, member, progress, state, draws_curves=curves, trial=reporter)
     return member, recorder
 
 
@@ -335,7 +348,8 @@ class Recorder:
     the best epoch and early stopping, and how the run ended (`finish`). It never touches a batch:
     the stepper computes, the loop hands each recorder its member's figures."""
 
-    def __init__(self, config: Config, folder: Path, device, data: Data, member: Member, progress, state: dict | None, draws_curves: bool = True):
+    def __init__(self, config: Config, folder: Path, device, data: Data, member: Member, progress, state: dict | None, draws_curves: bool = True,
+                 trial=None):
         tc = config.train
         self.config, self.folder, self.progress = config, folder, progress
         self.stopping = stopping = tc.early_stopping
@@ -363,10 +377,14 @@ class Recorder:
             # metrics (with train.threads: auto, the most it may use; thread_policy says which it used).
             "threads": torch.get_num_threads(),
             "n_params": count_parameters(member.model),
-            "data": {"dataset": config.data.dataset.name, "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
+            "data": {"dataset": config.data.dataset.name, "n_train": len(data.y_train), "n_val": len(data.y_val),
+                     "n_test": len(data.y_test) if data.y_test is not None else 0},
             "versions": _versions(),
             "overrides": [],  # the KEY=VALUE changes it was trained with (train's --set or bare KEY=VALUE)
         }
+        self.trial = trial  # tuning.TrialReporter of a tuning trial
+        if trial is not None:
+            self.summary["trial"] = trial.link.as_summary()
         if member.tracker:
             self.summary["diagnostics"] = {"probe_samples": len(member.tracker.probe_y), "saturates_both_sides": member.tracker.saturates_both_sides()}
         self.resumed = state is not None
@@ -498,7 +516,8 @@ class Recorder:
         if self.selects_best and self.best.epoch != selected and self.best_weights is not None:  # (None: a checkpoint from before this rule)
             model.load_state_dict(self.best_weights)
             selected = self.best.epoch
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+        # A tuning trial selects on validation data only: it has no test split to read.
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test) if self.trial is None else (None, None)
         # The tested weights are the run's result, kept whatever train.checkpoint says (load_run reads
         # them); written before summary.json says completed, so a completed run always has them.
         save_weights(model.state_dict(), selected, self.folder / MODEL)
@@ -599,10 +618,15 @@ def _fit(members: list[Member], recorders: list[Recorder], data: Data, threads) 
             for position, i in enumerate(live):
                 recorders[i].announce(records[position], improved[position])
             stopped = [p for p, i in enumerate(live) if recorders[i].stops_early(improved[p])]
+            pruned = _pruned(recorders, live, records, stopped, epoch == config.train.epochs)
+            for position in pruned:
+                recorders[live[position]].finish("pruned")
+            stopped += pruned
             if stopped:
                 stepper = stepper.without(stopped)
                 for position in stopped:
-                    recorders[live[position]].complete(members[live[position]].model, data)
+                    if position not in pruned:
+                        recorders[live[position]].complete(members[live[position]].model, data)
                 live = [i for p, i in enumerate(live) if p not in stopped]
                 if stepper is None:
                     break
@@ -621,6 +645,18 @@ def _fit(members: list[Member], recorders: list[Recorder], data: Data, threads) 
         raise
     finally:
         writer.close()
+
+
+def _pruned(recorders: list, live: list[int], records: list[dict], stopped: list[int], last_epoch: bool) -> list[int]:
+    """The positions of the tuning trials whose studies prune them after this epoch. Every trial
+    reports the epoch before any asks: a pruner that ranks a trial against the others at the same
+    epoch then sees the whole group's figures. A trial that stops early or ends now is not pruned."""
+    trials = [(p, recorders[i].trial) for p, i in enumerate(live) if recorders[i].trial is not None]
+    for position, trial in trials:
+        trial.report(records[position])
+    if last_epoch:
+        return []
+    return [p for p, trial in trials if p not in stopped and trial.should_prune()]
 
 
 def train_epoch(stepper: Stepper, epoch: int, progress=None, each_step=None) -> tuple[list[float], list[float]]:

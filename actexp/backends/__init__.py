@@ -42,6 +42,7 @@ class RunSpec:
     config: dict  # its resolved config as plain data (config_to_dict)
     folder: Path | None  # resume or restart in this folder (absolute); None: a fresh folder
     resume: bool
+    trial: object = None  # a tuning trial's tuning.TrialLink
 
 
 @dataclass(frozen=True)
@@ -150,9 +151,9 @@ def train_run(run: RunSpec, sweep_dir: Path, report: Callable[[str, dict], None]
         config = config_from_dict(run.config)
         # curves.png: the sweep's driver draws it, off this worker's path.
         if run.resume:
-            trained = train(config, progress=progress, resume=run.folder, curves=False)
+            trained = train(config, progress=progress, resume=run.folder, curves=False, trial=run.trial)
         else:
-            trained = train(config, runs_dir=sweep_dir, progress=progress, run_dir=run.folder, curves=False)
+            trained = train(config, runs_dir=sweep_dir, progress=progress, run_dir=run.folder, curves=False, trial=run.trial)
     except KeyboardInterrupt:
         return Outcome(run.name, "interrupted", _relative(folder["dir"], sweep_dir), "interrupted")
     except Exception as e:
@@ -184,7 +185,8 @@ def _train_group(task: Task, report: Report) -> list[Outcome]:
 
     try:
         results = train_group([config_from_dict(run.config) for run in task.runs], [run.folder for run in task.runs],
-                              runs_dir=task.sweep_dir, resume=[run.resume for run in task.runs], progress_for=progress, curves=False)
+                              runs_dir=task.sweep_dir, resume=[run.resume for run in task.runs], progress_for=progress, curves=False,
+                              trials=[run.trial for run in task.runs])
     except KeyboardInterrupt:
         return unfinished("interrupted", "interrupted")
     except Exception as e:
@@ -237,7 +239,7 @@ def recorded_outcome(run: RunSpec, folder: Path | None, sweep_dir: Path) -> Outc
         summary = read_summary(folder)
     except DamagedFile as e:
         return Outcome(run.name, "failed", _relative(folder, sweep_dir), str(e))
-    if summary.get("status") in RESULTS + ("failed",):
+    if summary.get("status") in RESULTS + ("failed", "pruned"):
         return Outcome(run.name, summary["status"], _relative(folder, sweep_dir), summary.get("error"), summary.get("test_acc"), summary.get("wall_seconds"))
     return None
 
