@@ -495,7 +495,7 @@ def plot(
 def list_runs(
     root: Path = typer.Argument(Path("runs"), help="Folder to search for run folders."),
     sweep: Optional[str] = typer.Option(None, "--sweep", help="Only the runs of this sweep folder (its name, or its path below ROOT)."),
-    status: Optional[str] = typer.Option(None, "--status", help="Only runs of this status: completed, diverged, failed, interrupted, running or pending."),
+    status: Optional[str] = typer.Option(None, "--status", help="Only runs of this status: completed, diverged, pruned (a tuning trial its study stopped), failed, interrupted, running or pending."),
     where: List[str] = typer.Option([], "--where", help="Only runs whose config has this value, e.g. --where activation=tanh or --where optim.lr=0.01 (repeatable: all must hold)."),
     wide: bool = typer.Option(False, "--wide", "-w", help="One table with every column: sweep, name, status, epoch, val acc, test acc, start, overrides, folder."),
     as_csv: bool = typer.Option(False, "--csv", help="Print one CSV row per run instead (the columns of compare's runs.csv)."),

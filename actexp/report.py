@@ -462,7 +462,7 @@ def _number(x: float) -> str:
 # ----------------------------------------------------------------------------- runs
 
 
-RUN_STATUSES = ("completed", "diverged", "failed", "interrupted", "running", "pending")
+RUN_STATUSES = ("completed", "diverged", "pruned", "failed", "interrupted", "running", "pending")
 
 
 def list_runs(root: str | Path = "runs", sweep: str | None = None, status: str | None = None, where: list[str] = ()) -> list[dict]:
