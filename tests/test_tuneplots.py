@@ -15,7 +15,7 @@ from actexp.budget import Trial, TunedRow, budget_curve, leader_changes
 from actexp.errors import ActexpError
 from actexp.plots import line_styles
 from actexp.tuneplots import (BUDGET_FILE, MAX_ROWS, SENSITIVITY_FILE, draw_budget, draw_sensitivity, layout_budget, layout_sensitivity,
-                              plot_budget, plot_sensitivity, write_tuning_figures)
+                              plot_budget, write_tuning_figures)
 
 LR = "optim.lr"
 WD = "optim.weight_decay"
