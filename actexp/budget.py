@@ -23,13 +23,15 @@ Which scores the estimator sees (`trial_scores`):
   worth nothing to a search, and the worst figure the row reached is the least a trial gives without
   inventing a number (chance level is not known here); a row whose every trial failed has no curve.
 
-The band is a percentile bootstrap (as Tang et al. compute theirs): the trials resampled with
-replacement, the unbiased estimator applied to each resample, the (1 - confidence)/2 and
-1 - (1 - confidence)/2 quantiles taken at each budget; `RESAMPLES` resamples from a generator
-seeded by `seed` and the row's label, so a row's band is the same whatever rows stand beside it.
-Tang et al. show that such bands cover less than they claim near n = N (the bootstrap of a maximum
-is not consistent: no resample exceeds the observed best): read the band's width at large budgets
-as a lower bound on the uncertainty.
+The band is the estimate ± t(N - 1) bootstrap standard errors: the trials resampled with
+replacement (`RESAMPLES` resamples, from a generator seeded by `seed` and the row's label, so a
+row's band is the same whatever rows stand beside it), the unbiased estimator applied to each
+resample, the standard deviation of those estimates taken at each budget. Not the percentile band
+that Tang et al. compute: near n = N the estimate is the observed best, which no resample exceeds,
+so a percentile band ends there and misses a truth above it about half the time. Both bands cover
+less than they claim near n = N (the bootstrap of a maximum is not consistent; the measured
+coverage of both is in docs/tuning-figures.md): read the band's width at large budgets as a lower
+bound on the uncertainty. A row of one trial has no band (nan).
 
 The estimator treats the trials as exchangeable draws. An adaptive sampler (TPE) makes later trials
 better than early ones, so the curve is the expected best of n trials drawn at random from the
@@ -52,7 +54,7 @@ from .errors import ActexpError
 COMPLETED, PRUNED, FAILED = "completed", "pruned", "failed"
 STATES = (COMPLETED, PRUNED, FAILED)
 CONFIDENCE = 0.95  # of the band and of the margins in `leadership`
-RESAMPLES = 2000  # bootstrap resamples per band (Tang et al.'s code uses 2000 too)
+RESAMPLES = 2000  # bootstrap resamples per band
 SEED = 0
 GRID_POINTS = 200  # a curve is computed at every budget up to this many trials, at this many budgets beyond
 EDGE = 0.05  # the outermost share of a range, on each side, that counts as its edge
@@ -225,7 +227,7 @@ class BudgetCurve:
 
 def budget_curve(row: TunedRow, budgets=None, confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = SEED) -> BudgetCurve:
     """`row`'s curve at `budgets` (default `budget_grid` of its trial count). The band is the
-    percentile bootstrap of the module's rules; a row with no finite score gets nan throughout."""
+    bootstrap band of the module's rules; a row with no finite score gets nan throughout."""
     import numpy as np
 
     if not row.trials:
@@ -239,10 +241,16 @@ def budget_curve(row: TunedRow, budgets=None, confidence: float = CONFIDENCE, re
         return BudgetCurve(row.label, budgets, nan, nan, nan, len(scores), pruned, failed, row.higher_is_better, confidence, resamples)
     expected = expected_best(scores, budgets, row.higher_is_better)
     draws = bootstrap_expected_best(scores, budgets, row.higher_is_better, resamples, row_seed(row.label, seed))
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail], axis=0)
-    return BudgetCurve(row.label, budgets, expected, tuple(map(float, low)), tuple(map(float, high)), len(scores), pruned, failed,
-                       row.higher_is_better, confidence, resamples)
+    half = _t_quantile(confidence, len(scores) - 1) * draws.std(axis=0, ddof=1)
+    return BudgetCurve(row.label, budgets, expected, tuple(map(float, np.asarray(expected) - half)), tuple(map(float, np.asarray(expected) + half)),
+                       len(scores), pruned, failed, row.higher_is_better, confidence, resamples)
+
+
+def _t_quantile(confidence: float, df: int) -> float:
+    """Student's t quantile of a two-sided `confidence` interval; nan without degrees of freedom."""
+    from scipy import stats
+
+    return float(stats.t.ppf(1 - (1 - confidence) / 2, df)) if df >= 1 else math.nan
 
 
 def row_seed(label: str, seed: int = SEED) -> list[int]:
@@ -258,7 +266,7 @@ def row_seed(label: str, seed: int = SEED) -> list[int]:
 @dataclass(frozen=True)
 class Lead:
     """A run of budgets over which one row has the best expected best figure, and its margin over
-    the runner-up at one budget of the run (`at`) with a bootstrap interval."""
+    the runner-up at one budget of the run (`at`) with its interval (± t bootstrap standard errors)."""
 
     label: str
     first: int  # budgets first..last (trials per row)
@@ -314,9 +322,9 @@ def leader_changes(rows: list[TunedRow]) -> tuple[int, ...]:
 
 def leadership(rows: list[TunedRow], confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = SEED) -> Leadership:
     """Which row leads over which budgets, each lead with its margin over the runner-up and that
-    margin's percentile-bootstrap interval (each row resampled on its own, as the bands are)."""
-    import numpy as np
-
+    margin's interval: ± t standard errors of the difference of the two rows' bootstrap estimates
+    (each row resampled on its own, as for its band), t with the smaller row's N - 1 degrees of
+    freedom."""
     led = leaders(rows)
     if not led:
         return Leadership((), 0, confidence)
@@ -329,7 +337,6 @@ def leadership(rows: list[TunedRow], confidence: float = CONFIDENCE, resamples: 
         else:
             segments.append([label, n, n])
     leads = []
-    tail = (1 - confidence) / 2
     sign = 1.0 if _direction(rows) else -1.0
     for index, (label, first, last) in enumerate(segments):
         at = last if index == len(segments) - 1 else first if index == 0 else round(math.sqrt(first * last))
@@ -341,9 +348,9 @@ def leadership(rows: list[TunedRow], confidence: float = CONFIDENCE, resamples: 
         runner_up = max(others, key=lambda r: point[r.label])
         draws = [bootstrap_expected_best(trial_scores(r), [at], r.higher_is_better, resamples, row_seed(r.label, seed))[:, 0] * sign
                  for r in (by_label[label], runner_up)]
-        difference = draws[0] - draws[1]
-        low, high = np.quantile(difference, [tail, 1 - tail])
-        leads.append(Lead(label, first, last, at, runner_up.label, point[label] - point[runner_up.label], float(low), float(high)))
+        margin = point[label] - point[runner_up.label]
+        half = _t_quantile(confidence, min(len(by_label[label].trials), len(runner_up.trials)) - 1) * float((draws[0] - draws[1]).std(ddof=1))
+        leads.append(Lead(label, first, last, at, runner_up.label, margin, margin - half, margin + half))
     return Leadership(tuple(leads), budget, confidence)
 
 
@@ -359,9 +366,11 @@ def budget_sentence(result: Leadership) -> str:
     level = f"{result.confidence:.0%}"
 
     def margin(lead: Lead) -> str:
+        ahead = f"at {_trials(lead.at)} ahead of {lead.runner_up} by {_number(lead.margin)}"
+        if math.isnan(lead.low):
+            return f"{ahead}, no interval from one trial: not separated"
         separated = "" if lead.low > 0 else ": not separated"
-        return (f"at {_trials(lead.at)} ahead of {lead.runner_up} by {_number(lead.margin)}, "
-                f"{level} interval {_number(lead.low)} to {_number(lead.high)}{separated}")
+        return f"{ahead}, {level} interval {_number(lead.low)} to {_number(lead.high)}{separated}"
 
     if len(leads) == 1:
         (lead,) = leads
@@ -374,7 +383,7 @@ def budget_sentence(result: Leadership) -> str:
         parts.append(f"{lead.label} leads {span} ({margin(lead)})")
     separated = sum(1 for lead in leads if lead.low > 0)
     # "The winner depends on the budget" is a claim: it needs two leads that each stand clear of their runner-up.
-    opening = "The winner depends on the budget" if separated >= 2 else "The row with the best expected best changes with the budget"
+    opening = "The winner depends on the budget" if separated >= 2 else "The leading row changes with the budget"
     unshown = "" if separated else " No lead is separated from its runner-up: the budget moves the estimates, no ranking is shown."
     return f"{opening} (expected best of n trials per row): {'; '.join(parts)}.{unshown}"
 

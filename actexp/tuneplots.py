@@ -245,7 +245,7 @@ def layout_budget(rows: list[TunedRow], metric: str | None = None, title: str = 
     ranked = sorted(lines, key=lambda line: (not _finite_at(line.curve, budget), sign * _at(line.curve, budget)))
     name = _metric_name(metric, higher)
     confidence = curves[0].confidence
-    what = f"expected best {name} of n trials ({'higher' if higher else 'lower'} is better); band: {confidence:.0%} bootstrap"
+    what = f"expected best {name} of n trials ({'higher' if higher else 'lower'} is better); band: {confidence:.0%}, ± t bootstrap standard errors"
     return Budget(
         f"{_text(title)}: {what}" if title else what,
         "trials per row (n)",

@@ -144,13 +144,14 @@ def test_a_rows_curve_is_the_estimate_with_a_reproducible_band():
     curve = budget_curve(r, resamples=500)
     assert curve.budgets == tuple(range(1, 31)) and curve.expected == expected_best(scores)
     assert curve == budget_curve(r, resamples=500)  # fixed seed: the same band every time
-    assert all(lo <= hi for lo, hi in zip(curve.low, curve.high))
-    assert curve.high[-1] == pytest.approx(max(scores))  # no resample exceeds the observed best
+    assert curve.high == pytest.approx([2 * e - lo for e, lo in zip(curve.expected, curve.low)])  # ± t standard errors
+    assert all(lo < e < hi for lo, e, hi in zip(curve.low, curve.expected, curve.high))
+    assert curve.high[-1] > max(scores)  # the truth may lie above the best seen: the band does not end there
     assert (curve.trials, curve.pruned, curve.failed, curve.confidence) == (30, 0, 0, CONFIDENCE)
-    # n = 1 is the mean: its band is close to the t interval of the mean (a bootstrap is a little narrower).
-    t_half = 2.045 * statistics.stdev(scores) / math.sqrt(30)
-    assert (curve.high[0] - curve.low[0]) / 2 == pytest.approx(t_half, rel=0.2)
-    assert curve.low[0] < statistics.fmean(scores) < curve.high[0]
+    # n = 1 is the mean: its band is the t interval of the mean, with the bootstrap's standard error
+    # of the mean, sd · sqrt((N - 1) / N) / sqrt(N), up to resampling noise.
+    t_half = 2.045 * statistics.stdev(scores) * math.sqrt(29 / 30) / math.sqrt(30)
+    assert (curve.high[0] - curve.low[0]) / 2 == pytest.approx(t_half, rel=0.1)
 
 
 def test_two_rows_draw_independent_resamples():
@@ -164,8 +165,8 @@ def test_two_rows_draw_independent_resamples():
 def test_a_loss_curve_falls_and_its_band_holds_it():
     scores = list(np.random.default_rng(2).normal(0.3, 0.05, 25))
     curve = budget_curve(row("a", scores, higher_is_better=False), resamples=400)
-    assert curve.expected[-1] == pytest.approx(min(scores)) and curve.low[-1] == pytest.approx(min(scores))
-    assert all(lo <= e + 1e-12 for lo, e in zip(curve.low, curve.expected))
+    assert curve.expected[-1] == pytest.approx(min(scores)) and curve.low[-1] < min(scores)
+    assert all(lo < e < hi for lo, e, hi in zip(curve.low, curve.expected, curve.high))
     assert np.all(np.diff(curve.expected) < 0)
 
 
@@ -174,6 +175,13 @@ def test_a_curve_counts_its_pruned_and_failed_trials():
     curve = budget_curve(r, resamples=100)
     assert (curve.trials, curve.pruned, curve.failed) == (4, 2, 1)
     assert curve.expected[0] == pytest.approx(statistics.fmean([0.8, 0.6, 0.6, 0.7]))
+
+
+def test_one_trial_has_no_band():
+    curve = budget_curve(row("a", [0.9]), resamples=50)
+    assert curve.expected == (0.9,) and math.isnan(curve.low[0]) and math.isnan(curve.high[0])
+    sentence = budget_sentence(leadership([row("a", [0.9]), row("b", [0.8, 0.7])], resamples=50))
+    assert sentence.endswith("(at 1 trial ahead of b by +0.1500, no interval from one trial: not separated).")
 
 
 def test_a_row_without_scores_has_a_nan_curve_and_one_without_trials_is_an_error():
@@ -235,7 +243,7 @@ def test_leadership_gives_each_lead_its_margin_with_an_interval():
     assert result.changes == (2,) and result.budget == 10
     assert leadership([steady, risky], resamples=500) == result
     sentence = budget_sentence(result)
-    assert sentence.startswith("The row with the best expected best changes with the budget")  # steady's lead is not separated
+    assert sentence.startswith("The leading row changes with the budget")  # steady's lead is not separated
     assert "steady leads up to 1 trial (at 1 trial ahead of risky by +0.0500, 95% interval" in sentence
     assert "risky leads from 2 to 10 trials (at 10 trials ahead of steady by +0.1000" in sentence
 

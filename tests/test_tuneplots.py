@@ -201,7 +201,7 @@ def test_the_budget_layout_ranks_the_rows_and_marks_where_the_lead_changes(rows)
     assert relu.label == f"act=relu (12 trials, {relu.curve.pruned} pruned)" and relu.curve.pruned > 0
     tanh = next(line for line in layout.lines if line.curve.label == "act=tanh")
     assert tanh.label.endswith(f"{tanh.curve.failed} failed)") and (tanh.color, tanh.style) == line_styles(3)[1]  # the row's colour in both figures
-    assert layout.title == "activations: expected best validation accuracy of n trials (higher is better); band: 95% bootstrap"
+    assert layout.title == "activations: expected best validation accuracy of n trials (higher is better); band: 95%, ± t bootstrap standard errors"
 
 
 def test_a_loss_budget_ranks_the_lowest_first():
