@@ -200,6 +200,19 @@ def has_score(trial: Trial) -> bool:
     return trial.state != FAILED and is_number(score) and math.isfinite(score)
 
 
+def numeric_range(spec) -> tuple[float, float, bool] | None:
+    """A range as (low, high, log) where it is one a value can be placed in: two finite numbers,
+    low < high, both positive where log; None otherwise (a categorical key's choices, say)."""
+    if not isinstance(spec, (tuple, list)) or len(spec) != 3:
+        return None
+    low, high, log = spec
+    if not (is_number(low) and is_number(high) and math.isfinite(low) and math.isfinite(high) and low < high):
+        return None
+    if log and low <= 0:
+        return None
+    return float(low), float(high), bool(log)
+
+
 def is_number(value) -> bool:
     """A real number (numpy's included), not a bool: what a score or a tuned value can be."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -296,7 +309,7 @@ def leaders(rows: list[TunedRow]) -> tuple[tuple[int, str], ...]:
     budget 1, the first row in order). Rows without trials or without a finite score never lead."""
     import numpy as np
 
-    direction = _direction(rows)
+    direction = check_rows(rows)
     candidates = [r for r in rows if r.trials and any(map(math.isfinite, trial_scores(r)))]
     if not candidates:
         return ()
@@ -337,7 +350,7 @@ def leadership(rows: list[TunedRow], confidence: float = CONFIDENCE, resamples: 
         else:
             segments.append([label, n, n])
     leads = []
-    sign = 1.0 if _direction(rows) else -1.0
+    sign = 1.0 if check_rows(rows) else -1.0
     for index, (label, first, last) in enumerate(segments):
         at = last if index == len(segments) - 1 else first if index == 0 else round(math.sqrt(first * last))
         others = [r for r in rows if r.label != label and r.trials and any(map(math.isfinite, trial_scores(r)))]
@@ -396,10 +409,15 @@ def _number(x: float) -> str:
     return f"{x:+.4f}" if x == 0 or abs(x) >= 5e-5 else f"{x:+.1e}"
 
 
-def _direction(rows: list[TunedRow]) -> bool:
+def check_rows(rows: list[TunedRow]) -> bool:
+    """Rows compared or drawn together: one metric direction (returned; True where no rows) and a
+    label each of their own (labels name the rows in sentences, legends and bootstrap seeds)."""
     directions = {r.higher_is_better for r in rows}
     if len(directions) > 1:
         raise ValueError("rows to compare must share their metric's direction (higher_is_better)")
+    labels = [r.label for r in rows]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"rows to compare need distinct labels; repeated: {sorted({x for x in labels if labels.count(x) > 1})}")
     return directions.pop() if directions else True
 
 
@@ -411,22 +429,17 @@ def on_edge(row: TunedRow, share: float = EDGE) -> dict[str, str]:
     the outermost `share` (5%) of the range's width on each side, measured in log10 where the range
     is log: with lr in 1e-4..1, values above 0.63 are at the high edge. A best trial there says that
     the optimum may lie beyond the range (widen it); inside, the search bracketed it. Values outside
-    the range count as on its edge; keys without a numeric chosen value or with an empty range are
-    left out."""
+    the range count as on its edge; keys without a numeric chosen value or a numeric range
+    (`numeric_range`) are left out."""
     flags = {}
     for key, spec in row.ranges.items():
-        low, high, log = spec
-        value = row.chosen.get(key)
-        if not is_number(value) or not math.isfinite(value):
+        value, span = row.chosen.get(key), numeric_range(spec)
+        if span is None or not is_number(value) or not math.isfinite(value) or (span[2] and value <= 0):
             continue
+        low, high, log = span
         if log:
-            if low <= 0 or high <= 0 or value <= 0:
-                continue
             low, high, value = math.log10(low), math.log10(high), math.log10(value)
-        width = high - low
-        if not width > 0:
-            continue
-        position = (value - low) / width
+        position = (value - low) / (high - low)
         if position <= share:
             flags[key] = "low"
         elif position >= 1 - share:

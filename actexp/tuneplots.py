@@ -34,7 +34,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from .budget import COMPLETED, FAILED, PRUNED, BudgetCurve, TunedRow, budget_curve, has_score, is_number, leader_changes, on_edge
+from .budget import (COMPLETED, FAILED, PRUNED, BudgetCurve, TunedRow, budget_curve, check_rows, has_score, is_number, leader_changes,
+                     numeric_range, on_edge)
 from .errors import ActexpError
 from .plots import line_styles, save_figure
 from .report import METRIC_NAMES
@@ -140,15 +141,13 @@ def _axes(rows: list[TunedRow]) -> list[Axis]:
     spans: dict[str, list] = {}
     for row in rows:
         for key, spec in row.ranges.items():
-            low, high, log = spec
-            if not (is_number(low) and is_number(high) and math.isfinite(low) and math.isfinite(high) and low < high):
+            if numeric_range(spec) is None:
                 continue
-            if log and low <= 0:
-                continue
-            span = spans.setdefault(key, [low, high, bool(log)])
-            span[0], span[1], span[2] = min(span[0], low), max(span[1], high), span[2] and bool(log)
+            low, high, log = numeric_range(spec)
+            span = spans.setdefault(key, [low, high, log])
+            span[0], span[1], span[2] = min(span[0], low), max(span[1], high), span[2] and log
     labels = key_labels(list(spans))
-    return [Axis(key, _text(labels[key]), log, float(low), float(high)) for key, (low, high, log) in spans.items()]
+    return [Axis(key, _text(labels[key]), log, low, high) for key, (low, high, log) in spans.items()]
 
 
 def _marks(row: TunedRow, style: tuple[str, str], x: Axis, y: Axis | None, edges: dict[str, str]) -> Marks:
@@ -160,7 +159,7 @@ def _marks(row: TunedRow, style: tuple[str, str], x: Axis, y: Axis | None, edges
             continue
         scored = has_score(trial)
         score = float(trial.score) if scored else math.nan
-        state = trial.state if scored and trial.state in (COMPLETED, PRUNED) else FAILED
+        state = (PRUNED if trial.state == PRUNED else COMPLETED) if scored else FAILED
         points.append(Point(px, py if y else score, score, state))
     chosen = None
     cx = _value(row.chosen.get(x.key), x)
@@ -527,8 +526,7 @@ def _checked(rows) -> list[TunedRow]:
     rows = [r for r in rows if r.trials]
     if not rows:
         raise ActexpError("no tuned row with trials: nothing to draw; run the tune first")
-    if len({r.higher_is_better for r in rows}) > 1:
-        raise ValueError("rows drawn together must share their metric's direction (higher_is_better)")
+    check_rows(rows)
     return rows
 
 

@@ -230,6 +230,8 @@ def test_rows_without_scores_never_lead_and_directions_must_agree():
     assert leaders([dead]) == () and leader_changes([]) == ()
     with pytest.raises(ValueError, match="direction"):
         leaders([alive, row("loss", [0.3], higher_is_better=False)])
+    with pytest.raises(ValueError, match=r"distinct labels; repeated: \['alive'\]"):
+        leaders([alive, row("alive", [0.3])])
 
 
 def test_leadership_gives_each_lead_its_margin_with_an_interval():
@@ -280,9 +282,11 @@ def test_the_edge_is_the_outer_5_percent_of_a_log_range(value, flag):
 
 
 def test_the_edge_of_a_linear_range_and_keys_without_one():
-    ranges = {"optim.momentum": (0.0, 1.0, False), "model.activation": ("relu", "tanh", False), "train.batch": (64, 64, False)}
+    ranges = {"optim.momentum": (0.0, 1.0, False), "model.activation": ("relu", "tanh", False), "train.batch": (64, 64, False),
+              "optim.lr": (0.0, 1.0, True), "model.hidden": "256x256"}
     for value, flag in ((0.96, "high"), (0.95, "high"), (0.94, None), (0.5, None), (0.05, "low"), (0.06, None)):
-        r = row("a", [0.9], chosen={"optim.momentum": value, "model.activation": "relu", "train.batch": 64}, ranges=ranges)
+        r = row("a", [0.9], chosen={"optim.momentum": value, "model.activation": "relu", "train.batch": 64, "optim.lr": 1.0, "model.hidden": 3},
+                ranges=ranges)
         assert on_edge(r) == ({"optim.momentum": flag} if flag else {})
     assert on_edge(row("a", [0.9], chosen={}, ranges=ranges)) == {}
 
