@@ -50,6 +50,7 @@ NOTE_COLOR = "#b22222"  # the edge note, and the outline of a star on an edge
 NOTE_WIDTH = 120  # characters per line of the note under a figure
 MAX_LINE_POINTS = 100  # a row's completed trials joined by a line up to this many; beyond, points alone (smaller) show the shape
 FAILED_Y = 0.02  # where a failed trial's cross sits, in axes height from the bottom
+MAX_LABEL = 80  # characters of a row's label drawn
 SENSITIVITY_FILE, BUDGET_FILE = "sensitivity.png", "budget.png"
 
 
@@ -536,5 +537,8 @@ def _metric_name(metric: str | None, higher_is_better: bool) -> str:
 
 
 def _text(text) -> str:
-    """A label from a file as text matplotlib draws literally: printable, and `$` not mathtext."""
-    return printable(text).replace("$", r"\$")
+    """A label from a file as text matplotlib draws literally: printable, `$` not mathtext, and cut
+    to MAX_LABEL characters (a label of any length would stretch a legend past any figure)."""
+    text = printable(text)
+    text = text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
+    return text.replace("$", r"\$")

@@ -134,6 +134,8 @@ def test_labels_from_files_are_drawn_as_text():
     FigureCanvasAgg(draw_sensitivity(layout)).draw()  # broken mathtext would raise here
     budget = layout_budget([row, tuned("plain", 0.2, 0.9)])
     FigureCanvasAgg(draw_budget(budget)).draw()
+    endless = layout_sensitivity([tuned("x" * 100_000, 0.1, 0.9)]).panels[0].marks[0].label
+    assert endless == "x" * 79 + "…"
 
 
 # ----------------------------------------------------------------------------- sensitivity: the figure
