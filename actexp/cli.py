@@ -432,7 +432,11 @@ def compare(
     comparison = compare_runs(paths, metric, group_by or None, out_dir)
     print_table(comparison_table(comparison))
     if out_dir is not None:
-        out.print(f"written: {', '.join(map(str, summary_files(out_dir, metric)))}", markup=False, soft_wrap=True)
+        out.print(printable(f"written: {', '.join(map(str, summary_files(out_dir, metric)))}"), markup=False, soft_wrap=True)
+        try:
+            _tuning_figures(paths, out_dir)
+        except ImportError:  # matplotlib is optional (pip install actexp[plot]): the table stands without the figures
+            pass
 
 
 @app.command(cls=Command)
@@ -487,7 +491,18 @@ def plot(
 
     path, curves = plot_runs(paths, output, metric, group_by or None, panel_by=panel_by)
     panels = f" in {len(curves.panels)} panels" if len(curves.panels) > 1 else ""
-    out.print(f"wrote {path} ({len(curves.lines)} lines{panels})", markup=False, soft_wrap=True)
+    out.print(printable(f"wrote {path} ({len(curves.lines)} lines{panels})"), markup=False, soft_wrap=True)
+    _tuning_figures(paths, path.parent, path.suffix)
+
+
+def _tuning_figures(paths: list[Path], folder: Path, suffix: str = ".png") -> None:
+    """A tuned sweep's sensitivity and budget figures, when `paths` is one tuned sweep folder."""
+    if len(paths) == 1 and paths[0].is_dir():
+        from .plots import write_tuning_figures
+
+        written = write_tuning_figures(paths[0], folder, suffix)
+        if written:
+            out.print(printable(f"wrote {', '.join(map(str, written))} (the tune's sensitivity and budget)"), markup=False, soft_wrap=True)
 
 
 @app.command("runs", cls=Command)

@@ -472,10 +472,26 @@ def save_figure(figure, out: str | Path, **savefig) -> None:
 
 
 def write_report(sweep_dir: Path) -> tuple[Comparison, Path | None]:
-    """What a finished sweep leaves next to its ledger: summary.csv, summary.md, curves.png."""
+    """What a finished sweep leaves next to its ledger: summary.csv, summary.md, curves.png, and for
+    a tuned sweep sensitivity.png and budget.png (write_tuning_figures)."""
     comparison = compare([sweep_dir], out_dir=sweep_dir)
     try:
         curves, _ = plot([sweep_dir], sweep_dir / "curves.png", title=sweep_dir.name)
+        write_tuning_figures(sweep_dir, sweep_dir)
     except (ImportError, ActexpError):  # matplotlib is optional (`pip install actexp[plot]`); no curves yet
         curves = None
     return comparison, curves
+
+
+def write_tuning_figures(sweep_dir: Path, folder: Path, suffix: str = ".png") -> list[Path]:
+    """A tuned sweep's sensitivity and budget figures (tuneplots.py) in `folder`; [] for a sweep
+    that is not tuned."""
+    from .runs import read_ledger
+    from .tuneplots import BUDGET_FILE, SENSITIVITY_FILE, plot_budget, plot_sensitivity
+    from .tuning import tuned_rows
+
+    rows = [row for row in tuned_rows(sweep_dir, read_ledger(sweep_dir)) if row.trials]
+    if not rows:
+        return []
+    return [plot_sensitivity(rows, folder / Path(SENSITIVITY_FILE).with_suffix(suffix), title=sweep_dir.name),
+            plot_budget(rows, folder / Path(BUDGET_FILE).with_suffix(suffix), title=sweep_dir.name)]

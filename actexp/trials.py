@@ -17,7 +17,8 @@ from .backends import RunSpec, _relative
 from .config import config_to_dict
 from .errors import ActexpError
 from .runs import CHECKPOINTS, FAILURES, PRUNED, RESULTS, new_run_dir, read_summary, write_ledger
-from .tuning import TRIAL_SEED_BASE, TrialLink, on_edge, open_study, require_optuna, storage_url, study_name, suggest, to_plain
+from .budget import on_edge
+from .tuning import TRIAL_SEED_BASE, TrialLink, open_study, require_optuna, storage_url, study_name, suggest, to_plain, tuned_rows
 from .varying import SEED_KEY
 
 TRIALS_DIR = "trials"  # trial run folders, inside the sweep folder
@@ -95,13 +96,13 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
         stage = f"trials {done + 1}-{done + len(steps)} of {tune.trials * len(rows)}"
         drive(backend, tasks, record, lambda slots: progress("plan", SweepPlan(sweep=sweep, steps=steps, dir=sweep_dir, removed=[], jobs=slots, stage=stage)))
         failed_fast = fail_fast and any(e["status"] in FAILURES for e in todo)
-    chosen = {}
+    chosen = {row.name: _chosen(studies[row.name], optuna) for row in sweep.rows}
     for row in sweep.rows:
-        values = _chosen(studies[row.name], optuna)
-        chosen[row.name] = values
-        edges = {p.key: on_edge(p, values[p.key]) for p in tune.params} if values else {}
-        ledger["tune"]["rows"][row.name] = {"study": study_name(sweep.name, row.name), "chosen": values,
-                                            "edge": {k: v for k, v in edges.items() if v}, "trials": sum(e["row"] == row.name for e in entries)}
+        ledger["tune"]["rows"][row.name] = {"study": study_name(sweep.name, row.name), "chosen": chosen[row.name],
+                                            "trials": sum(e["row"] == row.name for e in entries)}
+    for tuned in tuned_rows(sweep_dir, ledger):
+        if tuned.label in ledger["tune"]["rows"] and tuned.chosen:
+            ledger["tune"]["rows"][tuned.label]["edge"] = on_edge(tuned)
     write_ledger(sweep_dir, ledger)
     return TrialsResult(chosen, tuple(entries))
 

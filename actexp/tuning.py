@@ -31,7 +31,6 @@ STORAGE_FILE = "tune.db"
 OPTIONS = ("trials", "batch", "sampler", "pruner", "metric", "storage", "seed")
 MAX_TRIALS = 10_000
 METRICS = {"val_acc": "maximize", "val_loss": "minimize"}
-EDGE_SHARE = 0.05  # a chosen value within this share of its range's width from an end is on the edge
 INSTALL = "pip install 'actexp[tune]'"
 
 
@@ -270,19 +269,44 @@ def suggest(trial, params: tuple[Param, ...]) -> dict:
     return values
 
 
-def on_edge(param: Param, value) -> str | None:
-    """'low' or 'high' when a chosen value lies within EDGE_SHARE of its range's width from that end
-    (in log space for a log range): the best may lie beyond it. None for choices."""
-    if param.choices or not isinstance(value, (int, float)):
-        return None
-    scale = (lambda v: math.log(v)) if param.log else (lambda v: v)
-    low, high, x = scale(param.low), scale(param.high), scale(max(value, param.low) if param.log else value)
-    width = high - low
-    if x <= low + EDGE_SHARE * width:
-        return "low"
-    if x >= high - EDGE_SHARE * width:
-        return "high"
-    return None
+def tuned_rows(sweep_dir: Path, ledger: dict) -> list:
+    """A tuned sweep's rows as budget.TunedRow, from its ledger and its trials' folders (the files
+    are the contract: no study is opened). [] for a sweep that is not tuned. A trial not ended yet
+    is left out; a ledger or folder that does not hold what a tune writes is skipped with a warning."""
+    import warnings
+
+    from .budget import Trial, TunedRow
+    from .runs import DamagedFile, RunFolderWarning, read_summary
+
+    tune = ledger.get("tune")
+    if not isinstance(tune, dict):
+        return []
+    try:
+        spec = tune["spec"]
+        metric = spec["metric"] if spec["metric"] in METRICS else "val_acc"
+        ranges = {p["key"]: (float(p["low"]), float(p["high"]), bool(p["log"])) for p in spec["params"] if not p.get("choices")}
+        chosen = {str(row): dict(info.get("chosen") or {}) for row, info in (tune.get("rows") or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        warnings.warn(f"{sweep_dir}: the ledger's tune does not say what a tune writes ({e!r:.80}); its figures are left out", RunFolderWarning, stacklevel=2)
+        return []
+    trials: dict[str, list] = {}
+    for entry in ledger.get("trials", []):
+        try:
+            summary = read_summary(sweep_dir / entry["folder"]) if entry.get("folder") else {}
+        except DamagedFile as e:
+            warnings.warn(f"{e}; that trial is left out", RunFolderWarning, stacklevel=2)
+            continue
+        status = summary.get("status", entry["status"])
+        state = {"completed": "completed", "pruned": "pruned", "diverged": "failed", "failed": "failed"}.get(status)
+        if state is None or not isinstance(entry.get("params"), dict) or type(entry.get("number")) is not int:
+            continue
+        score = summary.get(metric if state == "completed" else f"best_{metric}") if state != "failed" else None
+        epochs = summary.get("epochs_completed")
+        trials.setdefault(str(entry.get("row")), []).append(
+            Trial(entry["number"], dict(entry["params"]), float(score) if isinstance(score, (int, float)) else math.nan, state,
+                  epochs if type(epochs) is int else 0))
+    return [TunedRow(row, tuple(sorted(found, key=lambda t: t.number)), chosen.get(row, {}), ranges, metric == "val_acc")
+            for row, found in trials.items()]
 
 
 def tuned_plan_words(sweep) -> str:
@@ -296,7 +320,7 @@ def tuned_plan_words(sweep) -> str:
 
 def chosen_lines(rows: dict) -> list[str]:
     """The end of a tuned sweep: each row's chosen values, and a flag with the fix where a value
-    lies on the edge of its range."""
+    lies on the edge of its range (budget.on_edge)."""
     lines = []
     for row, info in rows.items():
         chosen = info.get("chosen") or {}

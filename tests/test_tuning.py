@@ -5,6 +5,7 @@ Ctrl-C, SIGTERM, kill -9 of the sweep and kill -9 of a worker with no trial lost
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from actexp.errors import ConfigError
 from actexp.runs import read_history, read_ledger, read_summary
 from actexp.sweep import load_sweep, run_sweep
 from actexp.trials import TRIALS_DIR
-from actexp.tuning import TRIAL_SEED_BASE, Param, chosen_lines, merge, on_edge, parse_options, parse_section, storage_url, study_name
+from actexp.tuning import TRIAL_SEED_BASE, Param, chosen_lines, merge, parse_options, parse_section, storage_url, study_name
 
 from conftest import cli, hear_signals
 
@@ -141,14 +142,18 @@ def test_rows_and_confirmation_runs(tmp_path):
     assert load_sweep(config, seeds=[0, 1]).name == "xor_sweep-seed"
 
 
-def test_edge_flag_and_its_words():
-    lr = Param("optim.lr", 1e-4, 1.0, log=True)
-    assert on_edge(lr, 0.9) == "high" and on_edge(lr, 1.2e-4) == "low" and on_edge(lr, 0.01) is None
-    width = Param("model.width", 8, 108, integer=True)
-    assert on_edge(width, 104) == "high" and on_edge(width, 60) is None
-    assert on_edge(Param("optim.optimizer", choices=("sgd", "adam")), "adam") is None
-    [line] = chosen_lines({"activation=relu": {"chosen": {"optim.lr": 0.95}, "edge": {"optim.lr": "high"}, "trials": 8}})
-    assert "optim.lr=0.95" in line and "high edge" in line and "widen the range" in line
+def test_edge_flag_in_the_ledger_and_its_words(tmp_path):
+    # XOR is learned at almost any lr: with the range's top 5% (log) above 0.3, a range ending at 0.3 ...
+    path = write_tuned(tmp_path, {"optim.lr": [1e-3, 0.3, "log"], "trials": 4, "batch": 4, "pruner": "none", "sampler": "random"})
+    result = run_sweep(path, runs_dir=tmp_path / "runs", jobs=1)
+    for row, info in result.tuned.items():
+        value = info["chosen"]["optim.lr"]
+        expected = {"optim.lr": "high"} if value >= 10 ** (math.log10(0.3) - 0.05 * math.log10(300)) else {}
+        assert info["edge"] == expected
+    [line] = chosen_lines({"activation=relu": {"chosen": {"optim.lr": 0.29}, "edge": {"optim.lr": "high"}, "trials": 8}})
+    assert "optim.lr=0.29" in line and "high edge" in line and "widen the range" in line
+    [line] = chosen_lines({"activation=relu": {"chosen": {"optim.lr": 0.01}, "edge": {}, "trials": 8}})
+    assert "edge" not in line
 
 
 def test_optuna_missing_is_one_line_and_exit_2(tmp_path, monkeypatch):
@@ -206,6 +211,15 @@ def test_a_tuned_sweep_tunes_each_row_then_confirms_on_fresh_seeds(tmp_path, mon
     # compare reads the confirmation runs only.
     assert result.comparison is not None and sum(len(row.runs) for row in result.comparison.rows) == 6
     assert result.tuned == rows
+
+    # The tune's figures: written by the sweep's report, by compare and by plot.
+    assert (sweep_dir / "sensitivity.png").stat().st_size > 0 and (sweep_dir / "budget.png").stat().st_size > 0
+    (sweep_dir / "sensitivity.png").unlink()
+    compared = cli("compare", sweep_dir)
+    assert compared.exit_code == 0 and (sweep_dir / "sensitivity.png").exists(), compared.output
+    plotted = cli("plot", sweep_dir, "-o", tmp_path / "figures" / "curves.svg")
+    assert plotted.exit_code == 0, plotted.output
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["budget.svg", "curves.svg", "sensitivity.svg"]
 
     # Running the same command again trains nothing.
     again = run_sweep(path, runs_dir=runs, jobs=1)
