@@ -1,5 +1,5 @@
 # `make train` and `make test` create .venv on first use: `make train` with what training needs
-# (and matplotlib, for each run's curves.png), `make test` adds the dev extras (pytest, Ray, TensorBoard).
+# (and matplotlib, for each run's curves.png), `make test` adds the dev extras (pytest, Ray, TensorBoard, Optuna).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
