@@ -674,7 +674,7 @@ def parse_component(value, path, registry):
         if plugin is None:
             others = list(table) + list(ALIASES) + list(available_plugins(registry) if registry in PLUGIN_GROUPS else ())
             raise ConfigError(f"{path}: unknown {registry} {_shown(name)}{_did_you_mean(name, others)}; choose one of {', '.join(table)}"
-                              + (f", or a formula {{expr: ...}}" if registry == "activation" else "") + unknown_hint(registry))
+                              + (", or a formula {expr: ...}" if registry == "activation" else "") + unknown_hint(registry))
         factory = plugin.entry.factory if registry == "activation" else plugin.entry
     defaults = component_defaults(factory)
     for key in given:

@@ -291,6 +291,8 @@ def factory_defaults(factory, where: str) -> dict:
         raise PluginError(f"{where}: its factory has no signature to read ({e})") from e
     defaults = {}
     for p in parameters:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
         if p.default is inspect.Parameter.empty:
             raise PluginError(f"{where}: its factory's parameter {p.name!r} has no default; each is a config parameter with a default")
         if not isinstance(p.default, (bool, int, float, str)):
