@@ -698,15 +698,16 @@ def parse_formula_component(value, path: str) -> Component:
         raise ConfigError(f"{path}: give either name (a registered activation) or expr (a formula), not both")
     formula = parse_formula(value["expr"], f"{path}.expr")
     given = {k: v for k, v in value.items() if k not in FORMULA_KEYS}
+    for name in formula.parameters:  # first: a typo in the formula is more likely than one beside it
+        if name not in given:
+            raise ConfigError(f"{path}.expr: {name!r} is not x, pi, a function or a parameter given a value{_did_you_mean(name, list(FORMULA_FUNCTIONS) + list(given))}; "
+                              f"give its value beside expr, e.g. {name}: 1.0")
     for key in given:
         if key not in formula.parameters:
             uses = f"; it uses {', '.join(formula.parameters)}" if formula.parameters else "; it has no parameters"
             raise ConfigError(f"{path}.{_shown_key(key)}: the formula does not use {_shown(key)}{_did_you_mean(key, formula.parameters)}{uses}")
     params: dict[str, Any] = {"expr": formula.text}
     for name in formula.parameters:
-        if name not in given:
-            raise ConfigError(f"{path}.expr: {name!r} is not x, pi, a function or a parameter given a value{_did_you_mean(name, list(FORMULA_FUNCTIONS) + list(given))}; "
-                              f"give its value beside expr, e.g. {name}: 1.0")
         params[name] = _parse(float, given[name], f"{path}.{name}", Range(-FORMULA_MAX_NUMBER, FORMULA_MAX_NUMBER))
     learn = value.get("learn") or []
     if isinstance(learn, str):

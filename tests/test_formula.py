@@ -99,7 +99,8 @@ def test_a_formula_round_trips_through_a_run_folders_config_yaml():
 
 
 @pytest.mark.parametrize("activation,fragments", [
-    ({"expr": "x * sigmoid(bta * x)", "beta": 1.0}, ["model.activation.beta", "does not use 'beta'"]),
+    ({"expr": "x * sigmoid(bta * x)", "beta": 1.0}, ["model.activation.expr", "'bta' is not x", "did you mean 'beta'?"]),
+    ({"expr": "x * sigmoid(x)", "beta": 1.0}, ["model.activation.beta", "does not use 'beta'", "it has no parameters"]),
     ({"expr": "x * sigmoid(beta * x)"}, ["model.activation.expr", "'beta'", "give its value", "beta: 1.0"]),
     ({"expr": "x * sigmoid(beta * x)", "beta": "big"}, ["model.activation.beta", "expected a number"]),
     ({"expr": "x * sigmoid(beta * x)", "beta": 1e9}, ["model.activation.beta", "out of range"]),
