@@ -57,7 +57,7 @@ app.add_typer(data_app, name="data")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-PLUGIN_HELP = "Enable a plugin file of activations or initializers (repeatable; also ACTEXP_PLUGINS=FILE.py:...); a config can name what it defines."
+PLUGIN_HELP = "Enable a plugin file of activations or initializers (repeatable; the environment variable ACTEXP_PLUGINS does the same); a config can then name what it defines."
 SET_HELP = "Override a config key, e.g. --set optim.lr=0.01 (repeatable; values are YAML scalars)."
 OVERRIDES_HELP = "Config overrides as bare KEY=VALUE, e.g. model.activation=tanh optim.lr=0.01 (the same as --set; applied after --set)."
 # A bare command-line argument that is an override: a dotted key of identifiers, then `=`.

@@ -281,3 +281,22 @@ def test_a_grid_of_builtins_and_formulas_names_runs_short_and_stable(tmp_path):
     result = cli("sweep", base, "--grid", "model.activation=[relu, {expr: 'x * sigmoid(1.702 * x)'}]", "--dry-run")
     assert result.exit_code == 0, result.output
     assert f"x-sigmoid-1.702-x-{formula_hash('x * sigmoid(1.702 * x)')}" in result.output
+
+
+def test_formula_members_gathered_into_one_slice_as_on_a_gpu_stay_their_solo_runs(tmp_path, data_root, monkeypatch):
+    # A GPU gathers each activation's members into one slice (stacked._gathers_activations): here on
+    # the CPU, seeds first, so the two learned formulas sit apart in the stack and are gathered.
+    import actexp.stacked
+
+    monkeypatch.setattr(actexp.stacked, "_gathers_activations", lambda device: True)
+    swish = {"expr": "x * sigmoid(beta * x)", "learn": ["beta"]}
+    hidden = [32, 16]  # (see test_learned_parameters_train_per_layer_stack_per_member_and_resume)
+    configs = [config_from_dict({**run_config(activation, seed=seed, hidden=hidden), "name": f"{i}"})
+               for i, (activation, seed) in enumerate([({**swish, "beta": 1.0}, 0), ("tanh", 0), ({**swish, "beta": 2.0}, 1), ("tanh", 1)])]
+    stepper, _ = make_stepper(configs, tmp_path)
+    assert [(s.start, s.end) for s in stepper.activations.slices] == [(0, 2), (2, 4)] and stepper.activations.gather is not None
+    fused = train_group(configs, [tmp_path / "fused" / str(i) for i in range(4)])
+    for config, member in zip(configs, fused):
+        solo = actexp.train(config, runs_dir=tmp_path / "solo")
+        assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(member.dir)] == [
+            {k: v for k, v in r.items() if k != "seconds"} for r in read_history(solo.dir)]
