@@ -29,8 +29,8 @@ from .errors import ConfigError
 torch = LazyModule("torch")
 F = LazyModule("torch.nn.functional")
 
-# Bounds that no sensible activation comes near (GELU's tanh form is 50 characters, 14 nodes deep
-# 5): each keeps a hostile formula's cost to milliseconds.
+# Bounds that no sensible activation comes near (GELU's tanh form is well inside each): they keep a
+# hostile formula's cost to milliseconds.
 MAX_LENGTH = 1000  # characters, checked before the text is parsed
 MAX_DEPTH = 32  # nesting levels of the expression
 MAX_NODES = 256  # numbers, names, operations and calls
@@ -360,8 +360,8 @@ _FUNCTIONS = {
 # ----------------------------------------------------------------------------- the init gain
 
 
-# The second moment E[f(z)^2], z ~ N(0, 1), by the trapezoid rule on a fine grid: exact to ~1e-9
-# for smooth f, and to ~1e-9 too for kinks such as ReLU's (Gauss-Hermite quadrature converges slowly there).
+# The second moment E[f(z)^2], z ~ N(0, 1), by the trapezoid rule on a fine grid rather than by
+# Gauss-Hermite quadrature, which converges slowly at kinks such as ReLU's.
 GAIN_GRID_HALF_WIDTH = 12.0  # the normal density beyond ±12 is below 1e-31
 GAIN_GRID_POINTS = 240_001
 
