@@ -57,6 +57,7 @@ app.add_typer(data_app, name="data")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
+PLUGIN_HELP = "Enable a plugin file of activations or initializers (repeatable; the environment variable ACTEXP_PLUGINS does the same); a config can then name what it defines."
 SET_HELP = "Override a config key, e.g. --set optim.lr=0.01 (repeatable; values are YAML scalars)."
 OVERRIDES_HELP = "Config overrides as bare KEY=VALUE, e.g. model.activation=tanh optim.lr=0.01 (the same as --set; applied after --set)."
 # A bare command-line argument that is an override: a dotted key of identifiers, then `=`.
@@ -115,6 +116,15 @@ def bare_overrides(arguments: list[str], command: str) -> list[str]:
         if not OVERRIDE.match(argument):
             fail(f"unexpected argument {argument!r}: after {command}'s config, give overrides as KEY=VALUE (e.g. model.activation=tanh) or --set KEY=VALUE", 2)
     return list(arguments)
+
+
+def enable_plugins(files: list[Path]) -> None:
+    """--plugin: the files join ACTEXP_PLUGINS (for this process and the workers it starts) and are
+    loaded and checked now."""
+    if files:
+        from .plugins import enable
+
+        enable(files)
 
 
 def whole_keys(overrides: list[str]) -> list[str]:
@@ -196,6 +206,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run folder from its last checkpoint; given a config's folder of runs (runs/NAME, or NAME under --runs-dir), its latest resumable run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the final line only."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config (every key, overrides applied) as YAML and exit; trains nothing."),
+    plugin: List[Path] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """Train one config; writes runs/<name>/<run id>/ (a run with overrides is named after them:
     runs/relu_xavier,activation=tanh/). Overrides take dotted keys (train.epochs=3) or, where only
@@ -203,10 +214,14 @@ def train(
     from .config import config_to_yaml, load_config
     from .display import TrainingDisplay
 
+    enable_plugins(plugin)
     if resume:
         if config is not None or set_ or overrides:
             fail("--resume continues a run with its own config.yaml; drop CONFIG and --set or KEY=VALUE overrides (start a new run to change the config)", 2)
         resume = _resumable(resume, runs_dir)
+        from .plugins import require_recorded
+
+        require_recorded(resume)
         config = resume / "config.yaml"
     elif config is None:
         fail("give a CONFIG file, e.g. `actexp train configs/relu_xavier.yaml`, or --resume RUN_DIR", 2)
@@ -260,12 +275,14 @@ def _resumable(resume: Path, runs_dir: Path) -> Path:
 def validate(
     configs: List[str] = typer.Argument(..., metavar="CONFIG|KEY=VALUE", help="Config files, sweep files or sweep folders to check; KEY=VALUE arguments (that are not files) are overrides, as --set.", show_default=False),
     set_: List[str] = typer.Option([], "--set", "-s", autocompletion=complete_key_value, help=SET_HELP),
+    plugin: List[Path] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """Check configs (and sweeps: every run they expand to) without training (exit 2 if any is
     invalid); prints the name each config's run (or sweep) will have."""
     from .config import load_config, read_yaml
     from .sweep import load_sweep
 
+    enable_plugins(plugin)
     paths = [Path(c) for c in configs if not is_override(c)]
     set_ = whole_keys([*set_, *filter(is_override, configs)])
     if not paths:
@@ -326,12 +343,14 @@ def sweep(
     tune: List[str] = typer.Option([], "--tune", help="Tune a key for every row of the sweep: --tune optim.lr=1e-4:1:log (repeatable; LOW:HIGH, :log for a log range). Each row's trials (an Optuna study each) train first, then each row's chosen values train on the sweep's seeds, and only those runs are compared. Needs pip install 'actexp[tune]'."),
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials per row of a tuned sweep (default 16, or the sweep file's tune.trials)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="A tuned sweep's Optuna storage: a database URL (postgresql://...) that several machines share. Default: SQLite in the sweep folder (tune.db)."),
+    plugin: List[Path] = typer.Option([], "--plugin", help=PLUGIN_HELP + " Reaches the sweep's workers."),
 ):
     """Run a family of experiments; run the same command again to resume it."""
     from .display import SweepDisplay, comparison_table
     from .sweep import load_sweep, parse_grid, parse_seeds, plan_sweep, run_sweep
     from .tuning import chosen_lines, tuned_plan_words
 
+    enable_plugins(plugin)
     set_ = whole_keys([*set_, *bare_overrides(overrides or [], "sweep")])
     expansion = {"grid": parse_grid(grid), "seeds": parse_seeds(seeds) if seeds is not None else None, "name": name, "tune": tune, "trials": trials,
                  "storage": storage}
@@ -404,8 +423,11 @@ def _dry_run_table(swept, steps, sweep_dir, groups: dict | None = None):
     table.add_column("run", overflow="fold")
     for column in [*(labels[k] for k in swept.keys), "action", *(["group"] if groups is not None else [])]:
         table.add_column(column)
+    from .planning import solo_reason
+
     for step in steps:
-        group = [str(groups.get(step.run.name, ""))] if groups is not None else []
+        reason = solo_reason(step.run.config) if groups is not None else None
+        group = [str(groups.get(step.run.name, "")) + (f" ({reason})" if reason else "")] if groups is not None else []
         action = f"reused from {step.reused_from}" if step.reused_from else step.action
         table.add_row(*plain_cells([step.run.name, *(step.run.labels[k] for k in swept.keys), action, *group]))
     if groups:
@@ -450,6 +472,7 @@ def plot(
     diag: Optional[str] = typer.Option(None, "--diag", help="Plot a per-layer diagnostic instead: grad_norm, grad_ratio, dead_fraction, saturated_fraction, act_std, ... (one panel per run)."),
     sharey: bool = typer.Option(False, "--sharey", help="With --diag: one y scale for every panel, so that panels compare (learning-curve panels always share theirs)."),
     boundary: bool = typer.Option(False, "--boundary", help="Draw one run's decision regions with its test points instead (a run on a 2-D dataset: xor)."),
+    plugin: List[Path] = typer.Option([], "--plugin", help=PLUGIN_HELP + " For --boundary."),
 ):
     """Learning curves overlaid: one line per config, the mean across seeds with a ±1 sd band,
     legend best first (as `compare` ranks); with two varying keys, a panel per value of one of
@@ -459,6 +482,7 @@ def plot(
     if not output.suffix:
         output = output.with_suffix(".png")  # what matplotlib would write anyway
     check_figure_output(output, "plot")
+    enable_plugins(plugin)
     if boundary:
         if diag or panel_by or group_by:
             fail("--boundary draws one run's decision regions; drop --diag, --panel-by and --group-by", 2)
@@ -556,10 +580,12 @@ def show(
     run: Path = typer.Argument(..., help="A run folder, or a folder of runs: a sweep's shows its best run, runs/NAME its latest."),
     best: bool = typer.Option(False, "--best", help=BEST_HELP),
     latest: bool = typer.Option(False, "--latest", help=LATEST_HELP),
+    plugin: List[Path] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """Show a run: config essentials, epochs, and per-layer diagnostics at epoch 0 and the last epoch."""
     from .show import show_run
 
+    enable_plugins(plugin)
     show_run(out, run, _pick(best, latest))
 
 
@@ -572,12 +598,14 @@ def eval_run(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also draw the confusion matrix to this file (.png, .pdf or .svg)."),
     best: bool = typer.Option(False, "--best", help=BEST_HELP),
     latest: bool = typer.Option(False, "--latest", help=LATEST_HELP),
+    plugin: List[Path] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ):
     """A run's result weights (its selected epoch's) on a split: loss, accuracy, per-class accuracy
     and the confusion matrix."""
     from .evaluation import evaluate_run
     from .show import choose_run
 
+    enable_plugins(plugin)
     pick = _pick(best, latest)
     if output is not None:
         check_figure_output(output, "-o")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import dataclass
+from typing import Any, Callable
 
 
 class LazyModule:
@@ -106,6 +107,26 @@ ACTIVATIONS = {
     "softplus": lambda beta=1.0, threshold=20.0: nn.Softplus(beta, threshold),
     "maxout": lambda k=2: model_module.Maxout(k),
 }
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What the engine needs of an activation beyond its factory: how a plugin declares one
+    (`ACTIVATIONS = {"snake": Activation(make_snake, elementwise=True, learnable=("alpha",))}` in a
+    plugin file; see plugins.py). The factory's keyword parameters with defaults are the config's
+    parameters, as for the built-ins.
+
+    elementwise: each output depends on its own input alone, so a fused group applies it to a
+      stack of members' layers [K, batch, units] at once (with learnable parameters given per
+      member, shaped to broadcast); otherwise each run trains solo.
+    learnable: the names of the module's parameters (trained with the weights, one set per layer).
+    gain: the init gain of he_* initializers: a number, "auto" (1/sqrt(E[f(z)^2]) for z ~ N(0, 1),
+      elementwise only; formula.second_moment_gain), or a function of the config's parameters."""
+
+    factory: Callable[..., Any]
+    elementwise: bool
+    learnable: tuple[str, ...] = ()
+    gain: float | str | Callable[..., float] = "auto"
 
 
 def activation_gain(name: str, params: dict) -> float:

@@ -43,6 +43,8 @@ from .components import (
 )
 from .data import DATASETS
 from .errors import ConfigError, OverrideError
+from .formula import FORMULA, FORMULA_KEYS, FUNCTIONS as FORMULA_FUNCTIONS, MAX_EXPONENT as FORMULA_MAX_EXPONENT, MAX_NUMBER as FORMULA_MAX_NUMBER, parse_formula
+from .plugins import GROUPS as PLUGIN_GROUPS, available as available_plugins, find as find_plugin, unknown_hint
 from .names import MAX_NAME_LENGTH, NAME_CHARS, NAME_PATTERN  # noqa: F401  (NAME_CHARS: re-exported)
 from .varying import override_name
 
@@ -64,6 +66,8 @@ class Component:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def to_plain(self):
+        if self.name == FORMULA:  # written as the user writes it: {expr: ..., its parameters, learn, gain}
+            return _plain(dict(self.params))
         return {"name": self.name, **_plain(dict(self.params))} if self.params else self.name
 
 
@@ -648,6 +652,8 @@ def parse_component(value, path, registry):
     table = REGISTRIES[registry]
     if registry == "initializer" and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = {"name": "constant", "value": value}
+    if registry == "activation" and (value == FORMULA or isinstance(value, Mapping) and ("expr" in value or value.get("name") == FORMULA)):
+        return parse_formula_component(value, path)
     if isinstance(value, str):
         name, given = value, {}
     elif isinstance(value, Mapping):
@@ -659,9 +665,18 @@ def parse_component(value, path, registry):
     if not isinstance(name, str):
         raise ConfigError(f"{path}.name: expected {_a(registry)} name, got {_kind(name)}")
     name = ALIASES.get(name, name)
-    if name not in table:
-        raise ConfigError(f"{path}: unknown {registry} {_shown(name)}{_did_you_mean(name, list(table) + list(ALIASES))}; choose one of {', '.join(table)}")
-    defaults = component_defaults(table[name])
+    if name in table:
+        factory = table[name]
+    else:
+        # Only a plugin the person running the command enabled can provide another name: a config
+        # that names one enabled nowhere imports nothing.
+        plugin = find_plugin(registry, name)
+        if plugin is None:
+            others = list(table) + list(ALIASES) + list(available_plugins(registry) if registry in PLUGIN_GROUPS else ())
+            raise ConfigError(f"{path}: unknown {registry} {_shown(name)}{_did_you_mean(name, others)}; choose one of {', '.join(table)}"
+                              + (", or a formula {expr: ...}" if registry == "activation" else "") + unknown_hint(registry))
+        factory = plugin.entry.factory if registry == "activation" else plugin.entry
+    defaults = component_defaults(factory)
     for key in given:
         if key not in defaults:
             allowed = ", ".join(defaults) or "none"
@@ -671,6 +686,46 @@ def parse_component(value, path, registry):
         value = given.get(key, default)
         params[key] = _parse_param(key, value, default, f"{path}.{key}")
     return Component(name, MappingProxyType(params))
+
+
+def parse_formula_component(value, path: str) -> Component:
+    """A formula activation, `{expr: "x * sigmoid(beta * x)", beta: 1.702, learn: [beta], gain: auto}`:
+    the formula (formula.parse_formula, normalized), a value for each parameter it uses, the ones it
+    learns (`learn`, default none) and the init gain (`gain`: auto, the default, or a number)."""
+    if not isinstance(value, Mapping) or "expr" not in value:
+        raise ConfigError(f"{path}: a formula is a mapping with expr, e.g. {{expr: \"x * sigmoid(beta * x)\", beta: 1.702}}")
+    if value.get("name", FORMULA) != FORMULA:
+        raise ConfigError(f"{path}: give either name (a registered activation) or expr (a formula), not both")
+    formula = parse_formula(value["expr"], f"{path}.expr")
+    given = {k: v for k, v in value.items() if k not in FORMULA_KEYS}
+    for name in formula.parameters:  # first: a typo in the formula is more likely than one beside it
+        if name not in given:
+            raise ConfigError(f"{path}.expr: {name!r} is not x, pi, a function or a parameter given a value{_did_you_mean(name, list(FORMULA_FUNCTIONS) + list(given))}; "
+                              f"give its value beside expr, e.g. {name}: 1.0")
+    for key in given:
+        if key not in formula.parameters:
+            uses = f"; it uses {', '.join(formula.parameters)}" if formula.parameters else "; it has no parameters"
+            raise ConfigError(f"{path}.{_shown_key(key)}: the formula does not use {_shown(key)}{_did_you_mean(key, formula.parameters)}{uses}")
+    params: dict[str, Any] = {"expr": formula.text}
+    for name in formula.parameters:
+        params[name] = _parse(float, given[name], f"{path}.{name}", Range(-FORMULA_MAX_NUMBER, FORMULA_MAX_NUMBER))
+    learn = value.get("learn") or []
+    if isinstance(learn, str):
+        learn = [learn]
+    if not isinstance(learn, (list, tuple)) or not all(isinstance(name, str) for name in learn):
+        raise ConfigError(f"{path}.learn: expected a list of the formula's parameters, e.g. [beta]")
+    for name in learn:
+        if name not in formula.parameters:
+            raise ConfigError(f"{path}.learn: {_shown(name)} is not a parameter of the formula{_did_you_mean(name, formula.parameters)}")
+    for name in formula.exponents:
+        if name in learn:
+            raise ConfigError(f"{path}.learn: {name} is an exponent; an exponent stays fixed")
+        if abs(params[name]) > FORMULA_MAX_EXPONENT:
+            raise ConfigError(f"{path}.{name}: {_number(params[name])} is an exponent; at most ±{FORMULA_MAX_EXPONENT}")
+    params["learn"] = tuple(name for name in formula.parameters if name in learn)
+    gain = value.get("gain", "auto")
+    params["gain"] = gain if gain == "auto" else _parse(float, gain, f"{path}.gain", Range(0, 1000, open_low=True))
+    return Component(FORMULA, MappingProxyType(params))
 
 
 def component_defaults(factory) -> dict[str, Any]:

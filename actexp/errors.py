@@ -15,6 +15,11 @@ class ConfigError(ActexpError):
     exit_code = 2
 
 
+class PluginError(ConfigError):
+    """A plugin that cannot be loaded or fails its checks, or one that a run folder needs and that
+    is not enabled here: the message names the plugin and what to do."""
+
+
 class DatasetMissing(ActexpError):
     """A dataset that is not there, or not what it should be (damaged files are never called
     missing, and never replaced by a download)."""

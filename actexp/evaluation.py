@@ -148,10 +148,14 @@ def _check_room(folder: Path, expected: dict, device: str) -> None:
 
 
 def run_config(folder: Path) -> Config:
-    """A run's config.yaml, validated as any config is."""
+    """A run's config.yaml, validated as any config is (a plugin it needs and that is not enabled
+    here is named, with where it came from: PluginError)."""
+    from .plugins import require_recorded
+
     raw = read_config(folder)
     if not raw:
         raise DamagedFile(f"{folder / 'config.yaml'}: missing or empty; a run folder keeps its config")
+    require_recorded(folder)
     try:
         return config_from_dict(raw)
     except ConfigError as e:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .components import ACTIVATIONS, INITIALIZERS, activation_gain
+from .formula import Formula, evaluate
+from .registry import hidden_gain, initializer, make_activation
 
 
 class Maxout(nn.Module):
@@ -21,6 +22,28 @@ class Maxout(nn.Module):
 
     def extra_repr(self):
         return f"k={self.pieces}"
+
+
+class FormulaActivation(nn.Module):
+    """A formula activation (formula.py): its parameters' values fixed, except those it learns,
+    one nn.Parameter of shape (1,) each per layer (as PReLU's slope)."""
+
+    def __init__(self, formula: Formula, values: dict, learn: tuple[str, ...] = ()):
+        super().__init__()
+        self.formula = formula
+        self.fixed = {name: float(value) for name, value in values.items() if name not in learn}
+        self.learned = nn.ParameterDict({name: nn.Parameter(torch.tensor([float(values[name])])) for name in learn})
+
+    def forward(self, x):
+        return evaluate(self.formula.tree, x, {**self.fixed, **self.learned})
+
+    def forward_with(self, x, learned: dict):
+        """The formula with the learnable parameters given (keyed `learned.<name>`, as the module's
+        parameters are named): a fused group's per-member values, shaped to broadcast."""
+        return evaluate(self.formula.tree, x, {**self.fixed, **{name.partition(".")[2]: value for name, value in learned.items()}})
+
+    def extra_repr(self):
+        return self.formula.text
 
 
 class HiddenLayer(nn.Module):
@@ -68,22 +91,22 @@ def build_model(model_config, n_features: int, n_classes: int, initialize: bool 
     dropout = model_config.dropout
     rates = dropout if isinstance(dropout, tuple) else (dropout,) * len(model_config.hidden)
     for width, rate in zip(model_config.hidden, rates):
-        module = ACTIVATIONS[activation.name](**activation.params)
+        module = make_activation(activation)
         layers.append(HiddenLayer(n_in, width, module, model_config.batch_norm, rate))
         n_in = width
     model = MLP(layers, nn.Linear(n_in, n_classes))
-    hidden_gain = activation_gain(activation.name, dict(activation.params))
+    gain_of_hidden = hidden_gain(activation) if initialize else None
     for linear in model.linears() if initialize else ():
         # The output layer feeds softmax through the loss: it is initialized for a linear activation.
-        gain = 1.0 if linear is model.output else hidden_gain
+        gain = 1.0 if linear is model.output else gain_of_hidden
         _initialize(linear.weight, model_config.init, linear, gain)
         _initialize(linear.bias, model_config.bias_init, linear, gain)
     return model
 
 
 @torch.no_grad()
-def _initialize(tensor, initializer, linear: nn.Linear, gain: float):
-    INITIALIZERS[initializer.name](tensor, linear.in_features, linear.out_features, gain, **initializer.params)
+def _initialize(tensor, spec, linear: nn.Linear, gain: float):
+    initializer(spec.name)(tensor, linear.in_features, linear.out_features, gain, **spec.params)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -14,6 +14,7 @@ import json
 import sys
 
 from .config import config_to_dict
+from .registry import activation_label, elementwise, per_member_params
 
 
 def group_key(config) -> tuple:
@@ -23,9 +24,26 @@ def group_key(config) -> tuple:
     can train fused."""
     model, train = config.model, config.train
     activation = model.activation
+    if not stacks_activation(config):  # its own group: it trains solo
+        return ("solo", json.dumps(config_to_dict(config), sort_keys=True))
     pieces = activation.params["k"] if activation.name == "maxout" else 1
     data = json.dumps(config_to_dict(config)["data"], sort_keys=True)
     return (data, tuple(model.hidden), pieces, model.batch_norm, train.batch_size, train.epochs, train.device, train.threads)
+
+
+def stacks_activation(config) -> bool:
+    """Whether the config's activation applies to a fused stack of members at once: an elementwise
+    one (built-ins, formulas, plugins declared elementwise) or maxout (groups of units along the
+    last axis). Any other (a plugin not declared elementwise) trains solo."""
+    activation = config.model.activation
+    return activation.name == "maxout" or elementwise(activation)
+
+
+def solo_reason(config) -> str | None:
+    """Why a config never fuses (for `sweep --dry-run`), or None."""
+    if stacks_activation(config):
+        return None
+    return f"solo: activation {activation_label(config.model.activation)} is not elementwise"
 
 
 def member_order(config) -> tuple:
@@ -36,10 +54,15 @@ def member_order(config) -> tuple:
 
 
 def activation_key(config) -> str:
+    """Members with equal keys share one slice of the stack: the same activation, up to the values
+    that only initialize a learnable parameter (PReLU's init, a formula's learned parameters), which
+    are per member."""
     activation = config.model.activation
-    if activation.name == "prelu":  # the slope is a per-member parameter: its init may differ
-        return "prelu"
-    return json.dumps(activation.to_plain(), sort_keys=True)
+    plain = activation.to_plain()
+    if isinstance(plain, dict):
+        for name in per_member_params(activation):
+            plain.pop(name, None)
+    return json.dumps(plain, sort_keys=True)
 
 
 def optimizer_key(config) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .diagnostics import PROBE_SIZE
 from .errors import ConfigError
+from .registry import learnable
 
 FLOAT = 4  # bytes of a float32: parameters, optimizer state, features and activations
 INT64 = 8  # labels and batch indices
@@ -73,7 +74,7 @@ def estimate_bytes(config, n_features: int, n_samples: int, n_classes: int) -> d
         weights
         + sum(units) + n_classes  # biases
         + 2 * norm * sum(units)  # batch norm's scale and shift
-        + (len(widths) if activation.name == "prelu" else 0)  # PReLU's one slope per layer
+        + len(widths) * len(learnable(activation))  # PReLU's slope, a formula's learned parameters: one number each per layer
     )
     parameters = FLOAT * (trainable + 2 * norm * sum(units))  # + batch norm's running mean and variance
     # An optimizer without a line here (a test forbids it): as many as the most any keeps.

@@ -129,6 +129,8 @@ def essentials(run: Path, summary: dict, config: dict) -> list[str]:
         f"optim  {_component(optim.get('optimizer', '?'), names_only=True)} lr {optim.get('lr', '?')}, batch {train.get('batch_size', '?')}, "
         f"{train.get('epochs', '?')} epochs, seed {train.get('seed', '?')}" + (f", regularization {reg}" if reg else ""),
     ]
+    for entry in summary.get("plugins") or []:
+        lines.append(f"plugin {_plugin_line(entry)}")
     if summary.get("overrides"):
         lines.append(f"set    {' '.join(summary['overrides'])} (the config's overrides: the run's config.yaml has them applied)")
     if summary.get("status") == "completed":
@@ -138,6 +140,17 @@ def essentials(run: Path, summary: dict, config: dict) -> list[str]:
     elif summary.get("error"):
         lines.append(f"error  {summary['error']}")
     return lines
+
+
+def _plugin_line(entry) -> str:
+    """A plugin the run recorded: what it is, where it came from, and whether it is enabled here."""
+    from .plugins import describe_record, missing
+
+    if not isinstance(entry, dict):
+        return "?"
+    problems = missing([entry])
+    state = problems[0].split("; ", 1)[-1] if problems and "not enabled" in problems[0] else ("enabled here, but the file differs" if problems else "enabled here")
+    return f"{entry.get('kind')} {entry.get('name')}: {describe_record(entry)}; {state}"
 
 
 def _mapping(value) -> dict:
@@ -242,6 +255,10 @@ def _formatted(value, spec: str) -> str:
 
 
 def _component(value, names_only: bool = False) -> str:
+    if isinstance(value, dict) and "expr" in value and "name" not in value:  # a formula activation
+        params = ", ".join(f"{k}={v}" for k, v in value.items() if k not in ("expr", "learn", "gain"))
+        learn = f", learns {', '.join(map(str, value['learn']))}" if value.get("learn") else ""
+        return f"formula {value['expr']}" + (f" ({params}{learn})" if params else "")
     if isinstance(value, dict) and (names_only or value.get("name") == "constant"):
         return str(value.get("value", value.get("name")))
     if isinstance(value, dict):

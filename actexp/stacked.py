@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 
 from .components import LazyModule
-from .planning import activation_key, runs_of_equal
+from .planning import activation_key, runs_of_equal, stacks_activation
 
 torch = LazyModule("torch")
 nn = LazyModule("torch.nn")
@@ -108,13 +108,17 @@ def _shared_input_linear():
 
 @dataclass
 class _Slice:
-    """Members start..end share an activation: `module` (a member's own activation module), or
-    PReLU, whose slopes are a stacked parameter."""
+    """Members start..end share an activation: `modules` (a member's own activation module per
+    hidden layer); `learned`, the names of its learnable parameters (stacked per member: PReLU's
+    slope, a formula's `learn`, a plugin's); `stacks`, whether it applies to the slice's stack
+    [n, B, U] at once (elementwise activations, maxout) or to each member's [B, U] (a plugin that is
+    not elementwise; such runs train solo)."""
 
     start: int
     end: int
     modules: list  # per hidden layer
-    prelu: bool
+    learned: tuple = ()
+    stacks: bool = True
 
 
 @dataclass
@@ -127,20 +131,36 @@ class _Activations:
     scatter: object = None
 
 
+def apply_to_stack(module, part, params: dict):
+    """The activation `module` on a stack of members' pre-activations `part` [n, B, U], each member
+    with its own learnable parameters (`params`: name -> [n, *the parameter's shape]), shaped to
+    broadcast against its slice ([n, 1, 1] for one number per layer). nn.PReLU as
+    where(z > 0, z, slope·z) (F.prelu takes a slope per channel, not per member); a module with a
+    `forward_with(z, params)` (a formula) through it; any other through torch.func.functional_call."""
+    if not params:
+        return module(part)
+    shaped = {name: p.view(p.shape[0], *[1] * (part.dim() - p.dim()), *p.shape[1:]) for name, p in params.items()}
+    if isinstance(module, nn.PReLU):
+        return torch.where(part > 0, part, shaped["weight"] * part)
+    forward_with = getattr(module, "forward_with", None)
+    if forward_with is not None:
+        return forward_with(part, shaped)
+    return torch.func.functional_call(module, shaped, (part,))
+
+
 class StackedMLP:
     """K members' MLPs as stacked tensors, in the members' parameter order (per hidden layer its
-    linear weight [K, out, in] and bias [K, out], batch norm's weight and bias [K, width], the
-    PReLU slope [K, 1]; then the output layer's). `bind` turns each member's own parameters and
-    buffers into views of its slice."""
+    linear weight [K, out, in] and bias [K, out], batch norm's weight and bias [K, width], each
+    learnable activation parameter [K, *shape] (PReLU's slope, a formula's `learn`); then the output
+    layer's). `bind` turns each member's own parameters and buffers into views of its slice."""
 
-    def __init__(self, models, prelu_members: list[bool]):
+    def __init__(self, models):
         self.k = len(models)
         first = models[0]
         self.n_hidden = len(first.hidden)
         self.names: list[str] = []  # parameter names as the members' MLPs call them
         self.params: list = []
         self.buffers: dict = {}
-        any_prelu = any(prelu_members)
         self.layers = []
         for index in range(self.n_hidden):
             prefix = f"hidden.{index}"
@@ -148,7 +168,7 @@ class StackedMLP:
                 "weight": self._stack(models, f"{prefix}.linear.weight"),
                 "bias": self._stack(models, f"{prefix}.linear.bias"),
                 "norm": None,
-                "slope": None,
+                "activation": {},  # a learnable activation parameter's name in its module -> [K, *shape]
             }
             norm = first.hidden[index].norm
             if isinstance(norm, nn.BatchNorm1d):
@@ -161,8 +181,9 @@ class StackedMLP:
                     "momentum": norm.momentum,
                     "eps": norm.eps,
                 }
-            if any_prelu:
-                layer["slope"] = self._stack(models, f"{prefix}.activation.weight", missing=(1,))
+            learned = [name for model in models for name, _ in model.hidden[index].activation.named_parameters()]
+            for name in dict.fromkeys(learned):
+                layer["activation"][name] = self._stack(models, f"{prefix}.activation.{name}")
             self.layers.append(layer)
         self.output = {
             "weight": self._stack(models, "output.weight"),
@@ -171,12 +192,13 @@ class StackedMLP:
         self.index = {name: i for i, name in enumerate(self.names)}
         self.linear_weights = [layer["weight"] for layer in self.layers] + [self.output["weight"]]
 
-    def _stack(self, models, name: str, missing=None):
+    def _stack(self, models, name: str):
+        owned = [dict(model.named_parameters()).get(name) for model in models]
+        present = next(p for p in owned if p is not None)
         tensors = []
-        for model in models:
-            own = dict(model.named_parameters()).get(name)
-            if own is None:  # a PReLU slope in a member without one: unused, zero
-                own = torch.zeros(missing, device=models[0].output.weight.device)
+        for own in owned:
+            if own is None:  # an activation parameter in a member without one: unused, zero
+                own = torch.zeros_like(present)
             tensors.append(own.detach())
         param = nn.Parameter(torch.stack(tensors))
         self.names.append(name)
@@ -225,13 +247,15 @@ class StackedMLP:
         # zero tensor of the whole stack plus an addition
         pieces = z.split([s.end - s.start for s in slices]) if len(slices) > 1 else (z,)
         parts = []
+        stacked = self.layers[index]["activation"]
         for s, part in zip(slices, pieces):
-            if s.prelu:  # nn.PReLU's x > 0 ? x : slope·x, with a slope per member
-                slope = self.layers[index]["slope"]
-                slope = (slope if gather is None else slope.index_select(0, gather))[s.start : s.end].view(-1, 1, 1)
-                parts.append(torch.where(part > 0, part, slope * part))
-            else:
-                parts.append(s.modules[index](part))
+            params = {name: (stacked[name] if gather is None else stacked[name].index_select(0, gather))[s.start : s.end] for name in s.learned}
+            module = s.modules[index]
+            if s.stacks:
+                parts.append(apply_to_stack(module, part, params))
+            else:  # each member alone, with its own parameters (the stack's, so their gradients reach it)
+                parts.append(torch.stack([torch.func.functional_call(module, {name: p[j] for name, p in params.items()}, (part[j],))
+                                          for j in range(len(part))]))
         a = parts[0] if len(parts) == 1 else torch.cat(parts)
         return a if gather is None else a.index_select(0, activations.scatter)
 
@@ -272,7 +296,7 @@ def _normalizes_per_member(device) -> bool:
     return device.type != "cuda"
 
 
-def _activations(members, prelu: list[bool], device) -> _Activations:
+def _activations(members, device) -> _Activations:
     """The slices of members that share an activation. Members sorted by optimizer settings and
     seed before activation can have an activation in several places of the stack (3 seeds x 6
     activations: 18 runs of members). On a GPU, where kernel launches are most of a step's time and
@@ -285,8 +309,12 @@ def _activations(members, prelu: list[bool], device) -> _Activations:
     if _gathers_activations(device):
         first = {key: keys.index(key) for key in keys}
         order.sort(key=lambda k: first[keys[k]])
-    slices = [_Slice(start, end, [layer.activation for layer in members[order[start]].model.hidden], prelu[order[start]])
-              for start, end in runs_of_equal([keys[k] for k in order])]
+    slices = []
+    for start, end in runs_of_equal([keys[k] for k in order]):
+        member = members[order[start]]
+        modules = [layer.activation for layer in member.model.hidden]
+        learned = tuple(name for name, _ in modules[0].named_parameters())
+        slices.append(_Slice(start, end, modules, learned, stacks_activation(member.config)))
     if order == sorted(order):
         return _Activations(slices)
     gather = torch.tensor(order, device=device)

@@ -90,12 +90,11 @@ class Stepper:
         self.batch_norm = first.model.batch_norm
         self.epochs = first.train.epochs
         configs = [m.config for m in members]
-        prelu = [c.model.activation.name == "prelu" for c in configs]
-        self.model = StackedMLP([m.model for m in members], prelu)
+        self.model = StackedMLP([m.model for m in members])
         self.model.bind([m.model for m in members])
         device = data.x_train.device
         self.device = device
-        self.activations = _activations(members, prelu, device)
+        self.activations = _activations(members, device)
         self.member_names = [[name for name, _ in m.model.named_parameters()] for m in members]
         self.segments = self._segments()
 
@@ -129,7 +128,7 @@ class Stepper:
         segments = []
         self._where = {}  # (member, stacked index) -> (the position of its tensor in its segment's, its row there or None)
         for start, end in runs_of_equal([optimizer_key(m.config) for m in self.members]):
-            if _steps_slices(self.device):  # (a PReLU slope only where a member of the slice has one)
+            if _steps_slices(self.device):  # (an activation's parameter only where a member of the slice has one)
                 present = {self.model.index[name] for k in range(start, end) for name in self.member_names[k]}
                 sources = [(i, slice(start, end)) for i in sorted(present)]
             else:

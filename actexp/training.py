@@ -27,6 +27,8 @@ from .diagnostics import Tracker, choose_probe, diagnostic_findings, diagnostic_
 from .checkpointing import CheckpointSchedule, CheckpointWriter, cpu_copy
 from .errors import ActexpError, ConfigError, sigterm_as_interrupt, signals_deferred
 from .planning import group_bytes, group_key, member_order
+from .plugins import record as record_plugins
+from .registry import activation_label
 from .stepper import Member, Stepper, optimizer_for, steps_per_epoch
 from .model import MLP, build_model, count_parameters
 from .resources import available_bytes, check_fits, estimate_bytes
@@ -385,6 +387,8 @@ class Recorder:
         self.trial = trial  # tuning.TrialReporter of a tuning trial
         if trial is not None:
             self.summary["trial"] = trial.link.as_summary()
+        if plugins := record_plugins(config):  # what show, eval and --resume need enabled
+            self.summary["plugins"] = plugins
         if member.tracker:
             self.summary["diagnostics"] = {"probe_samples": len(member.tracker.probe_y), "saturates_both_sides": member.tracker.saturates_both_sides()}
         self.resumed = state is not None
@@ -496,7 +500,7 @@ class Recorder:
         earlier epoch event carried, so that a display shows each once, as soon as it is found."""
         if not self.diagnostics:
             return []
-        found = diagnostic_findings(self.baseline + self.history, self.config.model.activation.name,
+        found = diagnostic_findings(self.baseline + self.history, activation_label(self.config.model.activation),
                                     self.summary["diagnostics"]["saturates_both_sides"])
         new = [sentence for about, sentence in found.items() if about not in self.warned]
         self.warned.update(found)
@@ -543,7 +547,7 @@ class Recorder:
         if self.threads is not None:
             summary["thread_policy"] = describe_threads(self.config.train.threads, self.threads)
         if self.diagnostics:
-            activation = self.config.model.activation.name
+            activation = activation_label(self.config.model.activation)
             summary["warnings"] = diagnostic_warnings(self.baseline + self.history, activation, summary["diagnostics"]["saturates_both_sides"])
         if self.metrics_pending:
             self.record_metrics()

@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any, Mapping
 
+from .formula import formula_label
 from .names import MAX_NAME_LENGTH, NAME_CHARS
 
 SEED_KEY = "train.seed"
@@ -24,17 +25,30 @@ UNSAFE_NAME_CHARS = re.compile(f"[^{NAME_CHARS}]+")
 
 def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
     """Dotted key -> value for every leaf of a plain config. A component (a mapping with a `name`,
-    e.g. `{name: leaky_relu, negative_slope: 0.2}`) is one leaf: it is one choice, not several."""
+    e.g. `{name: leaky_relu, negative_slope: 0.2}`, or a formula's `expr`) is one leaf: it is one
+    choice, not several."""
     flat = {}
     for key, value in config.items():
         if not prefix and key == "name":
             continue  # the experiment's name is not part of the experiment
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and "name" not in value:
+        if isinstance(value, Mapping) and not is_component(value):
             flat.update(flatten(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
+
+
+def is_component(value: Mapping) -> bool:
+    return "name" in value or "expr" in value
+
+
+def component_name(value: Mapping) -> str:
+    """A plain component's name; a formula's label (formula.formula_label: the start of its text
+    and a hash of it)."""
+    if "name" in value or "expr" not in value:
+        return str(value.get("name"))
+    return formula_label(str(value["expr"]))
 
 
 def varying_keys(configs: list[Mapping]) -> list[str]:
@@ -52,17 +66,20 @@ def key_labels(keys: list[str]) -> dict[str, str]:
 
 def value_labels(values: list[Any]) -> list[str]:
     """A label per value: `tanh`, `0.001`, `256x256`; a component is its name, with the parameters
-    that tell it apart from other values of the same name: `leaky_relu(negative_slope=0.2)`."""
+    that tell it apart from other values of the same name: `leaky_relu(negative_slope=0.2)`; a
+    formula is its label (`x-sigmoid-beta-x-bde48117`), with the parameters that tell it apart from
+    the same formula's other values."""
     components = [v for v in values if isinstance(v, Mapping)]
     labels = []
     for value in values:
         if not isinstance(value, Mapping):
             labels.append(_scalar_label(value))
             continue
-        same_name = [c for c in components if c["name"] == value["name"]]
-        differing = [k for k in value if k != "name" and len({_canonical(c.get(k)) for c in same_name}) > 1]
+        name = component_name(value)
+        same_name = [c for c in components if component_name(c) == name]
+        differing = [k for k in value if k not in ("name", "expr") and len({_canonical(c.get(k)) for c in same_name}) > 1]
         params = ",".join(f"{k}={_scalar_label(value[k])}" for k in differing)
-        labels.append(f"{value['name']}({params})" if params else value["name"])
+        labels.append(f"{name}({params})" if params else name)
     return labels
 
 

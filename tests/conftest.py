@@ -22,6 +22,7 @@ import torchvision
 import yaml
 from typer.testing import CliRunner
 
+import actexp.plugins
 from actexp.cli import app
 
 # One intra-op thread: the fixture problems are tiny, and on a shared 2-core machine OpenMP's
@@ -179,7 +180,11 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(torchvision.datasets.CIFAR100, "url", UNREACHABLE + "cifar-100-python.tar.gz")
     monkeypatch.setenv("ACTEXP_DATA", str(tmp_path / "empty-data-root"))
     monkeypatch.delenv("ACTEXP_DEBUG", raising=False)
+    # No plugin enabled, unless a test enables one (--plugin sets ACTEXP_PLUGINS; it is undone after the test).
+    monkeypatch.delenv("ACTEXP_PLUGINS", raising=False)
     monkeypatch.chdir(tmp_path)
+    yield
+    actexp.plugins.forget()
 
 
 @pytest.fixture(scope="session")

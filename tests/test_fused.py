@@ -177,7 +177,7 @@ def test_members_start_from_exactly_their_solo_weights_and_stay_views_of_the_sta
             stacked = stepper.model.params[stepper.model.index[name]]
             assert torch.equal(stacked[k], value), (config.name, name)
             assert member.model.get_parameter(name).untyped_storage().data_ptr() == stacked.untyped_storage().data_ptr()
-    assert [(s.start, s.end, s.prelu) for s in stepper.activations.slices] == [(0, 1, False), (1, 2, True), (2, 3, False), (3, 4, False)]
+    assert [(s.start, s.end, s.learned) for s in stepper.activations.slices] == [(0, 1, ()), (1, 2, ("weight",)), (2, 3, ()), (3, 4, ())]
 
 
 @pytest.mark.parametrize("configs", [MIXED, MAXOUT, BATCH_NORM], ids=["mixed", "maxout", "batch-norm"])
@@ -657,7 +657,7 @@ def test_an_activation_spread_over_the_stack_is_one_slice_on_a_gpu_and_members_s
     stepper, _ = make_stepper(configs, tmp_path)
     plan = stepper.activations
     if gathered:  # a GPU's: one slice per activation, members gathered by activation and put back
-        assert [(s.start, s.end, s.prelu) for s in plan.slices] == [(0, 2, False), (2, 4, True), (4, 6, False)]
+        assert [(s.start, s.end, s.learned) for s in plan.slices] == [(0, 2, ()), (2, 4, ("weight",)), (4, 6, ())]
         assert plan.gather.tolist() == [0, 3, 1, 4, 2, 5] and plan.scatter.tolist() == [0, 2, 4, 1, 3, 5]
     else:  # a CPU's: a slice for each run of members
         assert len(plan.slices) == 6 and plan.gather is None

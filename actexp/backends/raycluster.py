@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from ..events import Retry
+from ..plugins import ENV as PLUGINS_ENV
 from . import Backend, BackendUnavailable, Event, Outcome, Task, cpu_count, ended_without_outcome, execute, keep_freed_memory, recorded_outcome, resumable
 
 INSTALL = "pip install 'actexp[ray]'"
@@ -135,10 +136,12 @@ class RayBackend(Backend):
         main = threading.current_thread() is threading.main_thread()
         sigterm = signal.getsignal(signal.SIGTERM) if main else None
         try:
+            # The plugin files the command enabled reach every worker (paths on a storage the nodes share, as the runs folder is).
+            plugins = {"runtime_env": {"env_vars": {PLUGINS_ENV: os.environ[PLUGINS_ENV]}}} if os.environ.get(PLUGINS_ENV) else {}
             if self.address:
-                ray.init(address=self.address, logging_level=logging.WARNING)
+                ray.init(address=self.address, logging_level=logging.WARNING, **plugins)
             else:
-                ray.init(num_cpus=cpu_count(), include_dashboard=False, logging_level=logging.WARNING)
+                ray.init(num_cpus=cpu_count(), include_dashboard=False, logging_level=logging.WARNING, **plugins)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"the Ray cluster at {self.address}" if self.address else "a Ray instance on this machine"
             hint = ""
