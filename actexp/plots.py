@@ -486,11 +486,15 @@ def write_report(sweep_dir: Path) -> tuple[Comparison, Path | None]:
 def write_tuning_figures(sweep_dir: Path, folder: Path, suffix: str = ".png") -> list[Path]:
     """A tuned sweep's sensitivity and budget figures (tuneplots.py) in `folder`; [] for a sweep
     that is not tuned."""
-    from .runs import read_ledger
+    from .runs import DamagedFile, read_ledger
     from .tuneplots import BUDGET_FILE, SENSITIVITY_FILE, plot_budget, plot_sensitivity
     from .tuning import tuned_rows
 
-    rows = [row for row in tuned_rows(sweep_dir, read_ledger(sweep_dir)) if row.trials]
+    try:
+        ledger = read_ledger(sweep_dir)
+    except DamagedFile:  # compare has said so, and read the run folders instead
+        return []
+    rows = [row for row in tuned_rows(sweep_dir, ledger) if row.trials]
     if not rows:
         return []
     return [plot_sensitivity(rows, folder / Path(SENSITIVITY_FILE).with_suffix(suffix), title=sweep_dir.name),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -132,7 +133,8 @@ def test_validate_accepts_a_formula_without_importing_torch(tmp_path):
         "assert result.exit_code == 0, result.output\n"
         "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # From the checkout's root: `python -c` imports the actexp beside it, not an installed copy.
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(actexp.__file__).parents[1])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
