@@ -484,12 +484,14 @@ def _seeds_notes(c: Comparison) -> list[str]:
         return str(n) if n is not None else f"more than {s.max_seeds}"
 
     span = seeds(s.n_low) if s.n_low == s.n_high else f"{seeds(s.n_low)}–{seeds(s.n_high)}"
-    pair = f"{c.rows[0].name} and {runner_up.name}"
-    spread = f"sd {_small(s.sd)} of the per-seed differences between {pair}" if s.paired else f"pooled sd {_small(s.sd)} of {pair}"
-    return [f"Seeds needed to separate a difference of {_small(s.delta)} (--min-diff): {span} per row, over the 95% range of the spread "
-            f"({seeds(s.n)} at the spread now: {spread}, from "
-            f"{_count(s.df, 'degree')} of freedom, range {_small(s.sd_low)}–{_small(s.sd_high)}); "
-            f"{stats.POWER:.0%} power, {'paired' if s.paired else 'two-sample'} t-test at α = {c.alpha:g}/{s.pairs} (this table's pairs), noncentral t."]
+    spreads = []
+    for spread in s.spreads:
+        what = f"sd {_small(spread.sd)} of their per-seed differences" if spread.paired else f"pooled sd {_small(spread.sd)}"
+        test = f"the paired test compare runs from {stats.PAIR_FROM_SEEDS} shared seeds" if spread.paired else "Welch's test"
+        spreads.append(f"{what} from {_count(spread.df, 'degree')} of freedom (range {_small(spread.low)}–{_small(spread.high)}), for {test}")
+    return [f"Seeds needed to separate a difference of {_small(s.delta)} (--min-diff): {span} per row over the 95% range of the spread "
+            f"({seeds(s.n)} at the spread now); {stats.POWER:.0%} power, each pair at α = {c.alpha:g}/{s.pairs} (this table's pairs), "
+            f"noncentral t. Spread of {c.rows[0].name} and {runner_up.name}: {'; '.join(spreads)}."]
 
 
 def _names(names: list[str], shown: int = 8) -> str:

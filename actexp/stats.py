@@ -272,22 +272,32 @@ def seeds_needed(delta: float, sd: float, paired: bool = False, alpha: float = A
 
 
 @dataclass(frozen=True)
-class SeedsNeeded:
-    """How many seeds per row would separate two rows whose means differ by `delta` (the smallest
-    difference the user cares about), at the spread the best two rows show now: `sd` (of their
-    per-seed differences when `paired`, their pooled sd otherwise) from `df` degrees of freedom,
-    whose own 95% chi-square interval is [sd_low, sd_high]. Each pair is tested at `alpha` (the
-    family's α over its `pairs` pairs: the first step of Holm), with POWER. `n`, `n_low`, `n_high`:
-    the seeds at sd, sd_low and sd_high; None past `max_seeds`."""
+class Spread:
+    """A spread two rows show now, for one of the tests: `sd` from `df` degrees of freedom, and its
+    95% chi-square interval [low, high]. Paired: the sd of their per-seed differences; otherwise
+    their pooled sd."""
 
-    delta: float
     sd: float
     df: int
-    sd_low: float
-    sd_high: float
+    low: float
+    high: float
     paired: bool
+
+
+@dataclass(frozen=True)
+class SeedsNeeded:
+    """How many seeds per row would separate two rows whose means differ by `delta` (the smallest
+    difference the user cares about), at the spreads the best two rows show now, each pair tested
+    at `alpha` (the family's α over its `pairs` pairs: the first step of Holm) with POWER. The test
+    is the one compare would run at that many seeds: Welch's below PAIR_FROM_SEEDS, paired from
+    there when the rows share their seeds. `spreads`: the pooled one, then the paired one where the
+    rows share their seeds. `n`: the seeds at the spreads now; `n_low`, `n_high`: at the low and the
+    high ends of their intervals (None: more than `max_seeds`)."""
+
+    delta: float
     alpha: float
     pairs: int
+    spreads: tuple[Spread, ...]
     n: int | None
     n_low: int | None
     n_high: int | None
@@ -306,22 +316,27 @@ def sd_interval(sd: float, df: int, confidence: float = CONFIDENCE) -> tuple[flo
 
 def separation(a: Sample, b: Sample, delta: float, pairs: int = 1, alpha: float = ALPHA, power: float = POWER,
                max_seeds: int = MAX_SEEDS) -> SeedsNeeded | None:
-    """Seeds per row to separate a true difference `delta` between rows like a and b, with the test
-    t_test would use (paired where `paired` says so), at alpha/pairs (a family of `pairs`
-    pairs); None when either row has fewer than two values. The spread is theirs now, with its
-    chi-square range: the answer is a range, not a number."""
+    """Seeds per row to separate a true difference `delta` between rows like a and b, at
+    alpha/pairs (a family of `pairs` pairs), with the test compare would run at that many seeds;
+    None when either row has fewer than two values. The spreads are theirs now, with their
+    chi-square ranges: the answer is a range, not a number."""
     if a.n < 2 or b.n < 2:
         return None
-    if paired(a, b):
+    df = a.n + b.n - 2
+    pooled = math.sqrt(((a.n - 1) * statistics.variance(a.values) + (b.n - 1) * statistics.variance(b.values)) / df)
+    spreads = [Spread(pooled, df, *sd_interval(pooled, df), False)]
+    seeds = _seed_set(a)
+    if seeds is not None and seeds == _seed_set(b):  # they share their seeds: paired from PAIR_FROM_SEEDS of them
         by_seed = dict(zip(b.seeds, b.values))
-        sd, df, is_paired = statistics.stdev(x - by_seed[s] for x, s in zip(a.values, a.seeds)), a.n - 1, True
-    else:
-        df = a.n + b.n - 2
-        sd, is_paired = math.sqrt(((a.n - 1) * statistics.variance(a.values) + (b.n - 1) * statistics.variance(b.values)) / df), False
-    low, high = sd_interval(sd, df)
+        sd = statistics.stdev(x - by_seed[s] for x, s in zip(a.values, a.seeds))
+        spreads.append(Spread(sd, a.n - 1, *sd_interval(sd, a.n - 1), True))
     level = alpha / pairs
 
-    def seeds(spread: float) -> int | None:
-        return seeds_needed(delta, spread, is_paired, level, power, max_seeds)
+    def needed(end: str) -> int | None:
+        welch = seeds_needed(delta, getattr(spreads[0], end), False, level, power, max_seeds)
+        if len(spreads) == 1 or (welch is not None and welch < PAIR_FROM_SEEDS):
+            return welch
+        by_pairs = seeds_needed(delta, getattr(spreads[1], end), True, level, power, max_seeds)
+        return None if by_pairs is None else max(PAIR_FROM_SEEDS, by_pairs)
 
-    return SeedsNeeded(abs(delta), sd, df, low, high, is_paired, level, pairs, seeds(sd), seeds(low), seeds(high), max_seeds)
+    return SeedsNeeded(abs(delta), level, pairs, tuple(spreads), needed("sd"), needed("low"), needed("high"), max_seeds)

@@ -383,11 +383,13 @@ def test_the_notes_say_what_the_statistics_say(tmp_path):
     assert "indistinguishable" not in notes and "≈" not in notes
     # Seeds needed: for the default smallest difference (half a point), with the sd's range.
     s = comparison.seeds_needed
-    assert comparison.min_diff == 0.005 and s.delta == 0.005 and s.pairs == 153 and not s.paired and s.df == 4
+    welch, by_pairs = s.spreads
+    assert comparison.min_diff == 0.005 and s.delta == 0.005 and s.pairs == 153 and (welch.df, by_pairs.df) == (4, 2)
     assert s.n_low <= s.n <= s.n_high
-    assert (f"Seeds needed to separate a difference of 0.0050 (--min-diff): {s.n_low}–{s.n_high} per row, over the 95% range of the spread "
-            f"({s.n} at the spread now: pooled sd {s.sd:.4f} of gelu + xavier_normal and relu + xavier_normal, from 4 degrees of freedom, "
-            f"range {s.sd_low:.4f}–{s.sd_high:.4f}); 80% power, two-sample t-test at α = 0.05/153") in notes
+    assert (f"Seeds needed to separate a difference of 0.0050 (--min-diff): {s.n_low}–{s.n_high} per row over the 95% range of the spread "
+            f"({s.n} at the spread now); 80% power, each pair at α = 0.05/153 (this table's pairs), noncentral t. Spread of gelu + xavier_normal "
+            f"and relu + xavier_normal: pooled sd {welch.sd:.4f} from 4 degrees of freedom (range {welch.low:.4f}–{welch.high:.4f}), for Welch's "
+            f"test; sd {by_pairs.sd:.4f} of their per-seed differences from 2 degrees of freedom") in notes
     markdown = (tmp_path / "sweep" / "summary.md").read_text()
     assert "| 2 | relu | xavier_normal | 3 |" in markdown and "not separated (p=" in markdown and "worse (p" in markdown
     relu = comparison.rows[1].verdict
@@ -467,7 +469,7 @@ def test_rows_that_ran_the_same_ten_seeds_are_paired(tmp_path):
     comparison = compare([tmp_path / "sweep"])
     assert all(row.verdict.test == PAIRED for row in comparison.rows[1:])
     assert "paired t-test on seeds 0–9; the best was picked" in " ".join(comparison_notes(comparison))
-    assert comparison.seeds_needed.paired and comparison.seeds_needed.df == 9
+    assert comparison.seeds_needed.spreads[1].paired and comparison.seeds_needed.spreads[1].df == 9
     # One row ran seeds 1–10 instead: its pairs are Welch's, the others stay paired.
     moved = tmp_path / "sweep" / "activation=relu,init=xavier_normal,seed=10" / "20240101-000000"
     moved.parent.parent.joinpath("activation=relu,init=xavier_normal,seed=0").rename(moved.parent)

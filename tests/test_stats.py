@@ -211,19 +211,30 @@ def test_the_sd_interval_from_chi_square():
 
 
 def test_seeds_needed_for_the_smallest_difference_that_matters():
-    a, b = Sample(A12[:3], (0, 1, 2)), Sample(B12[:3], (2, 1, 0))
+    a, b = Sample(A12[:3], (0, 1, 2)), Sample(B12[:3], (0, 1, 2))
     s = separation(a, b, 0.005, pairs=153)
-    # Not paired (3 seeds): the pooled sd of the two rows, 4 degrees of freedom, each pair at 0.05/153.
+    # The pooled sd of the two rows (4 degrees of freedom) for Welch's test, and the sd of their
+    # per-seed differences (2) for the paired test; each pair at 0.05/153.
     pooled = math.sqrt((statistics.variance(a.values) + statistics.variance(b.values)) / 2)
-    assert not s.paired and s.df == 4 and s.sd == pytest.approx(pooled) and s.alpha == pytest.approx(0.05 / 153)
-    assert (s.sd_low, s.sd_high) == tuple(map(pytest.approx, sd_interval(pooled, 4)))
-    assert s.delta == 0.005  # the difference asked for, not the one observed
-    assert (s.n, s.n_low, s.n_high) == tuple(seeds_needed(0.005, sd, False, 0.05 / 153) for sd in (pooled, s.sd_low, s.sd_high))
+    d = statistics.stdev(x - y for x, y in zip(a.values, b.values))
+    welch, by_pairs = s.spreads
+    assert (welch.sd, welch.df, welch.paired) == (pytest.approx(pooled), 4, False) and (welch.low, welch.high) == tuple(map(pytest.approx, sd_interval(pooled, 4)))
+    assert (by_pairs.sd, by_pairs.df, by_pairs.paired) == (pytest.approx(d), 2, True) and (by_pairs.low, by_pairs.high) == tuple(map(pytest.approx, sd_interval(d, 2)))
+    assert s.delta == 0.005 and s.alpha == pytest.approx(0.05 / 153)  # the difference asked for, not the one observed
+
+    # The seeds compare's own test would need: Welch's below PAIR_FROM_SEEDS, paired from there.
+    def expected(end: str) -> int | None:
+        w = seeds_needed(0.005, getattr(welch, end), False, 0.05 / 153)
+        return w if w is not None and w < PAIR_FROM_SEEDS else max(PAIR_FROM_SEEDS, seeds_needed(0.005, getattr(by_pairs, end), True, 0.05 / 153))
+
+    assert (s.n, s.n_low, s.n_high) == (expected("sd"), expected("low"), expected("high"))
     assert s.n_low <= s.n <= s.n_high
-    # Twelve shared seeds: the sd of the per-seed differences.
-    p = separation(Sample(A12, SEEDS), Sample(B12, SEEDS), 0.001)
-    assert p.paired and p.df == 11 and p.sd == pytest.approx(statistics.stdev(x - y for x, y in zip(A12, B12)))
-    assert p.n == seeds_needed(0.001, p.sd, True, 0.05)
+    # A large difference: Welch's test reaches it below 10 seeds, and that is the answer.
+    big = separation(a, b, 0.02, pairs=153)
+    assert big.n == seeds_needed(0.02, pooled, False, 0.05 / 153) < PAIR_FROM_SEEDS
+    # Rows that ran other seeds: Welch's test only.
+    other = separation(a, Sample(B12[:4], (0, 1, 2, 3)), 0.005)
+    assert len(other.spreads) == 1 and other.n == seeds_needed(0.005, other.spreads[0].sd, False, 0.05)
     assert separation(a, Sample((0.95,), (0,)), 0.005) is None
 
 
