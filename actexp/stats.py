@@ -307,7 +307,7 @@ class SeedsNeeded:
 def sd_interval(sd: float, df: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The confidence interval of a normal population's sd from a sample sd on df degrees of freedom:
     sd·√(df/χ²(1 - (1 - c)/2, df)) to sd·√(df/χ²((1 - c)/2, df)). With 2 df it spans a factor of
-    about 14: an sd from three seeds says little about the next three."""
+    about 12: an sd from three seeds says little about the next three."""
     from scipy import stats
 
     tail = (1 - confidence) / 2
