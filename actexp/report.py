@@ -393,7 +393,7 @@ def _signed(x: float, digits: int = 4) -> str:
     return f"{x:+.{digits}f}"
 
 
-SEPARATED, NOT_SEPARATED = "worse", "not separated"
+WORSE, NOT_SEPARATED = "worse", "not separated"  # the verdict words: what was shown, and that nothing was
 
 
 def _mark(c: Comparison, i: int) -> tuple[str, str]:
@@ -404,7 +404,7 @@ def _mark(c: Comparison, i: int) -> tuple[str, str]:
         return ("best" if row.metric.n else ""), ""
     if row.verdict is None:
         return "", ""
-    return (SEPARATED if row.verdict.separated else NOT_SEPARATED), p_value(row.verdict.p_adjusted)
+    return (WORSE if row.verdict.separated else NOT_SEPARATED), p_value(row.verdict.p_adjusted)
 
 
 def _join(first: str, second: str, stacked: bool) -> str:

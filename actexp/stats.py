@@ -148,7 +148,7 @@ class PairTests:
 
     first: tuple[int, ...]
     second: tuple[int, ...]
-    difference: object  # numpy arrays, one entry per pair
+    difference: object  # numpy arrays of floats, one entry per pair
     se: object
     df: object
     paired: object
@@ -163,7 +163,8 @@ def pair_tests(samples: list[Sample]) -> PairTests:
     from scipy import stats
 
     rows = [i for i, s in enumerate(samples) if s.n >= 2]
-    first, second = (np.array(x, dtype=int) for x in zip(*[(a, b) for k, a in enumerate(rows) for b in rows[k + 1:]])) if len(rows) > 1 else (np.zeros(0, int),) * 2
+    pairs = [(a, b) for k, a in enumerate(rows) for b in rows[k + 1:]]
+    first, second = np.array([a for a, _ in pairs], dtype=int), np.array([b for _, b in pairs], dtype=int)
     means = np.array([statistics.fmean(s.values) if s.n else math.nan for s in samples])
     var = np.array([math.fsum((x - m) ** 2 for x in s.values) / (s.n - 1) if s.n >= 2 else math.nan for s, m in zip(samples, means)])
     n = np.array([s.n for s in samples], dtype=float)
