@@ -443,15 +443,17 @@ def compare(
     metric: str = typer.Option("val_acc", "--metric", "-m", help="Rank by val_acc, val_loss, train_acc, train_loss, test_acc or test_loss, each of a run's selected epoch (the one whose weights were tested)."),
     group_by: List[str] = typer.Option([], "--group-by", "-g", help="Aggregate by these keys only (repeatable), e.g. model.activation."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Write summary.csv, summary.md (summary_<metric>.* for another metric) and runs.csv here (default: the one folder given)."),
+    min_diff: Optional[float] = typer.Option(None, "--min-diff", help="The smallest difference that matters, in the metric's units: the seeds needed are for it (default 0.005, half a point, for an accuracy; none for a loss)."),
 ):
     """Rank runs by a metric; runs that differ only by seed become one row (mean, 95% CI, n), and
-    each row is tested against the best."""
+    each row is tested against the best, in a family of every pair of rows (the best is picked from
+    the same runs)."""
     from .display import comparison_table
     from .report import compare as compare_runs, summary_files
 
     if out_dir is None and len(paths) == 1 and not (paths[0] / "summary.json").exists():
         out_dir = paths[0]
-    comparison = compare_runs(paths, metric, group_by or None, out_dir)
+    comparison = compare_runs(paths, metric, group_by or None, out_dir, min_diff)
     print_table(comparison_table(comparison))
     if out_dir is not None:
         out.print(printable(f"written: {', '.join(map(str, summary_files(out_dir, metric)))}"), markup=False, soft_wrap=True)

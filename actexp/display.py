@@ -290,18 +290,17 @@ class _ComparisonView:
         self.comparison = comparison
 
     def _tables(self, stacked: bool, split: bool = False) -> list[Table]:
-        from .report import comparison_cells
+        from .report import comparison_cells, comparison_title
 
         c = self.comparison
         header, rows = comparison_cells(c, stacked)
         keys = range(1, 1 + len(c.labels))
         metric = 1 + len(c.labels) + 1  # after rank, the keys and n
-        ranking = metric + 1 + any(row.verdict for row in c.rows)  # rank … metric and its mark
+        ranking = metric + 1 + any(row.verdict for row in c.rows)  # rank … metric and its mark (Δ to best goes with the rest)
         parts = [range(ranking), [0, *keys, *range(ranking, len(header))]] if split else [range(len(header))]
         tables = []
         for number, columns in enumerate(parts):
-            title = None if number else f"ranked by {c.metric} (each run's selected epoch)" + (
-                ": mean ± sd, [95% CI of the mean]" if any(row.metric.n > 1 for row in c.rows) else "")
+            title = None if number else Text(comparison_title(c))  # it holds config keys and the protocol: data, not markup
             table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", show_edge=False, pad_edge=False, collapse_padding=True)
             for i in columns:
                 label = i in keys or header[i] == "runs"

@@ -230,18 +230,35 @@ class Comparison:
     keys: tuple[str, ...]  # the dotted group keys
     labels: tuple[str, ...]  # their column labels
     rows: tuple[Row, ...]  # best first; rows without a completed run last
-    top_two: stats.SeedsNeeded | None = None  # seeds per row to separate rows 1 and 2 (both of n ≥ 2)
+    seeds_needed: stats.SeedsNeeded | None = None  # seeds per row to separate min_diff at the spread of the best two rows
     alpha: float = stats.ALPHA
+    min_diff: float | None = None  # the smallest difference that matters, in the metric's units (None: not given)
+    pooled: tuple[str, ...] = ()  # the dotted keys that vary inside rows (--group-by): rows pool configs, not only seeds
+    protocol: str | None = None  # how the rows' runs were chosen, said above the table (e.g. each row at its tuned lr)
 
 
-def compare(paths, metric: str = DEFAULT_METRIC, group_by: list[str] | None = None, out_dir: str | Path | None = None) -> Comparison:
+MIN_DIFF_ACCURACY = 0.005  # half a point: the default smallest difference that matters for an accuracy
+
+
+def default_min_diff(metric: str) -> float | None:
+    """The --min-diff a metric gets when none is given: half a point for an accuracy (a figure in
+    [0, 1]); none for a loss, whose scale depends on the task, so the seeds-needed line asks for one."""
+    return MIN_DIFF_ACCURACY if metric.endswith("_acc") else None
+
+
+def compare(paths, metric: str = DEFAULT_METRIC, group_by: list[str] | None = None, out_dir: str | Path | None = None,
+            min_diff: float | None = None, protocol: str | None = None) -> Comparison:
     """Rank the runs at `paths` by `metric` of each run's selected epoch, one row per group of runs
-    that differ only by seed, each row tested against the best. With `out_dir`, write the files
-    `summary_files` names there."""
+    that differ only by seed, each row tested against the best (stats.against_best). `min_diff`: the
+    smallest difference that matters, in the metric's units (default: default_min_diff), for the
+    seeds-needed line; `protocol`: a line saying how the runs were chosen, shown above the table.
+    With `out_dir`, write the files `summary_files` names there."""
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric}: choose one of {', '.join(METRICS)}")
+    if min_diff is not None and not (isinstance(min_diff, (int, float)) and math.isfinite(min_diff) and min_diff > 0):
+        raise ConfigError(f"--min-diff {min_diff}: give the smallest difference that matters, a positive number in {metric}'s units (e.g. --min-diff 0.005: half a point of accuracy)")
     runs = collect_runs(paths)
-    comparison = summarize(runs, metric, group_by)
+    comparison = summarize(runs, metric, group_by, min_diff if min_diff is not None else default_min_diff(metric), protocol)
     if out_dir is not None:
         table_csv, table_md, per_run = summary_files(out_dir, metric)
         write_text_atomic(table_csv, comparison_csv(comparison))
@@ -268,7 +285,8 @@ def _identity(run: RunData) -> str:
     return json.dumps(flatten(run.config), sort_keys=True, default=str)
 
 
-def summarize(runs: list[RunData], metric: str = DEFAULT_METRIC, group_by: list[str] | None = None) -> Comparison:
+def summarize(runs: list[RunData], metric: str = DEFAULT_METRIC, group_by: list[str] | None = None, min_diff: float | None = None,
+              protocol: str | None = None) -> Comparison:
     keys, groups = group_runs(runs, group_by)
     rows = []
     for values, members in groups:
@@ -292,9 +310,21 @@ def summarize(runs: list[RunData], metric: str = DEFAULT_METRIC, group_by: list[
     rows.sort(key=lambda row: (row.metric.n == 0, sign * row.metric.mean if row.metric.n else 0))
     verdicts = stats.against_best([row.sample for row in rows])
     rows = [replace(row, verdict=verdict) for row, verdict in zip(rows, verdicts)]
-    top_two = stats.separation(rows[0].sample, rows[1].sample) if len(rows) > 1 else None
+    pooled = tuple(_pooled_keys(runs, groups))
+    runner_up = next((row for row in rows[1:] if row.verdict is not None), None)
+    seeds = None
+    if runner_up is not None and min_diff is not None and not pooled:  # more seeds do not shrink the differences between pooled configs
+        seeds = stats.separation(rows[0].sample, runner_up.sample, min_diff, runner_up.verdict.pairs)
     labels = key_labels(keys)
-    return Comparison(metric, tuple(keys), tuple(labels[k] for k in keys), tuple(rows), top_two)
+    return Comparison(metric, tuple(keys), tuple(labels[k] for k in keys), tuple(rows), seeds, min_diff=min_diff, pooled=pooled, protocol=protocol)
+
+
+def _pooled_keys(runs: list[RunData], groups: list[tuple[tuple[str, ...], list[RunData]]]) -> list[str]:
+    """The config keys whose value varies inside a row (what --group-by left out), bookkeeping and
+    the seed aside: where there are any, a row's runs are several configs, not one config's seeds."""
+    candidates = [k for k in varying_keys([run.config for run in runs]) if k not in (SEED_KEY, SWEEP_KEY, *UNNAMED_KEYS)]
+    labels = [describe([run.config for run in members], candidates) for _, members in groups]
+    return [k for k in candidates if any(len({run_labels[k] for run_labels in group}) > 1 for group in labels)]
 
 
 # ----------------------------------------------------------------------------- compare: text
@@ -318,36 +348,63 @@ def p_value(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
+def comparison_title(c: Comparison) -> str:
+    """The line above the table: what ranks the rows and what the figures are; where rows pool
+    several configs (--group-by), that their intervals are not seed noise only; then the protocol."""
+    title = f"ranked by {c.metric} (each run's selected epoch)"
+    if c.pooled:
+        title += f", each row pooling configs that differ in {', '.join(map(printable, key_labels(list(c.pooled)).values()))}"
+    if any(row.metric.n > 1 for row in c.rows):
+        title += ": mean ± sd, [95% CI of the mean" + (" over configs and seeds]" if c.pooled else "]")
+        if any(row.verdict for row in c.rows):
+            title += "; Δ to best [95% simultaneous]"
+    return title + (f"\n{printable(c.protocol)}" if c.protocol else "")
+
+
 def comparison_cells(c: Comparison, stacked: bool = False) -> tuple[list[str], list[list[str]]]:
     """The table as text cells (header, rows): what the terminal, summary.md and the README show.
     The metric is `mean ± sd [low, high]`: the sd is the spread of single runs, [low, high] the
-    confidence interval of the mean. The interval and a row's p-value follow on the same line, or,
-    `stacked` (for narrow terminals), on a second line of the cell, with shorter headers."""
+    confidence interval of the mean. `vs best` is the verdict and its adjusted p; `Δ to best` the
+    difference to the best row and its simultaneous interval (after `vs best`, so that a narrow
+    terminal's second table, which repeats the labels, takes it). Intervals and p-values follow on
+    the same line, or, `stacked` (for narrow terminals), on a second line of the cell, with shorter
+    headers and a line per status in `runs`."""
     show_status = any(set(row.statuses) != {"completed"} for row in c.rows)
     show_verdicts = any(row.verdict for row in c.rows)  # none where no row has two runs
-    header = ["#" if stacked else "rank", *map(printable, c.labels), "n", c.metric] + (["vs\nbest" if stacked else "vs best"] if show_verdicts else [])
+    header = ["#" if stacked else "rank", *map(printable, c.labels), "n", c.metric]
+    header += (["vs\nbest", "Δ to\nbest"] if stacked else ["vs best", "Δ to best"]) if show_verdicts else []
     header += (["epoch", "test\nacc", "wall\ns"] if stacked else ["epoch", "test acc", "wall s"]) + (["runs"] if show_status else [])
     rows = []
     for rank, row in enumerate(c.rows, 1):
         cells = [str(rank), *map(printable, row.values), str(row.metric.n), _join(mean_sd(row.metric), interval(row.metric), stacked)]
         if show_verdicts:
             mark, p = _mark(c, rank - 1)
+            v = row.verdict
             cells.append(_join(mark, p if stacked or not p else f"({p})", stacked))
+            cells.append(_join(_signed(v.difference), f"[{_signed(v.low)}, {_signed(v.high)}]", stacked) if v else "")
         cells += [figure(row.selected_epoch.mean, 0 if row.selected_epoch.n == 1 else 1), figure(row.test_acc.mean), figure(row.wall_seconds.mean, 1)]
         if show_status:
-            cells.append(printable(", ".join(f"{n} {status}" for status, n in row.statuses.items())))
+            cells.append(("\n" if stacked else ", ").join(printable(f"{n} {status}") for status, n in row.statuses.items()))
         rows.append(cells)
     return header, rows
 
 
+def _signed(x: float, digits: int = 4) -> str:
+    return f"{x:+.{digits}f}"
+
+
+WORSE, NOT_SEPARATED = "worse", "not separated"  # the verdict words: what was shown, and that nothing was
+
+
 def _mark(c: Comparison, i: int) -> tuple[str, str]:
-    """A row against the best: 'best', '≈ best' (indistinguishable) or 'worse', and the adjusted p."""
+    """A row against the best: 'best', 'worse' (separated from the best) or 'not separated' (no
+    difference shown, which is not no difference), and the adjusted p."""
     row = c.rows[i]
     if i == 0:
         return ("best" if row.metric.n else ""), ""
     if row.verdict is None:
         return "", ""
-    return ("worse" if row.verdict.distinguishable else "≈ best"), p_value(row.verdict.p_adjusted)
+    return (WORSE if row.verdict.separated else NOT_SEPARATED), p_value(row.verdict.p_adjusted)
 
 
 def _join(first: str, second: str, stacked: bool) -> str:
@@ -355,10 +412,14 @@ def _join(first: str, second: str, stacked: bool) -> str:
 
 
 def comparison_notes(c: Comparison) -> list[str]:
-    """What the table means, in plain words, for under it: which rows the data cannot tell from the
-    best (and by which test), how many seeds would separate the top two, and what the interval is not."""
+    """What the table means, in plain words, for under it (the protocol is the title's): what a row
+    pools, which rows are separated from the best and which are not (and by which procedure), how
+    many seeds would separate the smallest difference that matters, and what the intervals are not."""
     notes = []
     ranked = [row for row in c.rows if row.metric.n]
+    if c.pooled:
+        notes.append(f"Each row pools configs that differ in {', '.join(c.pooled)} (--group-by): n counts runs, and the intervals and "
+                     "tests mix the differences between those configs with seed noise; they are not seed noise only.")
     single = [row for row in ranked if row.metric.n == 1]
     if single:
         if len(single) == len(ranked):
@@ -371,40 +432,83 @@ def comparison_notes(c: Comparison) -> list[str]:
             notes.append(f"{_count(len(single), 'row')} with one run: no interval, not tested. Add seeds (--seeds N).")
     tested = [row for row in c.rows if row.verdict is not None]
     if tested:
-        best = c.rows[0]
-        same = [row.name for row in tested if not row.verdict.distinguishable]
-        how = f"{_test_words(c)}, Holm-corrected over {_count(len(tested), 'comparison')}, family-wise α = {c.alpha:g}"
-        if same:
-            names = ", ".join(same[:8]) + (f" and {len(same) - 8} more" if len(same) > 8 else "")
-            notes.append(f"{len(same)} of the {len(tested)} rows tested are indistinguishable from the best ({best.name}): {names} ({how}).")
+        best, pairs = c.rows[0], tested[0].verdict.pairs
+        worse = [row.name for row in tested if row.verdict.separated]
+        same = [row.name for row in tested if not row.verdict.separated]
+        how = (f"{_test_words(c)}; the best was picked from these runs, so every pair of the {len(tested) + 1} rows tested is in the family "
+               f"({_count(pairs, 'pair')}), Holm-corrected, family-wise α = {c.alpha:g}")
+        if not worse:
+            notes.append(f"None of the {_count(len(tested), 'row')} tested is separated from the best ({best.name}) ({how}).")
+        elif not same:
+            notes.append(f"All {_count(len(tested), 'row')} tested are worse than the best ({best.name}) ({how}).")
         else:
-            notes.append(f"All {_count(len(tested), 'row')} tested are distinguishable from the best ({best.name}) ({how}).")
-    if c.top_two is not None:
-        s, (first, second) = c.top_two, (c.rows[0].name, c.rows[1].name)
-        spread = f"sd {_small(s.sd)} of the paired differences" if s.paired else f"pooled sd {_small(s.sd)}"
-        if s.n is None and s.delta == 0:
-            notes.append(f"{first} and {second} have the same mean: no number of seeds separates them.")
-        else:
-            seeds = f"about {s.n}" if s.n is not None else f"more than {s.max_seeds}"
-            notes.append(f"Separating {first} from {second} (Δ {_small(s.delta)}, {spread}) would take {seeds} seeds per row "
-                         f"({stats.POWER:.0%} power, α = {c.alpha:g}, {'paired' if s.paired else 'two-sample'} t-test, noncentral t).")
+            notes.append(f"{len(worse)} of the {len(tested)} rows tested {'is' if len(worse) == 1 else 'are'} worse than the best ({best.name}): "
+                         f"{_names(worse)}; the other {len(same)} {'is' if len(same) == 1 else 'are'} not separated from it: {_names(same)} ({how}).")
+        notes.append(f"Δ to best: the row's mean minus the best's, with a {stats.CONFIDENCE:.0%} interval simultaneous over the "
+                     f"{_count(pairs, 'pair')} (Bonferroni's, valid for every pair at once).")
+        touching = [row.name for row in tested if row.verdict.separated and row.verdict.low <= 0 <= row.verdict.high]
+        if touching:
+            one = len(touching) == 1
+            names = touching[0] if one else ", ".join(touching[:-1]) + " and " + touching[-1]
+            notes.append(f"{names} {'is' if one else 'are'} separated although {'its interval touches' if one else 'their intervals touch'} 0: "
+                         "after its first step, Holm's step-down tests at less strict levels than the Bonferroni interval uses.")
+    notes += _seeds_notes(c)
     repeated = sum(row.repeats for row in c.rows)
     if repeated:
         notes.append(f"{_count(repeated, 'run')} repeated an earlier run's config and seed and {'was' if repeated == 1 else 'were'} "
                      "counted once: the same seed trains the same weights, so n counts distinct seeds (use --seeds for more).")
     if any(row.metric.n > 1 for row in c.rows):
-        notes.append(f"[low, high]: {stats.CONFIDENCE:.0%} confidence interval of the mean over seeds (seed noise only), not the spread "
-                     "of single runs (± sd). ≈ best: no difference was shown, which is not the same as no difference.")
+        over = "over the row's runs (configs pooled: not seed noise only)" if c.pooled else "over seeds (seed noise only)"
+        notes.append(f"[low, high]: {stats.CONFIDENCE:.0%} confidence interval of the mean {over}, not the spread of single runs (± sd); "
+                     f"the best row's is optimistic, since that row was picked for its high mean from these same runs. "
+                     f"Not separated: no difference was shown, which is not the same as no difference.")
     return notes
 
 
+def _seeds_notes(c: Comparison) -> list[str]:
+    """The seeds-needed line: seeds per row to separate the smallest difference that matters, as a
+    range over the spread's own 95% interval."""
+    if not any(row.verdict for row in c.rows):
+        return []
+    if c.pooled:
+        return ["Seeds needed: not computed for rows that pool configs (more seeds do not shrink the differences between the configs pooled)."]
+    if c.min_diff is None:
+        return [f"Seeds needed: give --min-diff, the smallest difference in {c.metric} that matters to you (in its own units), "
+                "and compare says how many seeds per row would separate it."]
+    s = c.seeds_needed
+    if s is None:
+        return []
+    runner_up = next(row for row in c.rows[1:] if row.verdict is not None)
+
+    def seeds(n: int | None) -> str:
+        return str(n) if n is not None else f"more than {s.max_seeds}"
+
+    span = seeds(s.n_low) if s.n_low == s.n_high else f"{seeds(s.n_low)}–{seeds(s.n_high)}"
+    spreads = []
+    for spread in s.spreads:
+        what = f"sd {_small(spread.sd)} of their per-seed differences" if spread.paired else f"pooled sd {_small(spread.sd)}"
+        test = f"the paired test compare runs from {stats.PAIR_FROM_SEEDS} shared seeds" if spread.paired else "Welch's test"
+        spreads.append(f"{what} from {_count(spread.df, 'degree')} of freedom (range {_small(spread.low)}–{_small(spread.high)}), for {test}")
+    return [f"Seeds needed to separate a difference of {_small(s.delta)} (--min-diff): {span} per row over the 95% range of the spread "
+            f"({seeds(s.n)} at the spread now); {stats.POWER:.0%} power, each pair at α = {c.alpha:g}/{s.pairs} (this table's pairs), "
+            f"noncentral t. Spread of {c.rows[0].name} and {runner_up.name}: {'; '.join(spreads)}."]
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def _test_words(c: Comparison) -> str:
-    tests = {row.verdict.test for row in c.rows if row.verdict is not None}
+    tested = [row for row in c.rows if row.verdict is not None]
+    tests = {row.verdict.test for row in tested}
     if tests == {stats.PAIRED}:
         return f"{stats.PAIRED} on seeds {_seed_words(c.rows[0].sample.seeds)}"
     if tests == {stats.WELCH}:
+        seed_sets = {frozenset(row.sample.seeds) for row in [c.rows[0], *tested]}
+        if len(seed_sets) == 1 and None not in next(iter(seed_sets)):
+            return f"{stats.WELCH} (the rows ran the same seeds, but pairing by seed pays only from {stats.PAIR_FROM_SEEDS} of them)"
         return stats.WELCH
-    return f"{stats.PAIRED} where rows ran the same seeds, {stats.WELCH} otherwise"
+    return f"{stats.PAIRED} where rows ran the same {stats.PAIR_FROM_SEEDS} seeds or more, {stats.WELCH} otherwise"
 
 
 def _seed_words(seeds) -> str:
@@ -425,13 +529,14 @@ def _small(x: float) -> str:
 
 def comparison_markdown(c: Comparison) -> str:
     header, rows = comparison_cells(c)
+    title = "".join(f"{line}\n\n" for line in comparison_title(c).splitlines())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, cells in enumerate(rows):
         if i == 0 and c.rows[0].metric.n:
             cells = [f"**{cell}**" if cell else cell for cell in cells]  # the best row
         lines.append("| " + " | ".join(cells) + " |")
     notes = comparison_notes(c)
-    return "\n".join(lines) + "\n" + ("\n" + "".join(f"- {note}\n" for note in notes) if notes else "")
+    return title + "\n".join(lines) + "\n" + ("\n" + "".join(f"- {note}\n" for note in notes) if notes else "")
 
 
 def comparison_csv(c: Comparison) -> str:
@@ -439,13 +544,13 @@ def comparison_csv(c: Comparison) -> str:
     writer = csv.writer(out, lineterminator="\n")
     m = c.metric
     writer.writerow(["rank", *c.keys, "n", f"{m}_mean", f"{m}_std", f"{m}_ci_low", f"{m}_ci_high",
-                     "p_vs_best", "p_adjusted", "distinguishable_from_best", "test_vs_best",
+                     "diff_vs_best", "diff_low", "diff_high", "p_vs_best", "p_adjusted", "separated_from_best", "test_vs_best",
                      "selected_epoch_mean", "test_acc_mean", "test_acc_std", "wall_seconds_mean", "statuses", "runs"])
     for rank, row in enumerate(c.rows, 1):
         v = row.verdict
         writer.writerow([
             rank, *row.values, row.metric.n, _number(row.metric.mean), _number(row.metric.sd), _number(row.metric.low), _number(row.metric.high),
-            f"{v.p:.6g}" if v else "", f"{v.p_adjusted:.6g}" if v else "", str(v.distinguishable).lower() if v else "", v.test if v else "",
+            *((_number(v.difference), _number(v.low), _number(v.high), f"{v.p:.6g}", f"{v.p_adjusted:.6g}", str(v.separated).lower(), v.test) if v else [""] * 7),
             _number(row.selected_epoch.mean), _number(row.test_acc.mean), _number(row.test_acc.sd), _number(row.wall_seconds.mean),
             ";".join(f"{status}={n}" for status, n in row.statuses.items()), ";".join(map(str, row.runs)),
         ])

@@ -21,7 +21,7 @@ from actexp.cli import app
 from actexp.display import comparison_table
 from actexp.errors import ConfigError
 from actexp.plots import curve_series
-from actexp.report import RunData, collect_runs, compare, comparison_markdown, comparison_notes, list_runs, run_result
+from actexp.report import RunData, collect_runs, compare, comparison_markdown, comparison_notes, comparison_title, list_runs, run_result
 from actexp.stats import PAIRED, WELCH
 
 # activation -> per seed: (val_acc per epoch, status, test acc, selected epoch, flat figures in summary.json)
@@ -111,7 +111,7 @@ def test_seed_aggregation_and_ranking(runs):
     assert tanh.metric.mean == pytest.approx(0.82) and tanh.metric.sd == pytest.approx(statistics.stdev(TANH))
     sigmoid = rows["sigmoid"]  # no selected epoch recorded: its last epoch
     assert sigmoid.metric.n == 1 and sigmoid.metric.mean == pytest.approx(0.97) and math.isnan(sigmoid.metric.sd) and math.isnan(sigmoid.metric.low)
-    assert all(row.verdict is None for row in comparison.rows) and comparison.top_two is None  # the best has one run
+    assert all(row.verdict is None for row in comparison.rows) and comparison.seeds_needed is None  # the best has one run
 
     by_loss = compare([runs], "val_loss")  # lower is better
     assert [row.values[0] for row in by_loss.rows] == ["sigmoid", "relu", "tanh"]
@@ -148,13 +148,14 @@ def test_compare_cli_prints_the_table_and_writes_summary_files(runs):
     assert (float(relu["val_acc_ci_low"]), float(relu["val_acc_ci_high"])) == (pytest.approx(0.844955, abs=2e-6), pytest.approx(0.988378, abs=2e-6))
     assert float(relu["test_acc_mean"]) == pytest.approx(0.92) and float(relu["selected_epoch_mean"]) == pytest.approx(2.666667)
     assert rows[0]["val_acc_std"] == rows[0]["val_acc_ci_low"] == "" and rows[2]["statuses"] == "completed=2;diverged=1"
-    assert all(r["p_vs_best"] == r["p_adjusted"] == r["distinguishable_from_best"] == "" for r in rows)  # the best has n = 1
+    assert all(r["diff_vs_best"] == r["p_vs_best"] == r["p_adjusted"] == r["separated_from_best"] == "" for r in rows)  # the best has n = 1
     assert len(relu["runs"].split(";")) == 3
 
     markdown = (runs / "summary.md").read_text().splitlines()
-    assert markdown[0].startswith("| rank | activation | n | val_acc | epoch |")  # no "vs best": nothing could be tested
-    assert markdown[2].startswith("| **1** | **sigmoid** |")  # the best row stands out
-    assert "| 2 | relu | 3 | 0.9167 ± 0.0289 [0.8450, 0.9884] | 2.7 | 0.9200 |" in markdown[3]
+    assert markdown[0] == "ranked by val_acc (each run's selected epoch): mean ± sd, [95% CI of the mean]" and markdown[1] == ""
+    assert markdown[2].startswith("| rank | activation | n | val_acc | epoch |")  # no "vs best": nothing could be tested
+    assert markdown[4].startswith("| **1** | **sigmoid** |")  # the best row stands out
+    assert "| 2 | relu | 3 | 0.9167 ± 0.0289 [0.8450, 0.9884] | 2.7 | 0.9200 |" in markdown[5]
     assert "- The best row (sigmoid) is one run: nothing can be tested against it. Add seeds (--seeds N)." in markdown
 
     with open(runs / "runs.csv") as f:
@@ -273,7 +274,9 @@ relu normal 0.8463 0.0082 0.8484
 gelu normal 0.8463 0.0117 0.8482
 sigmoid normal 0.7276 0.0047 0.7367
 tanh normal 0.6092 0.0136 0.6260"""
-SHIFT = (-1.0, 0.3, 0.7)  # seed s scores mean + SHIFT[s] * sd: every row's seeds move alike, as seeds shared by rows do
+# Seed s scores mean + SHIFT[s] * sd: every row's seeds move alike, as seeds shared by rows do (the first
+# three average 0, so that 3 seeds give the table's means).
+SHIFT = (-1.0, 0.3, 0.7, -0.4, 1.1, -0.8, 0.2, -0.1, 0.9, -0.9, 0.5)
 
 
 def make_sweep(root: Path, seeds=(0, 1, 2)) -> dict:
@@ -323,7 +326,9 @@ def check_whole(text: str, comparison, truth: dict, width: int) -> None:
     lines = text.splitlines()
     assert all(cell_len(line.rstrip()) <= width for line in lines), max(lines, key=cell_len)
     cells = {cell for line in lines for cell in re.split(r"\s{2,}", line.strip())}
-    for figure in expected_figures(truth) + [f"p={row.verdict.p_adjusted:.3f}" for row in comparison.rows if row.verdict and row.verdict.p_adjusted >= 0.001]:
+    verdicts = [row.verdict for row in comparison.rows if row.verdict]
+    differences = [f"{v.difference:+.4f}" for v in verdicts] + [f"[{v.low:+.4f}, {v.high:+.4f}]" for v in verdicts]
+    for figure in expected_figures(truth) + differences + [f"p={v.p_adjusted:.3f}" for v in verdicts if v.p_adjusted >= 0.001]:
         assert figure in text, figure
         assert any(figure in cell for cell in cells), figure  # whole, not split between two lines of a cell
     assert "…" not in text.replace("actexp sweep …", "")  # nothing elided
@@ -345,8 +350,9 @@ def test_every_figure_stays_whole_in_a_narrow_terminal(tmp_path, width, failed):
     console.print(comparison_table(comparison))
     text = console.file.getvalue()
     check_whole(text, comparison, truth, width)
-    assert "indistinguishable from the best (gelu + xavier_normal)" in " ".join(text.split())
-    assert ("3 completed, 1 diverged" in " ".join(text.split())) == failed
+    assert "not separated from it: " in " ".join(text.split()) and "worse than the best (gelu + xavier_normal)" in " ".join(text.split())
+    if width >= 72:  # a line each in a narrow terminal; at 60 columns the labels fold (figures never do)
+        assert ("1 diverged" in text and "3 completed" in text) == failed
 
 
 def test_compare_cli_at_80_columns(tmp_path):
@@ -359,36 +365,90 @@ def test_compare_cli_at_80_columns(tmp_path):
         table = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout.split("written:")[0])
         # A terminal gets at most its 80 columns; a pipe the table's full width, one line per row.
         check_whole(table, comparison, truth, 80 if "TTY_COMPATIBLE" in env else 200)
-        assert "paired t-test on seeds 0–2, Holm-corrected over 17 comparisons, family-wise α = 0.05" in " ".join(table.split())
+        assert ("Welch's t-test (the rows ran the same seeds, but pairing by seed pays only from 10 of them); the best was picked from "
+                "these runs, so every pair of the 18 rows tested is in the family (153 pairs), Holm-corrected, family-wise α = 0.05") in " ".join(table.split())
 
 
 def test_the_notes_say_what_the_statistics_say(tmp_path):
     make_sweep(tmp_path / "sweep")
     comparison = compare([tmp_path / "sweep"], out_dir=tmp_path / "sweep")
     notes = " ".join(comparison_notes(comparison))
-    same = [row for row in comparison.rows[1:] if not row.verdict.distinguishable]
-    assert same and all(row.verdict.test == PAIRED for row in comparison.rows[1:])
-    assert f"{len(same)} of the 17 rows tested are indistinguishable from the best (gelu + xavier_normal): " in notes
-    assert ", ".join(row.name for row in same[:8]) in notes
-    assert [row.values for row in comparison.rows[:2]] == [("gelu", "xavier_normal"), ("relu", "xavier_normal")]
-    top = comparison.top_two
-    assert top.paired and f"Separating gelu + xavier_normal from relu + xavier_normal (Δ {top.delta:.4f}, sd {top.sd:.4f} of the paired differences) " \
-                          f"would take about {top.n} seeds per row" in notes
+    worse = [row for row in comparison.rows[1:] if row.verdict.separated]
+    same = [row for row in comparison.rows[1:] if not row.verdict.separated]
+    assert worse and same and all(row.verdict.test == WELCH and row.verdict.pairs == 153 for row in comparison.rows[1:])
+    assert f"{len(worse)} of the 17 rows tested are worse than the best (gelu + xavier_normal): " in notes
+    assert f"the other {len(same)} are not separated from it: {', '.join(row.name for row in same[:8])}" in notes
+    assert "Δ to best: the row's mean minus the best's, with a 95% interval simultaneous over the 153 pairs (Bonferroni's" in notes
+    assert "the best row's is optimistic" in notes and "Not separated: no difference was shown, which is not the same as no difference." in notes
+    assert "indistinguishable" not in notes and "≈" not in notes
+    # Seeds needed: for the default smallest difference (half a point), with the sd's range.
+    s = comparison.seeds_needed
+    welch, by_pairs = s.spreads
+    assert comparison.min_diff == 0.005 and s.delta == 0.005 and s.pairs == 153 and (welch.df, by_pairs.df) == (4, 2)
+    assert s.n_low <= s.n <= s.n_high
+    assert (f"Seeds needed to separate a difference of 0.0050 (--min-diff): {s.n_low}–{s.n_high} per row over the 95% range of the spread "
+            f"({s.n} at the spread now); 80% power, each pair at α = 0.05/153 (this table's pairs), noncentral t. Spread of gelu + xavier_normal "
+            f"and relu + xavier_normal: pooled sd {welch.sd:.4f} from 4 degrees of freedom (range {welch.low:.4f}–{welch.high:.4f}), for Welch's "
+            f"test; sd {by_pairs.sd:.4f} of their per-seed differences from 2 degrees of freedom") in notes
     markdown = (tmp_path / "sweep" / "summary.md").read_text()
-    assert "| 2 | relu | xavier_normal | 3 |" in markdown and "≈ best (p=" in markdown and "worse (p" in markdown
+    assert "| 2 | relu | xavier_normal | 3 |" in markdown and "not separated (p=" in markdown and "worse (p" in markdown
+    relu = comparison.rows[1].verdict
+    assert f"| {relu.difference:+.4f} [{relu.low:+.4f}, {relu.high:+.4f}] |" in markdown
     with open(tmp_path / "sweep" / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    assert rows[0]["distinguishable_from_best"] == "" and rows[-1]["distinguishable_from_best"] == "true"
-    assert [r["distinguishable_from_best"] == "false" for r in rows[1:]] == [not row.verdict.distinguishable for row in comparison.rows[1:]]
-    assert float(rows[1]["p_adjusted"]) == pytest.approx(comparison.rows[1].verdict.p_adjusted, rel=1e-5)
-    assert rows[1]["test_vs_best"] == PAIRED
+    assert rows[0]["separated_from_best"] == "" and rows[-1]["separated_from_best"] == "true"
+    assert [r["separated_from_best"] == "false" for r in rows[1:]] == [not row.verdict.separated for row in comparison.rows[1:]]
+    assert float(rows[1]["p_adjusted"]) == pytest.approx(relu.p_adjusted, rel=1e-5)
+    assert [float(rows[1][k]) for k in ("diff_vs_best", "diff_low", "diff_high")] == [pytest.approx(x, abs=1e-6) for x in (relu.difference, relu.low, relu.high)]
+    assert rows[1]["test_vs_best"] == WELCH
 
     one = tmp_path / "one_seed"
     make_sweep(one, seeds=(0,))
     single = compare([one])
-    assert all(row.verdict is None for row in single.rows) and single.top_two is None
+    assert all(row.verdict is None for row in single.rows) and single.seeds_needed is None
     assert comparison_notes(single) == ["One run per row: no interval, and no test can tell these differences from seed noise. "
                                         "Train each config with several seeds (actexp sweep … --seeds 5) to compare them."]
+
+
+def test_min_diff_is_the_difference_the_seeds_needed_are_for(tmp_path):
+    make_sweep(tmp_path / "sweep")
+    wider = compare([tmp_path / "sweep"], min_diff=0.02)
+    assert wider.min_diff == 0.02 and wider.seeds_needed.delta == 0.02 and wider.seeds_needed.n < compare([tmp_path / "sweep"]).seeds_needed.n
+    loss = compare([tmp_path / "sweep"], "val_loss")  # a loss has no default: its units are the task's
+    assert loss.min_diff is None and loss.seeds_needed is None
+    assert "Seeds needed: give --min-diff, the smallest difference in val_loss that matters to you" in " ".join(comparison_notes(loss))
+    assert compare([tmp_path / "sweep"], "val_loss", min_diff=0.01).seeds_needed.delta == 0.01
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "sweep"), "--min-diff", "0.02"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "separate a difference of 0.0200 (--min-diff)" in " ".join(result.output.split())
+    for bad in ("0", "-0.01", "nan", "inf"):
+        result = CliRunner().invoke(app, ["compare", str(tmp_path / "sweep"), "--min-diff", bad])
+        assert result.exit_code == 2 and "--min-diff" in result.output and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_pooled_rows_are_labelled_as_such(tmp_path):
+    make_sweep(tmp_path / "sweep")
+    pooled = compare([tmp_path / "sweep"], group_by=["activation"])
+    assert pooled.pooled == ("model.init",) and pooled.seeds_needed is None
+    notes = " ".join(comparison_notes(pooled))
+    assert "Each row pools configs that differ in model.init (--group-by): n counts runs" in notes and "not seed noise only" in notes
+    assert "Seeds needed: not computed for rows that pool configs" in notes and "(seed noise only)" not in notes
+    title = comparison_title(pooled)
+    assert "each row pooling configs that differ in init" in title and "[95% CI of the mean over configs and seeds]" in title
+    # Grouping by every key that varies pools nothing.
+    assert compare([tmp_path / "sweep"], group_by=["activation", "init"]).pooled == ()
+    assert "pool" not in comparison_title(compare([tmp_path / "sweep"]))
+
+
+def test_the_protocol_is_said_above_the_table(tmp_path):
+    make_sweep(tmp_path / "sweep")
+    protocol = "each row at its tuned optim.lr (20 trials, range 1e-4–1e-1) [red]"
+    comparison = compare([tmp_path / "sweep"], protocol=protocol, out_dir=tmp_path / "sweep")
+    assert comparison.protocol == protocol and comparison_title(comparison).endswith("\n" + protocol)
+    assert (tmp_path / "sweep" / "summary.md").read_text().splitlines()[2] == protocol
+    console = Console(width=200, file=StringIO(), highlight=False)
+    console.print(comparison_table(comparison))
+    assert protocol in console.file.getvalue()  # as text: "[red]" is no markup
 
 
 def test_a_row_of_one_run_is_not_tested(tmp_path):
@@ -401,19 +461,24 @@ def test_a_row_of_one_run_is_not_tested(tmp_path):
     assert tanh.values == ("tanh", "normal") and tanh.metric.n == 1 and tanh.verdict is None
     notes = comparison_notes(comparison)
     assert notes[0] == "1 row with one run: no interval, not tested. Add seeds (--seeds N)."
-    assert "Holm-corrected over 16 comparisons" in notes[1]
+    assert "every pair of the 17 rows tested is in the family (136 pairs)" in notes[1]
 
 
-def test_rows_that_ran_other_seeds_are_compared_by_welchs_test(tmp_path):
-    truth = make_sweep(tmp_path / "sweep")
-    extra = tmp_path / "sweep" / "activation=relu,init=xavier_normal,seed=3" / "20240101-000000"
-    extra.parent.parent.joinpath("activation=relu,init=xavier_normal,seed=0").rename(extra.parent)  # relu + xavier ran seeds 1, 2, 3
-    (extra / "config.yaml").write_text((extra / "config.yaml").read_text().replace("seed: 0", "seed: 3"))
+def test_rows_that_ran_the_same_ten_seeds_are_paired(tmp_path):
+    make_sweep(tmp_path / "sweep", seeds=range(10))
+    comparison = compare([tmp_path / "sweep"])
+    assert all(row.verdict.test == PAIRED for row in comparison.rows[1:])
+    assert "paired t-test on seeds 0–9; the best was picked" in " ".join(comparison_notes(comparison))
+    assert comparison.seeds_needed.spreads[1].paired and comparison.seeds_needed.spreads[1].df == 9
+    # One row ran seeds 1–10 instead: its pairs are Welch's, the others stay paired.
+    moved = tmp_path / "sweep" / "activation=relu,init=xavier_normal,seed=10" / "20240101-000000"
+    moved.parent.parent.joinpath("activation=relu,init=xavier_normal,seed=0").rename(moved.parent)
+    (moved / "config.yaml").write_text((moved / "config.yaml").read_text().replace("seed: 0", "seed: 10"))
     comparison = compare([tmp_path / "sweep"])
     relu = next(row for row in comparison.rows if row.values == ("relu", "xavier_normal"))
-    assert relu.verdict.test == WELCH and sorted(relu.sample.seeds) == [1, 2, 3]
-    assert "paired t-test where rows ran the same seeds, Welch's t-test otherwise" in " ".join(comparison_notes(comparison))
-    assert truth  # (the values are unchanged: only the seed moved)
+    assert relu.verdict.test == WELCH and sorted(relu.sample.seeds) == list(range(1, 11))
+    assert {row.verdict.test for row in comparison.rows[1:] if row is not relu} == {PAIRED}
+    assert "paired t-test where rows ran the same 10 seeds or more, Welch's t-test otherwise" in " ".join(comparison_notes(comparison))
 
 
 # ----------------------------------------------------------------------------- runs: by sweep, filters, wide

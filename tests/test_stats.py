@@ -1,6 +1,8 @@
-"""actexp.stats against independent computations: t quantiles from a printed table, Welch's and the
-paired t-test by their textbook formulas (the p-value from the regularized incomplete beta function,
-not from scipy.stats), Holm by its definition, and sample sizes from published power tables."""
+"""actexp.stats against independent computations: t and chi-square quantiles from printed tables,
+Welch's and the paired t-test by their textbook formulas (the p-value from the regularized
+incomplete beta function, not from scipy.stats, and quantiles by inverting it), Holm by its
+definition, and sample sizes from published power tables. How often the verdict errs when the best
+is picked from the data is tests/test_selection_error.py's."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import subprocess
 import sys
 
 import pytest
+from scipy.optimize import brentq
 from scipy.special import betainc
 
-from actexp.stats import PAIRED, WELCH, Sample, against_best, holm, paired, separation, seeds_needed, summarize, t_test
+from actexp.stats import (PAIR_FROM_SEEDS, PAIRED, WELCH, Sample, against_best, holm, pair_tests, paired, sd_interval, separation,
+                          seeds_needed, summarize, t_test)
 
 # Student's t, 0.975 quantile, from a printed table.
 T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445}
@@ -57,31 +61,48 @@ def test_welch_when_the_seeds_differ():
     assert t_test(Sample(a.values), Sample(a.values[:2])) [0] == WELCH  # no seeds known: nothing to pair
 
 
+# Twelve seeds of two rows that share them: the second row's seeds listed in another order.
+SEEDS = tuple(range(12))
+A12 = (0.9616, 0.9580, 0.9650, 0.9601, 0.9633, 0.9592, 0.9610, 0.9575, 0.9622, 0.9640, 0.9598, 0.9605)
+B12 = (0.9601, 0.9571, 0.9630, 0.9590, 0.9611, 0.9588, 0.9593, 0.9570, 0.9614, 0.9621, 0.9580, 0.9597)
+
+
 def test_paired_when_both_rows_ran_the_same_seeds():
-    # Seeds in another order: pairs are matched by seed, not by position.
-    a = Sample((0.9616, 0.9580, 0.9650), (0, 1, 2))
-    b = Sample((0.9601, 0.9590, 0.9571), (2, 0, 1))
-    d = [0.9616 - 0.9590, 0.9580 - 0.9571, 0.9650 - 0.9601]
-    t = statistics.fmean(d) / (statistics.stdev(d) / math.sqrt(3))
-    assert t_test(a, b) == (PAIRED, pytest.approx(two_sided_p(t, 2), rel=1e-9))
-    # Welch on the same numbers ignores what the seeds share, and sees less.
+    # Pairs are matched by seed, not by position.
+    a, b = Sample(A12, SEEDS), Sample(B12[::-1], SEEDS[::-1])
+    d = [x - y for x, y in zip(A12, B12)]
+    t = statistics.fmean(d) / (statistics.stdev(d) / math.sqrt(12))
+    assert t_test(a, b) == (PAIRED, pytest.approx(two_sided_p(t, 11), rel=1e-9))
+    # Welch's test on the same numbers ignores what the seeds share, and sees less here.
     assert t_test(a, b)[1] < t_test(Sample(a.values), Sample(b.values))[1]
 
 
+def test_rows_with_few_shared_seeds_are_not_paired():
+    # Below PAIR_FROM_SEEDS the paired test's n - 1 degrees of freedom cost more than pairing gains.
+    a, b = Sample(A12[:3], (0, 1, 2)), Sample(B12[:3], (0, 1, 2))
+    assert PAIR_FROM_SEEDS == 10 and not paired(a, b)
+    t, df, p = welch_textbook(a.values, b.values)
+    assert t_test(a, b) == (WELCH, pytest.approx(p, rel=1e-9))
+
+
 def test_which_rows_pair():
-    assert paired(Sample((1, 2, 3), (0, 1, 2)), Sample((1, 2, 3), (2, 1, 0)))
-    assert not paired(Sample((1, 2, 3), (0, 1, 2)), Sample((1, 2), (0, 1)))  # a seed missing
-    assert not paired(Sample((1, 2, 3), (0, 0, 1)), Sample((1, 2, 3), (0, 0, 1)))  # a seed twice (--group-by over inits)
-    assert not paired(Sample((1, 2), (0, None)), Sample((1, 2), (0, None)))  # a hand-made run without a seed
-    assert not paired(Sample((1, 2)), Sample((1, 2)))
+    ten = tuple(range(10))
+    assert paired(Sample(ten, ten), Sample(ten, ten[::-1]))
+    assert not paired(Sample(ten[:9], ten[:9]), Sample(ten[:9], ten[:9]))  # too few seeds
+    assert not paired(Sample(ten, ten), Sample(ten[:9], ten[:9]))  # a seed missing
+    assert not paired(Sample(ten + (1,), ten + (1,)), Sample(ten + (1,), ten + (1,)))  # a seed twice (--group-by over inits)
+    assert not paired(Sample(ten, ten[:9] + (None,)), Sample(ten, ten[:9] + (None,)))  # a hand-made run without a seed
+    assert not paired(Sample(ten), Sample(ten))
 
 
 def test_no_spread_at_all():
     assert t_test(Sample((0.9357, 0.9357)), Sample((0.9357, 0.9357))) == (WELCH, 1.0)
     assert t_test(Sample((0.94, 0.94)), Sample((0.93, 0.93))) == (WELCH, 0.0)
     # Equal per-seed differences (equal up to float rounding): the paired test has no spread either.
-    assert t_test(Sample((0.9357, 0.9401), (0, 1)), Sample((0.9300, 0.9344), (0, 1))) == (PAIRED, 0.0)
-    assert t_test(Sample((0.1, 0.2), (0, 1)), Sample((1 - 0.9, 0.2), (0, 1))) == (PAIRED, 1.0)
+    ten = tuple(range(10))
+    base = tuple(0.93 + 0.001 * i for i in ten)
+    assert t_test(Sample(tuple(x + 0.0057 for x in base), ten), Sample(base, ten)) == (PAIRED, 0.0)
+    assert t_test(Sample((0.1,) * 10, ten), Sample((1 - 0.9,) * 10, ten)) == (PAIRED, 1.0)
 
 
 def holm_by_definition(p):
@@ -104,22 +125,61 @@ def test_holm():
         assert holm(p) == pytest.approx(holm_by_definition(p))
 
 
-def test_against_the_best_row():
+def t_quantile(q: float, df: float) -> float:
+    """Student's t quantile for q > 0.5, by inverting the textbook two-sided p (not scipy.stats)."""
+    return brentq(lambda t: two_sided_p(t, df) - 2 * (1 - q), 0, 1e6, xtol=1e-12, rtol=1e-12)
+
+
+def test_every_pair_is_tested_once():
+    rows = [Sample(A12[:3], (0, 1, 2)), Sample((0.95,), (0,)), Sample(B12[:4], (0, 1, 2, 3)), Sample(A12, SEEDS), Sample(B12, SEEDS)]
+    tests = pair_tests(rows)
+    # Rows with one value are in no pair; the others in every pair, each once.
+    assert list(zip(tests.first, tests.second)) == [(0, 2), (0, 3), (0, 4), (2, 3), (2, 4), (3, 4)]
+    for a, b, p, difference, is_paired in zip(tests.first, tests.second, tests.p, tests.difference, tests.paired):
+        assert t_test(rows[a], rows[b]) == (PAIRED if is_paired else WELCH, pytest.approx(float(p), rel=1e-9))
+        assert difference == pytest.approx(statistics.fmean(rows[a].values) - statistics.fmean(rows[b].values))
+    assert list(tests.paired) == [False] * 5 + [True]  # only the two rows of 12 shared seeds
+
+
+def test_against_the_best_row_in_the_family_of_all_pairs():
     best = Sample((0.960, 0.962, 0.958), (0, 1, 2))
-    close = Sample((0.959, 0.961, 0.959), (0, 1, 2))
+    close = Sample((0.959, 0.961, 0.957), (0, 1, 2))
     far = Sample((0.900, 0.905, 0.903), (0, 1, 2))
-    unpaired = Sample((0.950, 0.951, 0.949, 0.952), (0, 1, 2, 3))
+    unequal = Sample((0.950, 0.951, 0.949, 0.952), (0, 1, 2, 3))
     single = Sample((0.99,), (0,))
-    verdicts = against_best([best, close, far, unpaired, single])
+    rows = [best, close, far, unequal, single]
+    verdicts = against_best(rows)
     assert verdicts[0] is None and verdicts[4] is None  # the best itself; one run cannot be tested
-    raw = [t_test(best, s)[1] for s in (close, far, unpaired)]
-    for verdict, p, adjusted in zip(verdicts[1:4], raw, holm_by_definition(raw)):
-        assert verdict.p == pytest.approx(p) and verdict.p_adjusted == pytest.approx(adjusted)
-        assert verdict.distinguishable == (adjusted < 0.05)
-    assert [v.test for v in verdicts[1:4]] == [PAIRED, PAIRED, WELCH]
-    assert not verdicts[1].distinguishable and verdicts[2].distinguishable
+    # Holm over all 6 pairs of the 4 rows with two runs or more, not over the 3 pairs with the best.
+    family = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    raw = [t_test(rows[a], rows[b])[1] for a, b in family]
+    adjusted = dict(zip(family, holm_by_definition(raw)))
+    for i in (1, 2, 3):
+        v, (a, b) = verdicts[i], (rows[0], rows[i])
+        assert v.pairs == 6 and v.test == WELCH
+        assert v.p == pytest.approx(raw[i - 1]) and v.p_adjusted == pytest.approx(adjusted[0, i]) and v.separated == (adjusted[0, i] < 0.05)
+        # The interval: Bonferroni over the 6 pairs, Welch's standard error and degrees of freedom.
+        t, df, _ = welch_textbook(b.values, a.values)
+        difference = statistics.fmean(b.values) - statistics.fmean(a.values)
+        half = t_quantile(1 - 0.05 / 12, df) * difference / t
+        assert v.difference == pytest.approx(difference) and (v.low, v.high) == (pytest.approx(difference - half), pytest.approx(difference + half))
+    assert not verdicts[1].separated and verdicts[2].separated
     assert against_best([single, close, far]) == [None, None, None]  # a best of one run: nothing to test against
+    assert against_best([best, single]) == [None, None]
     assert against_best([]) == []
+
+
+def test_the_interval_of_a_paired_difference():
+    best, other = Sample(A12, SEEDS), Sample(B12, SEEDS)
+    v = against_best([best, other])[1]
+    d = [y - x for x, y in zip(A12, B12)]
+    half = t_quantile(0.975, 11) * statistics.stdev(d) / math.sqrt(12)  # one pair: Bonferroni over 1
+    assert v.test == PAIRED and v.pairs == 1
+    assert (v.difference, v.low, v.high) == (pytest.approx(statistics.fmean(d)), pytest.approx(statistics.fmean(d) - half), pytest.approx(statistics.fmean(d) + half))
+    # No spread: the interval is the difference itself, and the verdict is certain.
+    flat = against_best([Sample((0.94, 0.94)), Sample((0.93, 0.93)), Sample((0.94, 0.94))])
+    assert (flat[1].low, flat[1].high, flat[1].separated) == (pytest.approx(-0.01), pytest.approx(-0.01), True)
+    assert (flat[2].difference, flat[2].low, flat[2].high, flat[2].separated) == (0.0, 0.0, 0.0, False)
 
 
 @pytest.mark.parametrize("d, paired_, n", [
@@ -143,17 +203,39 @@ def test_seeds_needed_limits():
     assert seeds_needed(0.01, 0.0) == 2
 
 
-def test_separation_uses_the_spread_the_test_would():
-    a = Sample((0.9616, 0.9580, 0.9650), (0, 1, 2))
-    b = Sample((0.9601, 0.9590, 0.9571), (2, 0, 1))
-    s = separation(a, b)
-    d = [0.9616 - 0.9590, 0.9580 - 0.9571, 0.9650 - 0.9601]
-    assert s.paired and s.delta == pytest.approx(abs(statistics.fmean(d))) and s.sd == pytest.approx(statistics.stdev(d))
-    assert s.n == seeds_needed(s.delta, s.sd, paired=True)
-    u = separation(Sample(a.values), Sample(b.values + (0.9580,)))
-    pooled = math.sqrt((2 * statistics.variance(a.values) + 3 * statistics.variance(b.values + (0.9580,))) / 5)
-    assert not u.paired and u.sd == pytest.approx(pooled) and u.n == seeds_needed(u.delta, pooled)
-    assert separation(a, Sample((0.95,), (0,))) is None
+def test_the_sd_interval_from_chi_square():
+    # chi-square quantiles from a printed table: df 2: 0.0506, 7.3778; df 4: 0.4844, 11.1433.
+    assert sd_interval(1.0, 2) == (pytest.approx(math.sqrt(2 / 7.3778), rel=1e-4), pytest.approx(math.sqrt(2 / 0.0506), rel=1e-3))
+    low, high = sd_interval(0.004, 4)
+    assert (low, high) == (pytest.approx(0.004 * math.sqrt(4 / 11.1433), rel=1e-4), pytest.approx(0.004 * math.sqrt(4 / 0.4844), rel=1e-4))
+
+
+def test_seeds_needed_for_the_smallest_difference_that_matters():
+    a, b = Sample(A12[:3], (0, 1, 2)), Sample(B12[:3], (0, 1, 2))
+    s = separation(a, b, 0.005, pairs=153)
+    # The pooled sd of the two rows (4 degrees of freedom) for Welch's test, and the sd of their
+    # per-seed differences (2) for the paired test; each pair at 0.05/153.
+    pooled = math.sqrt((statistics.variance(a.values) + statistics.variance(b.values)) / 2)
+    d = statistics.stdev(x - y for x, y in zip(a.values, b.values))
+    welch, by_pairs = s.spreads
+    assert (welch.sd, welch.df, welch.paired) == (pytest.approx(pooled), 4, False) and (welch.low, welch.high) == tuple(map(pytest.approx, sd_interval(pooled, 4)))
+    assert (by_pairs.sd, by_pairs.df, by_pairs.paired) == (pytest.approx(d), 2, True) and (by_pairs.low, by_pairs.high) == tuple(map(pytest.approx, sd_interval(d, 2)))
+    assert s.delta == 0.005 and s.alpha == pytest.approx(0.05 / 153)  # the difference asked for, not the one observed
+
+    # The seeds compare's own test would need: Welch's below PAIR_FROM_SEEDS, paired from there.
+    def expected(end: str) -> int | None:
+        w = seeds_needed(0.005, getattr(welch, end), False, 0.05 / 153)
+        return w if w is not None and w < PAIR_FROM_SEEDS else max(PAIR_FROM_SEEDS, seeds_needed(0.005, getattr(by_pairs, end), True, 0.05 / 153))
+
+    assert (s.n, s.n_low, s.n_high) == (expected("sd"), expected("low"), expected("high"))
+    assert s.n_low <= s.n <= s.n_high
+    # A large difference: Welch's test reaches it below 10 seeds, and that is the answer.
+    big = separation(a, b, 0.02, pairs=153)
+    assert big.n == seeds_needed(0.02, pooled, False, 0.05 / 153) < PAIR_FROM_SEEDS
+    # Rows that ran other seeds: Welch's test only.
+    other = separation(a, Sample(B12[:4], (0, 1, 2, 3)), 0.005)
+    assert len(other.spreads) == 1 and other.n == seeds_needed(0.005, other.spreads[0].sd, False, 0.05)
+    assert separation(a, Sample((0.95,), (0,)), 0.005) is None
 
 
 @pytest.mark.slow
