@@ -235,6 +235,7 @@ class Comparison:
     min_diff: float | None = None  # the smallest difference that matters, in the metric's units (None: not given)
     pooled: tuple[str, ...] = ()  # the dotted keys that vary inside rows (--group-by): rows pool configs, not only seeds
     protocol: str | None = None  # how the rows' runs were chosen, said above the table (e.g. each row at its tuned lr)
+    tuning: tuple[str, ...] = ()  # a tuned sweep's notes (tuning.tuned_report): values chosen on an edge, the budget
 
 
 MIN_DIFF_ACCURACY = 0.005  # half a point: the default smallest difference that matters for an accuracy
@@ -258,13 +259,38 @@ def compare(paths, metric: str = DEFAULT_METRIC, group_by: list[str] | None = No
     if min_diff is not None and not (isinstance(min_diff, (int, float)) and math.isfinite(min_diff) and min_diff > 0):
         raise ConfigError(f"--min-diff {min_diff}: give the smallest difference that matters, a positive number in {metric}'s units (e.g. --min-diff 0.005: half a point of accuracy)")
     runs = collect_runs(paths)
-    comparison = summarize(runs, metric, group_by, min_diff if min_diff is not None else default_min_diff(metric), protocol)
+    tuned = _tuned_report(paths)
+    comparison = summarize(runs, metric, group_by, min_diff if min_diff is not None else default_min_diff(metric),
+                           protocol if protocol is not None or tuned is None else tuned.protocol)
+    if tuned is not None:
+        comparison = _with_edges(comparison, tuned, Path(paths[0]))
     if out_dir is not None:
         table_csv, table_md, per_run = summary_files(out_dir, metric)
         write_text_atomic(table_csv, comparison_csv(comparison))
         write_text_atomic(table_md, comparison_markdown(comparison))
         write_text_atomic(per_run, runs_csv(runs, out_dir))
     return comparison
+
+
+def _tuned_report(paths):
+    """A tuned sweep folder's report (tuning.tuned_report) when `paths` is that one folder."""
+    if len(paths) != 1 or not Path(paths[0]).is_dir():
+        return None
+    from .tuning import tuned_report
+
+    ledger = _ledger_or_nothing(Path(paths[0])) if (Path(paths[0]) / "sweep.json").exists() else {}
+    return tuned_report(Path(paths[0]), ledger) if ledger else None
+
+
+def _with_edges(c: Comparison, tuned, sweep_dir: Path) -> Comparison:
+    """The tuned report's notes, and each tuned value chosen on an edge marked in its cell."""
+    rows = []
+    for row in c.rows:
+        folders = {Path(folder).relative_to(sweep_dir).as_posix() for folder in row.runs if Path(folder).is_relative_to(sweep_dir)}
+        flags = next((tuned.edges[f] for f in sorted(folders) if f in tuned.edges), {})
+        values = tuple(f"{value} ({flags[key]} edge)" if key in flags else value for key, value in zip(c.keys, row.values))
+        rows.append(replace(row, values=values))
+    return replace(c, rows=tuple(rows), tuning=tuned.notes)
 
 
 def summary_files(out_dir: str | Path, metric: str = DEFAULT_METRIC) -> tuple[Path, Path, Path]:
@@ -415,7 +441,7 @@ def comparison_notes(c: Comparison) -> list[str]:
     """What the table means, in plain words, for under it (the protocol is the title's): what a row
     pools, which rows are separated from the best and which are not (and by which procedure), how
     many seeds would separate the smallest difference that matters, and what the intervals are not."""
-    notes = []
+    notes = list(c.tuning)
     ranked = [row for row in c.rows if row.metric.n]
     if c.pooled:
         notes.append(f"Each row pools configs that differ in {', '.join(c.pooled)} (--group-by): n counts runs, and the intervals and "

@@ -324,11 +324,13 @@ def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list
     check_same_sweep(sweep, sweep_dir, old)
     known = {e.get("config_hash"): e for e in old.get("removed", []) + old.get("runs", [])}
     steps, entries = [], []
-    for run in sweep.runs:
+    for i, run in enumerate(sweep.runs):
         old_entry = known.pop(run.hash, {})
         entry = {"name": run.name, "config_hash": run.hash, "status": old_entry.get("status", "pending"),
                  "folder": old_entry.get("folder"), "params": dict(run.labels), "error": old_entry.get("error"),
                  "config": config_to_dict(run.config)}  # so that `compare` can count a run that failed before its folder existed
+        if sweep.tune is not None:  # a confirmation run: the row whose chosen values it trains (compare's edge flags)
+            entry["row"] = sweep.rows[sweep.row_of[i]].name
         entry["status"] = _status(entry, sweep_dir)
         action = _action(entry, sweep_dir, force)
         steps.append(Step(run, action, entry, _reused_from(run, entry, action)))

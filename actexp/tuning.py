@@ -318,6 +318,55 @@ def tuned_rows(sweep_dir: Path, ledger: dict) -> list:
             for row, found in trials.items()]
 
 
+@dataclass(frozen=True)
+class TunedReport:
+    """What compare says about a tuned sweep: the protocol line above the table, the notes under it
+    (chosen values on an edge, the budget), and each confirmation run's edge flags by its folder
+    (relative to the sweep folder) for the table's value cells."""
+
+    protocol: str
+    notes: tuple[str, ...]
+    edges: dict  # run folder -> {key: "low" | "high"}
+
+
+def tuned_report(sweep_dir: Path, ledger: dict) -> TunedReport | None:
+    """The TunedReport of a tuned sweep folder, from its ledger and trials' folders; None when the
+    sweep is not tuned (or its ledger does not say what a tune writes)."""
+    from .budget import budget_sentence, check_rows, leadership, on_edge
+
+    rows = [row for row in tuned_rows(sweep_dir, ledger) if row.trials]
+    spec = (ledger.get("tune") or {}).get("spec")
+    if not rows or not isinstance(spec, dict):
+        return None
+    keys = [p.get("key") for p in spec.get("params", []) if isinstance(p, dict)]
+    ranges = "; ".join(_range_words(p) for p in spec.get("params", []) if isinstance(p, dict))
+    counts = sorted({len(row.trials) for row in rows})
+    trials = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    seeds = sorted({e.get("config", {}).get("train", {}).get("seed") for e in ledger.get("runs", []) if isinstance(e.get("config"), dict)} - {None})
+    protocol = (f"each row at its tuned {', '.join(map(str, keys))} ({trials} trials per row, {ranges}; {spec.get('sampler')} sampler, "
+                f"{spec.get('pruner')} pruning; chosen on {spec.get('metric')}), retrained on {len(seeds)} fresh seeds: only these runs are compared")
+    flags = {row.label: on_edge(row) for row in rows}
+    notes = [f"{row}: {key} was chosen on the {side} edge of its range ({_value(dict(r.chosen).get(key))}): "
+             f"the best may lie beyond it; widen the range and tune again."
+             for r in rows for row in [r.label] for key, side in flags[row].items()]
+    if len(rows) > 1 and check_rows(rows):
+        sentence = budget_sentence(leadership(rows))
+        if sentence:
+            notes.append(sentence)
+    edges = {e["folder"]: flags.get(e.get("row"), {}) for e in ledger.get("runs", []) if e.get("folder") and flags.get(e.get("row"))}
+    return TunedReport(protocol, tuple(notes), edges)
+
+
+def _range_words(param: dict) -> str:
+    if param.get("choices"):
+        return f"{param.get('key')} in {{{', '.join(map(str, param['choices']))}}}"
+    return f"{param.get('key')} in [{_value(param.get('low'))}, {_value(param.get('high'))}]{' log' if param.get('log') else ''}"
+
+
+def _value(x) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
 def tuned_plan_words(sweep) -> str:
     """What a tuned sweep will do, for --dry-run."""
     tune = sweep.tune
