@@ -497,5 +497,23 @@ def write_tuning_figures(sweep_dir: Path, folder: Path, suffix: str = ".png") ->
     rows = [row for row in tuned_rows(sweep_dir, ledger) if row.trials]
     if not rows:
         return []
-    return [plot_sensitivity(rows, folder / Path(SENSITIVITY_FILE).with_suffix(suffix), title=sweep_dir.name),
-            plot_budget(rows, folder / Path(BUDGET_FILE).with_suffix(suffix), title=sweep_dir.name)]
+    rows, keys = _value_labels(rows)
+    title = f"{sweep_dir.name} ({', '.join(keys)})" if keys else sweep_dir.name
+    return [plot_sensitivity(rows, folder / Path(SENSITIVITY_FILE).with_suffix(suffix), title=title),
+            plot_budget(rows, folder / Path(BUDGET_FILE).with_suffix(suffix), title=title)]
+
+
+def _value_labels(rows: list) -> tuple[list, list[str]]:
+    """Rows labelled by their values alone ("relu, sgd") when every label names the same keys in the
+    same order ("activation=relu,optimizer=sgd"), and those keys, for the title; else as they are.
+    Panel titles then fit their panels."""
+    from dataclasses import replace
+
+    parsed = [[part.partition("=") for part in row.label.split(",")] for row in rows]
+    keys = [key for key, _, _ in parsed[0]]
+    if not all(sep for labels in parsed for _, sep, _ in labels) or any([key for key, _, _ in labels] != keys for labels in parsed):
+        return rows, []
+    short = [", ".join(value for _, _, value in labels) for labels in parsed]
+    if len(set(short)) != len(short):
+        return rows, []
+    return [replace(row, label=label) for row, label in zip(rows, short)], keys
