@@ -119,3 +119,42 @@ def test_the_simultaneous_intervals_cover_the_true_differences():
     # The rows 8 points or more behind are called worse nearly always.
     far = [i for i, m in enumerate(means) if max(means) - m > 0.08]
     assert np.mean([set(far) <= set(rows_called_worse(sweep)) for sweep in values[:200]]) > 0.9
+
+
+def write_sweep_folder(root, values: np.ndarray) -> None:
+    """One simulated sweep as run folders compare reads: row i, seed s completed with val_acc
+    values[i, s] at its selected epoch (epoch 1)."""
+    import json
+
+    import yaml
+
+    for row in range(values.shape[0]):
+        for seed in range(values.shape[1]):
+            folder = root / f"batch_size={10 + row},seed={seed}" / "1"
+            folder.mkdir(parents=True)
+            (folder / "config.yaml").write_text(yaml.safe_dump({"name": folder.parent.name, "train": {"epochs": 1, "batch_size": 10 + row, "seed": seed}}))
+            figures = {"train_loss": 0.5, "train_acc": 0.9, "val_loss": 0.5, "val_acc": float(values[row, seed])}
+            (folder / "summary.json").write_text(json.dumps({"status": "completed", "name": folder.parent.name, "selected_epoch": 1,
+                                                             "test_acc": 0.9, "test_loss": 0.5, **figures}))
+            (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, **figures}) + "\n")
+
+
+def test_compare_on_run_folders_gives_the_simulations_verdicts(tmp_path):
+    """The simulations above call against_best on values; here sweeps of synthetic run folders go
+    through report.compare, and each row's verdict is the one against_best gives the same values:
+    the error rates measured above are those of `actexp compare`."""
+    from actexp.report import compare
+
+    rng = np.random.default_rng(7)
+    null = simulate(rng, [0.95] * ROWS, [SD] * ROWS, seeds=3, sweeps=12)
+    spread = simulate(rng, np.linspace(0.95, 0.90, ROWS), [SD] * ROWS, seeds=3, sweeps=3)
+    called = 0
+    for index, sweep in enumerate(np.concatenate([null, spread])):
+        root = tmp_path / f"sweep{index}"
+        write_sweep_folder(root, sweep)
+        comparison = compare([root])
+        from_folders = sorted(int(row.values[0]) for row in comparison.rows if row.verdict and row.verdict.separated)
+        expected = sorted(10 + i for i in rows_called_worse(sweep))
+        assert comparison.keys == ("train.batch_size",) and from_folders == expected, index
+        called += len(expected)
+    assert called > 0  # the comparison is not vacuous: the spread sweeps have rows called worse

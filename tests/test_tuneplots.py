@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -270,6 +271,7 @@ def test_laying_out_imports_neither_matplotlib_nor_torch():
         "layout_sensitivity([row]); layout_budget([row])\n"
         "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # From the checkout's root: `python -c` imports the actexp beside it, not an installed copy.
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["[]", "[]"]

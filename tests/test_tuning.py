@@ -80,7 +80,7 @@ def test_tune_section_and_options_parse_and_merge():
     assert [p.key for p in tune.params] == ["optim.lr", "model.width", "optim.optimizer"]
     assert tune.params[0] == Param("optim.lr", 1e-4, 1.0, log=True)
     assert tune.params[1].integer and tune.params[2].choices == ("sgd", "adam")
-    assert (tune.trials, tune.per_batch, tune.sampler, tune.pruner, tune.metric) == (12, 3, "tpe", "hyperband", "val_acc")
+    assert (tune.trials, tune.per_batch, tune.sampler, tune.pruner, tune.metric) == (12, 3, "qmc", "hyperband", "val_acc")
 
     assert parse_options(["optim.lr=1e-4:1:log"]) == [Param("optim.lr", 1e-4, 1.0, log=True)]
     merged = merge(parse_section({"optim.lr": [1e-4, 1.0, "log"]}, "f"), parse_options(["optim.momentum=0:0.99"]), trials=5)
@@ -95,7 +95,7 @@ def test_tune_section_and_options_parse_and_merge():
     ({"optim.lr": ["a", "b"]}, "expected [LOW, HIGH]"),
     ({"optim.lr": [1e-4, 1.0], "trails": 3}, "did you mean 'trials'"),
     ({"optim.lr": [1e-4, 1.0], "trials": 0}, "trials: expected a whole number"),
-    ({"optim.lr": [1e-4, 1.0], "sampler": "bayes"}, "choose from tpe, random, qmc, grid"),
+    ({"optim.lr": [1e-4, 1.0], "sampler": "bayes"}, "choose from qmc, tpe, random, grid"),
     ({"optim.lr": [1e-4, 1.0], "pruner": "median!"}, "choose from hyperband"),
     ({"optim.lr": [1e-4, 1.0], "sampler": "grid"}, "grid needs"),
     ({"optim.lr": [1e-4, 1.0], "storage": "tune.db"}, "database URL"),
