@@ -4,6 +4,7 @@ exits 2 with one line naming the file and the dotted key, no traceback, no run f
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -291,12 +292,14 @@ def test_resolved_yaml_round_trips(tmp_path):
 
 
 @pytest.mark.slow
-def test_validate_does_not_import_torch(tmp_path):
+@pytest.mark.parametrize("model", [{"activation": {"name": "maxout", "k": 3}, "init": "orthogonal"},
+                                   {"activation": {"expr": "x * sigmoid(beta * x)", "beta": 1.702, "learn": ["beta"]}}], ids=["registry", "formula"])
+def test_validate_does_not_import_torch(tmp_path, model):
     # Registries import torch lazily, so `actexp validate` and `--help` answer instantly.
     import subprocess
     import sys
 
-    path = write_yaml(tmp_path / "c.yaml", tiny_config(model={"activation": {"name": "maxout", "k": 3}, "init": "orthogonal"}))
+    path = write_yaml(tmp_path / "c.yaml", tiny_config(model=model))
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
@@ -305,7 +308,8 @@ def test_validate_does_not_import_torch(tmp_path):
         "assert result.exit_code == 0, result.output\n"
         "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # From the checkout's root: `python -c` imports the actexp beside it, not an installed copy.
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

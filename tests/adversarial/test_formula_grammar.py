@@ -5,12 +5,12 @@ second of CPU, with no run folder made and no data touched."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import cli, tiny_config, write_yaml
+from test_config_corpus import _refused as refused
 
 SECONDS = 0.5  # CPU seconds of the calling thread per CLI call; the refusals take milliseconds
 PWNED = "pwned"  # what a formula that ran would create
@@ -78,20 +78,7 @@ BAD_FORMULAS = [
 
 
 def _refused(args, path: Path, fragments) -> str:
-    start = time.thread_time()
-    result = cli(*args)
-    seconds = time.thread_time() - start
-    assert result.exit_code == 2, result.output[:2000]
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output[:2000]
-    line = lines[0]
-    assert line.startswith("error: ") and len(line) < 1000, line[:2000]
-    assert str(path) in line, line
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    assert seconds < SECONDS, f"{seconds:.2f} s: {line}"
-    return line
+    return refused(args, path, fragments, SECONDS)
 
 
 @pytest.mark.parametrize("formula,fragments", [c[1:] for c in BAD_FORMULAS], ids=[c[0] for c in BAD_FORMULAS])
