@@ -569,7 +569,7 @@ def _tune(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fail_fas
     here = sweep_dir.absolute()
 
     def drive(backend_now, tasks, record, started):
-        _drive(backend_now, tasks, here, record, fail_fast, started)
+        _drive(backend_now, tasks, here, record, False, started)  # trials.py decides fail-fast: a diverged trial is a finding
 
     result = run_trials(sweep, sweep_dir, ledger, lambda n: backend or _local_backend(sweep, jobs, n), drive, plan_tasks, progress,
                         fused, max_group, fail_fast)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .backends import RunSpec, _relative
 from .config import config_to_dict
-from .errors import ActexpError
-from .runs import CHECKPOINTS, FAILURES, PRUNED, RESULTS, new_run_dir, read_summary, write_ledger
+from .errors import ActexpError, ConfigError
+from .runs import CHECKPOINTS, PRUNED, RESULTS, new_run_dir, read_summary, write_ledger
 from .budget import on_edge
 from .tuning import TRIAL_SEED_BASE, TrialLink, open_study, require_optuna, storage_url, study_name, suggest, to_plain, tuned_rows
 from .varying import SEED_KEY
@@ -47,6 +47,7 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
     storage = storage_url(tune, sweep_dir)
     studies = {row.name: open_study(tune, storage, study_name(sweep.name, row.name), row.name, row.config.train.epochs) for row in sweep.rows}
     rows = {row.name: row for row in sweep.rows}
+    check_same_tune(tune, ledger.get("tune"), sweep_dir)
     entries = [e for e in ledger.get("trials", []) if e.get("row") in rows]
     ledger["trials"] = entries
     ledger["tune"] = {"spec": to_plain(tune), "storage": "database" if tune.storage else None, "rows": {}}
@@ -95,7 +96,8 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
         done = sum(e["status"] in ENDED for e in entries) - sum(e["status"] in ENDED for e in todo)
         stage = f"trials {done + 1}-{done + len(steps)} of {tune.trials * len(rows)}"
         drive(backend, tasks, record, lambda slots: progress("plan", SweepPlan(sweep=sweep, steps=steps, dir=sweep_dir, removed=[], jobs=slots, stage=stage)))
-        failed_fast = fail_fast and any(e["status"] in FAILURES for e in todo)
+        # A diverged trial is a finding (that rate diverges), not a failure to stop for.
+        failed_fast = fail_fast and any(e["status"] == "failed" for e in todo)
     chosen = {row.name: _chosen(studies[row.name], optuna) for row in sweep.rows}
     for row in sweep.rows:
         ledger["tune"]["rows"][row.name] = {"study": study_name(sweep.name, row.name), "chosen": chosen[row.name],
@@ -105,6 +107,20 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
             ledger["tune"]["rows"][tuned.label]["edge"] = on_edge(tuned)
     write_ledger(sweep_dir, ledger)
     return TrialsResult(chosen, tuple(entries))
+
+
+def check_same_tune(tune, recorded, sweep_dir: Path) -> None:
+    """ConfigError when the sweep folder's trials were asked under another tune (other ranges,
+    sampler, pruner or metric): its studies' trials would count toward this tune and could be
+    chosen. More or fewer trials per row are the same tune (more extends the studies)."""
+    old = recorded.get("spec") if isinstance(recorded, dict) else None
+    if not isinstance(old, dict):
+        return
+    new = to_plain(tune)
+    changed = [key for key in ("params", "sampler", "pruner", "metric") if old.get(key) != new[key]]
+    if changed:
+        raise ConfigError(f"{sweep_dir} holds the trials of another tune (its {', '.join(changed)} differ); give this tune its own folder "
+                          f"(--name NAME), or move that folder away")
 
 
 def _ask(study, row, sweep_dir: Path, tune) -> dict:

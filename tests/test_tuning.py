@@ -369,3 +369,29 @@ def test_the_ledger_of_a_tune_keeps_no_database_password(tmp_path):
     text = (tmp_path / "runs" / "xor_tuned" / "sweep.json").read_text()
     assert "elsewhere.db" not in text and json.loads(text)["tune"]["storage"] == "database"
     assert (tmp_path / "elsewhere.db").exists() and not (tmp_path / "runs" / "xor_tuned" / "tune.db").exists()
+
+
+def test_another_tune_in_the_same_folder_is_refused_more_trials_extend_it(tmp_path):
+    path = write_tuned(tmp_path, {"optim.lr": [1e-3, 1.0, "log"], "trials": 2, "batch": 2, "pruner": "none"})
+    runs = tmp_path / "runs"
+    run_sweep(path, runs_dir=runs, jobs=1)
+    sweep_dir = runs / "xor_tuned"
+    before = len(trial_entries(sweep_dir))
+    # Another range: the earlier trials would count toward it, and could be chosen.
+    write_tuned(tmp_path, {"optim.lr": [1e-2, 1.0, "log"], "trials": 2, "batch": 2, "pruner": "none"})
+    with pytest.raises(ConfigError, match="holds the trials of another tune \\(its params differ\\)"):
+        run_sweep(path, runs_dir=runs, jobs=1)
+    assert len(trial_entries(sweep_dir)) == before
+    # More trials of the same tune: the studies go on, none of the first trials runs again.
+    write_tuned(tmp_path, {"optim.lr": [1e-3, 1.0, "log"], "trials": 3, "batch": 2, "pruner": "none"})
+    run_sweep(path, runs_dir=runs, jobs=1)
+    assert_each_trial_once(sweep_dir, ["activation=relu", "activation=tanh"], 3)
+
+
+def test_fail_fast_does_not_stop_a_tune_for_a_diverged_trial(tmp_path):
+    # lr up to 1e4 with SGD: the top of the range diverges.
+    path = write_tuned(tmp_path, {"optim.lr": [1e-3, 1e4, "log"], "trials": 4, "batch": 2, "pruner": "none"}, grid={"model.init": ["xavier_normal"]})
+    runs = tmp_path / "runs"
+    run_sweep(path, runs_dir=runs, jobs=1, fail_fast=True)
+    statuses = {e["number"]: read_summary(runs / "xor_tuned" / e["folder"])["status"] for e in trial_entries(runs / "xor_tuned")}
+    assert "diverged" in (statuses[0], statuses[1]) and len(statuses) == 4  # a diverged trial in the first batch, and the second batch ran
