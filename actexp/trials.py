@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .backends import RunSpec, _relative
 from .config import config_to_dict
-from .errors import ActexpError, ConfigError
+from .errors import ActexpError, ConfigError, DamagedFile
 from .runs import CHECKPOINTS, PRUNED, RESULTS, new_run_dir, read_summary, write_ledger
 from .budget import on_edge
 from .tuning import TRIAL_SEED_BASE, TrialLink, open_study, require_optuna, storage_url, study_name, suggest, to_plain, tuned_rows
@@ -44,11 +44,11 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
 
     optuna = require_optuna()
     tune = sweep.tune
-    storage = storage_url(tune, sweep_dir)
-    studies = {row.name: open_study(tune, storage, study_name(sweep.name, row.name), row.name, row.config.train.epochs) for row in sweep.rows}
     rows = {row.name: row for row in sweep.rows}
     check_same_tune(tune, ledger.get("tune"), sweep_dir)
-    entries = [e for e in ledger.get("trials", []) if e.get("row") in rows]
+    entries = _trial_entries(ledger, rows, tune, sweep_dir)
+    storage = storage_url(tune, sweep_dir)
+    studies = {row.name: open_study(tune, storage, study_name(sweep.name, row.name), row.name, row.config.train.epochs) for row in sweep.rows}
     ledger["trials"] = entries
     ledger["tune"] = {"spec": to_plain(tune), "storage": "database" if tune.storage else None, "rows": {}}
     here = sweep_dir.absolute()
@@ -107,6 +107,24 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
             ledger["tune"]["rows"][tuned.label]["edge"] = on_edge(tuned)
     write_ledger(sweep_dir, ledger)
     return TrialsResult(chosen, tuple(entries))
+
+
+def _trial_entries(ledger: dict, rows: dict, tune, sweep_dir: Path) -> list[dict]:
+    """The ledger's trials of the sweep's rows (a row no longer in the sweep keeps its trials in the
+    studies, not in the ledger); DamagedFile, before anything trains, for an entry that does not
+    hold what a trial's does (runs.read_ledger has checked its name, status and folder)."""
+    entries = []
+    for number, entry in enumerate(ledger.get("trials", []), 1):
+        if entry.get("row") not in rows:
+            continue
+        params = entry.get("params")
+        if not (type(entry.get("number")) is int and type(entry.get("trial_id")) is int and isinstance(entry.get("folder"), str)
+                and isinstance(params, dict) and set(params) == set(tune.keys)
+                and all(type(v) in (int, float, str, bool) for v in params.values())):
+            raise DamagedFile(f"{sweep_dir / 'sweep.json'}: trials entry {number} ({str(entry.get('name'))[:80]}) does not hold a trial's number, "
+                              f"study id, folder and values of {', '.join(tune.keys)}; move the file away to start the tune afresh (run folders are kept)")
+        entries.append(entry)
+    return entries
 
 
 def check_same_tune(tune, recorded, sweep_dir: Path) -> None:

@@ -395,3 +395,21 @@ def test_fail_fast_does_not_stop_a_tune_for_a_diverged_trial(tmp_path):
     run_sweep(path, runs_dir=runs, jobs=1, fail_fast=True)
     statuses = {e["number"]: read_summary(runs / "xor_tuned" / e["folder"])["status"] for e in trial_entries(runs / "xor_tuned")}
     assert "diverged" in (statuses[0], statuses[1]) and len(statuses) == 4  # a diverged trial in the first batch, and the second batch ran
+
+
+@pytest.mark.parametrize("damage", [{"params": ["optim.lr", 0.1]}, {"params": {"optim.momentum": 0.9}}, {"number": "0"}, {"trial_id": None},
+                                    {"params": {"optim.lr": {"__class__": 1}}}], ids=["params-list", "other-key", "number-text", "no-id", "nested"])
+def test_a_damaged_trial_entry_is_one_line_and_nothing_trains(tmp_path, damage):
+    path = write_tuned(tmp_path, {"optim.lr": [1e-3, 1.0, "log"], "trials": 2, "batch": 2, "pruner": "none"})
+    runs = tmp_path / "runs"
+    run_sweep(path, runs_dir=runs, jobs=1)
+    sweep_dir = runs / "xor_tuned"
+    ledger = json.loads((sweep_dir / "sweep.json").read_text())
+    ledger["trials"][0].update(damage)
+    (sweep_dir / "sweep.json").write_text(json.dumps(ledger))
+    folders = sorted(p for p in sweep_dir.rglob("*") if p.is_dir())
+    write_tuned(tmp_path, {"optim.lr": [1e-3, 1.0, "log"], "trials": 3, "batch": 2, "pruner": "none"})  # more trials: it would train
+    result = cli("sweep", path, "--runs-dir", runs)
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "trials entry 1" in result.output and "Traceback" not in result.output
+    assert sorted(p for p in sweep_dir.rglob("*") if p.is_dir()) == folders
