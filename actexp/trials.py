@@ -11,14 +11,15 @@ a restart in its own folder) and never asks a study for a trial it has already r
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from .backends import RunSpec, _relative
 from .config import config_to_dict
-from .errors import ActexpError, ConfigError, DamagedFile
-from .runs import CHECKPOINTS, PRUNED, RESULTS, new_run_dir, read_summary, write_ledger
+from .errors import ActexpError, ConfigError, DamagedFile, WriteFailed
+from .runs import CHECKPOINTS, PRUNED, RESULTS, new_run_dir, read_summary, resolves_inside, write_ledger
 from .budget import on_edge
-from .tuning import TRIAL_SEED_BASE, TrialLink, open_study, require_optuna, storage_url, study_name, suggest, to_plain, tuned_rows
+from .tuning import STORAGE_FILE, TRIAL_SEED_BASE, TrialLink, open_study, require_optuna, storage_url, study_name, suggest, to_plain, tuned_rows
 from .varying import SEED_KEY
 
 TRIALS_DIR = "trials"  # trial run folders, inside the sweep folder
@@ -47,6 +48,8 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
     rows = {row.name: row for row in sweep.rows}
     check_same_tune(tune, ledger.get("tune"), sweep_dir)
     entries = _trial_entries(ledger, rows, tune, sweep_dir)
+    if tune.storage is None:
+        _check_storage_files(sweep_dir)
     storage = storage_url(tune, sweep_dir)
     studies = {row.name: open_study(tune, storage, study_name(sweep.name, row.name), row.name, row.config.train.epochs) for row in sweep.rows}
     ledger["trials"] = entries
@@ -125,6 +128,16 @@ def _trial_entries(ledger: dict, rows: dict, tune, sweep_dir: Path) -> list[dict
                               f"study id, folder and values of {', '.join(tune.keys)}; move the file away to start the tune afresh (run folders are kept)")
         entries.append(entry)
     return entries
+
+
+def _check_storage_files(sweep_dir: Path) -> None:
+    """WriteFailed when the SQLite file of the studies (or one SQLite writes beside it) is a link:
+    SQLite would write through it, out of the sweep folder."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        path = sweep_dir / (STORAGE_FILE + suffix)
+        if path.is_symlink() or (path.exists() and not resolves_inside(path, sweep_dir)):
+            raise WriteFailed(f"{path}: is a link (to {os.readlink(path) if path.is_symlink() else path.resolve()}); actexp writes only inside its runs "
+                              f"folder: remove the link")
 
 
 def check_same_tune(tune, recorded, sweep_dir: Path) -> None:

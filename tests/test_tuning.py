@@ -413,3 +413,18 @@ def test_a_damaged_trial_entry_is_one_line_and_nothing_trains(tmp_path, damage):
     assert result.exit_code == 1, result.output
     assert len(result.output.strip().splitlines()) == 1 and "trials entry 1" in result.output and "Traceback" not in result.output
     assert sorted(p for p in sweep_dir.rglob("*") if p.is_dir()) == folders
+
+
+@pytest.mark.parametrize("name", ["tune.db", "tune.db-journal"])
+def test_a_link_in_place_of_the_studies_file_is_refused(tmp_path, name):
+    """SQLite would write through a link planted as the studies' file (or its journal), out of the
+    sweep folder: refused with one line, the target untouched."""
+    path = write_tuned(tmp_path, {"optim.lr": [1e-3, 1.0, "log"], "trials": 2})
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"precious")
+    sweep_dir = tmp_path / "runs" / "xor_tuned"
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / name).symlink_to(target)
+    result = cli("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and "is a link" in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert target.read_bytes() == b"precious" and not (sweep_dir / "trials").exists()
