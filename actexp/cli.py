@@ -295,6 +295,9 @@ def validate(
                 sweep = load_sweep(path, set_)
                 names = ", ".join(run.name for run in sweep.runs[:3]) + (", …" if len(sweep.runs) > 3 else "")
                 what = f"sweep {sweep.name}, {len(sweep.runs)} runs: {names}"
+                if sweep.tune is not None:
+                    what = (f"sweep {sweep.name}, tuned: {len(sweep.rows)} rows x {sweep.tune.trials} trials of {', '.join(sweep.tune.keys)}, "
+                            f"then {len(sweep.runs)} confirmation runs: {names}")
             else:
                 what = load_config(path, set_, document=document).name
                 what += _as_swept(path, what, paths)

@@ -428,3 +428,12 @@ def test_a_link_in_place_of_the_studies_file_is_refused(tmp_path, name):
     result = cli("sweep", path, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 1 and "is a link" in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert target.read_bytes() == b"precious" and not (sweep_dir / "trials").exists()
+
+
+def test_validate_says_a_sweep_is_tuned_and_refuses_a_bad_tune(tmp_path):
+    path = write_tuned(tmp_path, {"optim.lr": [1e-3, 1.0, "log"], "trials": 6}, seeds=[0, 1, 2])
+    result = cli("validate", path)
+    assert result.exit_code == 0 and "tuned: 2 rows x 6 trials of optim.lr, then 6 confirmation runs" in " ".join(result.output.split())
+    bad = write_tuned(tmp_path, {"optim.lr": [1.0, 1e-3]})
+    refused = cli("validate", bad)
+    assert refused.exit_code == 2 and "tune.optim.lr: the low end (1.0) must be below the high end (0.001)" in refused.output
