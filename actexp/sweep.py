@@ -335,17 +335,15 @@ def plan_sweep(sweep: Sweep, sweep_dir: Path, force: bool = False) -> tuple[list
         action = _action(entry, sweep_dir, force)
         steps.append(Step(run, action, entry, _reused_from(run, entry, action)))
         entries.append(entry)
-    ledger = {
-        "sweep": sweep.name,
-        "source": str(sweep.source),
-        "identity": sweep_identity(sweep),
-        "keys": list(sweep.keys),
-        "runs": entries,
-        "removed": list(known.values()),
-    }
+    ledger = {**ledger_head(sweep), "runs": entries, "removed": list(known.values())}
     if sweep.tune is not None:  # the trials stage's record, kept (trials.py)
         ledger.update(tune=old.get("tune"), trials=old.get("trials", []))
     return steps, ledger
+
+
+def ledger_head(sweep: Sweep) -> dict:
+    """What a ledger says of its sweep, before its runs."""
+    return {"sweep": sweep.name, "source": str(sweep.source), "identity": sweep_identity(sweep), "keys": list(sweep.keys)}
 
 
 def sweep_identity(sweep: Sweep) -> dict:
@@ -563,9 +561,7 @@ def _tune(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fail_fas
 
     old = read_ledger(sweep_dir)
     check_same_sweep(sweep, sweep_dir, old)
-    ledger = {**old, "sweep": sweep.name, "source": str(sweep.source), "identity": sweep_identity(sweep), "keys": list(sweep.keys)}
-    ledger.setdefault("runs", [])
-    ledger.setdefault("removed", [])
+    ledger = {"runs": [], "removed": [], **old, **ledger_head(sweep)}
     here = sweep_dir.absolute()
 
     def drive(backend_now, tasks, record, started):

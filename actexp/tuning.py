@@ -382,7 +382,7 @@ def chosen_lines(rows: dict) -> list[str]:
     lines = []
     for row, info in rows.items():
         chosen = info.get("chosen") or {}
-        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items())
+        values = ", ".join(f"{k}={_value(v)}" for k, v in chosen.items())
         edges = info.get("edge") or {}
         flag = "".join(f"; {k} on the {side} edge of its range: the best may lie beyond it, widen the range" for k, side in edges.items())
         lines.append(f"tuned {row}: {values} (best of {info.get('trials', '?')} trials){flag}")

@@ -224,13 +224,15 @@ def test_a_tuned_sweep_tunes_each_row_then_confirms_on_fresh_seeds(tmp_path, mon
     # The protocol says how the rows were chosen; a value chosen on its range's edge is flagged in
     # the table and under it (here the ledger's range is cut to end at relu's chosen lr).
     assert "each row at its tuned optim.lr (6 trials per row, optim.lr in [0.001, 1] log" in " ".join(compared.output.split())
-    ledger = json.loads((sweep_dir / "sweep.json").read_text())
+    as_written = (sweep_dir / "sweep.json").read_text()
+    ledger = json.loads(as_written)
     relu_lr = ledger["tune"]["rows"]["activation=relu"]["chosen"]["optim.lr"]
     ledger["tune"]["spec"]["params"][0]["high"] = relu_lr
     (sweep_dir / "sweep.json").write_text(json.dumps(ledger))
     flagged = " ".join(cli("compare", sweep_dir).output.split())
     assert "(high edge)" in flagged and "activation=relu: optim.lr was chosen on the high edge of its range" in flagged
     assert "widen the range" in flagged
+    (sweep_dir / "sweep.json").write_text(as_written)
 
     # Running the same command again trains nothing.
     again = run_sweep(path, runs_dir=runs, jobs=1)
