@@ -497,10 +497,27 @@ def write_tuning_figures(sweep_dir: Path, folder: Path, suffix: str = ".png") ->
     rows = [row for row in tuned_rows(sweep_dir, ledger) if row.trials]
     if not rows:
         return []
-    rows, keys = _value_labels(rows)
+    groups = sensitivity_groups([row.label for row in rows])
+    short, keys = _value_labels(rows)
+    groups = groups and {row.label: groups[old.label] for old, row in zip(rows, short)}
     title = f"{sweep_dir.name} ({', '.join(keys)})" if keys else sweep_dir.name
-    return [plot_sensitivity(rows, folder / Path(SENSITIVITY_FILE).with_suffix(suffix), title=title),
-            plot_budget(rows, folder / Path(BUDGET_FILE).with_suffix(suffix), title=title)]
+    return [plot_sensitivity(short, folder / Path(SENSITIVITY_FILE).with_suffix(suffix), title=title, groups=groups),
+            plot_budget(short, folder / Path(BUDGET_FILE).with_suffix(suffix), title=title)]
+
+
+def sensitivity_groups(labels: list[str], most: int = 8) -> dict | None:
+    """More rows than one panel holds (`most`), labelled by the same keys ("activation=relu,optimizer=sgd"):
+    a panel per value of the key with the fewest values ("optimizer=sgd"), a line per row in it
+    ("relu"), when that makes at most 4 panels of at most `most` lines; label -> (panel, line). Else None."""
+    parsed = [[part.partition("=") for part in label.split(",")] for label in labels]
+    keys = [key for key, _, _ in parsed[0]]
+    if len(labels) <= most or len(keys) < 2 or any([key for key, sep, _ in p] != keys or not all(sep for _, sep, _ in p) for p in parsed):
+        return None
+    counts = [len({p[i][2] for p in parsed}) for i in range(len(keys))]
+    panel = min((i for i in range(len(keys)) if counts[i] > 1), key=lambda i: counts[i], default=None)
+    if panel is None or counts[panel] > 4 or len(labels) / counts[panel] > most:  # a row of at most 4 panels, each a few lines
+        return None
+    return {label: (f"{keys[panel]}={p[panel][2]}", ", ".join(v for i, (_, _, v) in enumerate(p) if i != panel)) for label, p in zip(labels, parsed)}
 
 
 def _value_labels(rows: list) -> tuple[list, list[str]]:

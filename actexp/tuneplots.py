@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .budget import (COMPLETED, FAILED, PRUNED, BudgetCurve, TunedRow, budget_curve, check_rows, has_score, is_number, leader_changes,
@@ -107,10 +107,12 @@ class Sensitivity:
         return any(panel.y is not None for panel in self.panels)
 
 
-def layout_sensitivity(rows: list[TunedRow], metric: str | None = None, title: str = "") -> Sensitivity:
+def layout_sensitivity(rows: list[TunedRow], metric: str | None = None, title: str = "", groups: dict | None = None) -> Sensitivity:
     """What `draw_sensitivity` draws for `rows` (see the module's rules). `metric`: the validation
     figure's name (val_acc, val_loss, or free text); by default val_acc where higher is better, else
-    val_loss."""
+    val_loss. `groups` (one tuned key): row label -> (panel title, line label), a panel per title
+    with a line per row, one colour per line label across panels (plots.sensitivity_groups: a panel
+    per optimizer, a line per activation)."""
     rows = _checked(rows)
     higher = rows[0].higher_is_better
     axes = _axes(rows)
@@ -123,6 +125,14 @@ def layout_sensitivity(rows: list[TunedRow], metric: str | None = None, title: s
         x, y = axes
         panels = tuple(SensitivityPanel(_text(r.label), x, y, (_marks(r, styles[r.label], x, y, edges[r.label]),)) for r in rows)
         what = f"{_metric_name(metric, higher)} (colour) over {x.label} and {y.label}"
+    elif len(axes) == 1 and groups:
+        (x,) = axes
+        lines = list(dict.fromkeys(groups[r.label][1] for r in rows))
+        styles = dict(zip(lines, line_styles(len(lines))))
+        panels = tuple(SensitivityPanel(_text(panel), x, None, tuple(
+            replace(_marks(r, styles[groups[r.label][1]], x, None, edges[r.label]), label=_text(groups[r.label][1]))
+            for r in rows if groups[r.label][0] == panel)) for panel in dict.fromkeys(groups[r.label][0] for r in rows))
+        what = f"{_metric_name(metric, higher)} against {x.label}"
     elif len(axes) == 1 and len(rows) > MAX_ROWS:
         (x,) = axes
         panels = tuple(SensitivityPanel(_text(r.label), x, None, (_marks(r, styles[r.label], x, None, edges[r.label]),)) for r in rows)
@@ -284,8 +294,10 @@ def draw_sensitivity(layout: Sensitivity, out: str | Path | None = None):
     columns = min(count, PANELS_PER_ROW)
     rows = math.ceil(count / columns)
     single = count == 1
-    width = 9.5 if single else 3.6 * columns + (1.2 if layout.coloured_by_score else 0)
-    figure = Figure(figsize=(width, 5.2 if single else 3.3 * rows + 0.9), dpi=100, layout="constrained")
+    crowded = any(len(panel.marks) > 1 for panel in layout.panels)  # a line per row in a panel: room for them
+    panel_width, panel_height = (5.2, 4.4) if crowded else (3.6, 3.3)
+    width = 9.5 if single else panel_width * columns + 2.2 * crowded + (1.2 if layout.coloured_by_score else 0)
+    figure = Figure(figsize=(width, 5.2 if single else panel_height * rows + 0.9), dpi=100, layout="constrained")
     # Every panel's y is the figure, or (two keys) the same second key: one y-axis, so panels compare.
     axes = figure.subplots(rows, columns, squeeze=False, sharey=True, sharex=len({p.x.key for p in layout.panels}) == 1).ravel()
     colour = _score_colours(layout) if layout.coloured_by_score else None
@@ -307,7 +319,8 @@ def draw_sensitivity(layout: Sensitivity, out: str | Path | None = None):
         row_handles = [_row_handle(m) for m in layout.panels[0].marks] if len(layout.panels[0].marks) > 1 else []
         axes[0].legend(handles=row_handles + handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     else:
-        figure.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
+        lines = {m.label: m for panel in layout.panels if len(panel.marks) > 1 for m in panel.marks}  # a line per row in a panel: their legend
+        figure.legend(handles=[_row_handle(m) for m in lines.values()] + handles, loc="outside right upper", fontsize="small", frameon=False)
         figure.suptitle(layout.title, fontsize="medium")
     if layout.note:
         # A legend of no entries, titled with the note: placed outside, the layout makes room for it.
@@ -501,9 +514,9 @@ def _budget_axes(ax, layout: Budget) -> None:
 # ----------------------------------------------------------------------------- files
 
 
-def plot_sensitivity(rows: list[TunedRow], out: str | Path, metric: str | None = None, title: str = "") -> Path:
+def plot_sensitivity(rows: list[TunedRow], out: str | Path, metric: str | None = None, title: str = "", groups: dict | None = None) -> Path:
     """The sensitivity figure of `rows`, written to `out` (PNG, PDF, SVG, ... by its suffix)."""
-    draw_sensitivity(layout_sensitivity(rows, metric, title), out)
+    draw_sensitivity(layout_sensitivity(rows, metric, title, groups), out)
     return Path(out)
 
 

@@ -439,3 +439,27 @@ def test_validate_says_a_sweep_is_tuned_and_refuses_a_bad_tune(tmp_path):
     bad = write_tuned(tmp_path, {"optim.lr": [1.0, 1e-3]})
     refused = cli("validate", bad)
     assert refused.exit_code == 2 and "tune.optim.lr: the low end (1.0) must be below the high end (0.001)" in refused.output
+
+
+def test_many_rows_of_two_keys_draw_a_panel_per_value_and_a_line_per_row():
+    """The classic activation x learning rate figure: 8 activations x 2 optimizers are 2 panels
+    (a panel per optimizer, the key with fewer values) of 8 lines, an activation one colour in both."""
+    from actexp.budget import Trial, TunedRow
+    from actexp.plots import sensitivity_groups
+    from actexp.tuneplots import layout_sensitivity
+
+    activations = ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu"]
+    labels = [f"activation={a},optimizer={o}" for a in activations for o in ("sgd", "adam")]
+    groups = sensitivity_groups(labels)
+    assert groups["activation=relu,optimizer=adam"] == ("optimizer=adam", "relu")
+    assert sensitivity_groups(labels[:8]) is None  # one panel holds them
+    assert sensitivity_groups([f"activation={a}" for a in activations * 2][:9]) is None  # one key: nothing to panel by
+    assert sensitivity_groups([f"a={i},b={i}" for i in range(20)]) is None  # a panel per value would hold 1 line each, or 20
+
+    rows = [TunedRow(label, tuple(Trial(i, {"optim.lr": 10 ** (-3 + i)}, 0.5 + 0.1 * i, "completed", 3) for i in range(3)),
+                     {"optim.lr": 0.1}, {"optim.lr": (1e-3, 1.0, True)}, True) for label in labels]
+    layout = layout_sensitivity(rows, groups=groups)
+    assert [p.title for p in layout.panels] == ["optimizer=sgd", "optimizer=adam"]
+    assert all([m.label for m in p.marks] == activations for p in layout.panels)
+    assert [m.color for m in layout.panels[0].marks] == [m.color for m in layout.panels[1].marks]
+    assert len({m.color for m in layout.panels[0].marks}) == 8
