@@ -8,6 +8,7 @@ torch.utils.tensorboard (which needs the `tensorboard` package) is imported only
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .diagnostics import METRICS, OUTPUT_LAYER
@@ -93,3 +94,40 @@ class Board:
 
         self.writer = None
         warnings.warn(f"TensorBoard events are no longer written ({why}); the run goes on, its metrics files have every figure", RunFolderWarning, stacklevel=3)
+
+
+TUNE_BOARD = "tensorboard"  # a tuned sweep's trials for the hparams view, inside the sweep folder
+
+
+def write_tune_hparams(sweep_dir: Path, rows: list, metric: str) -> Path | None:
+    """A tuned sweep's trials in TensorBoard's hparams view: one entry per trial (its row, tuned values
+    and state, and its validation figure), in SWEEP/tensorboard/. The folder is written afresh each
+    time (a resumed tune, a second report: each trial once), into a temporary folder that then
+    replaces it. A folder that is a file or a link is left alone with a warning: the events are a
+    view of the trials' run folders, which hold every figure. Returns the folder, or None."""
+    import shutil
+    import warnings
+
+    from .runs import RunFolderWarning
+
+    folder = Path(sweep_dir) / TUNE_BOARD
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        warnings.warn(f"{folder} is not a folder (a file or a link); the tune's hparams are not written", RunFolderWarning, stacklevel=2)
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    fresh = Path(sweep_dir) / f".{TUNE_BOARD}-{os.getpid()}"
+    shutil.rmtree(fresh, ignore_errors=True)
+    writer = SummaryWriter(log_dir=str(fresh))
+    try:
+        trials = [(row, trial) for row in rows for trial in row.trials]
+        for index, (row, trial) in enumerate(trials):
+            values = {"row": row.label, **{k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in trial.params.items()},
+                      "trial": trial.number, "state": trial.state, "epochs": trial.epochs}
+            # Named by index, not by the row's label: a label read from a ledger is no folder name.
+            writer.add_hparams(values, {f"hparam/{metric}": trial.score}, run_name=f"{index:05d}")
+    finally:
+        writer.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    fresh.rename(folder)
+    return folder

@@ -551,6 +551,11 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
 
         comparison, curves = write_report(sweep_dir)
         result = dataclasses.replace(result, comparison=comparison, curves=curves)
+        if sweep.tune is not None and any(run.config.train.tensorboard for run in sweep.runs):
+            from .board import write_tune_hparams
+            from .tuning import tuned_rows
+
+            write_tune_hparams(sweep_dir, tuned_rows(sweep_dir, read_ledger(sweep_dir)), sweep.tune.metric)
     return result
 
 

@@ -463,3 +463,36 @@ def test_many_rows_of_two_keys_draw_a_panel_per_value_and_a_line_per_row():
     assert all([m.label for m in p.marks] == activations for p in layout.panels)
     assert [m.color for m in layout.panels[0].marks] == [m.color for m in layout.panels[1].marks]
     assert len({m.color for m in layout.panels[0].marks}) == 8
+
+
+def test_a_tune_with_tensorboard_writes_each_trial_once_into_the_hparams_view(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    base = {**XOR_BASE, "train": {**XOR_BASE["train"], "tensorboard": True}}
+    path = write_tuned(tmp_path, {"optim.lr": [1e-3, 1.0, "log"], "trials": 3, "batch": 3, "pruner": "none"}, base=base)
+    runs = tmp_path / "runs"
+    run_sweep(path, runs_dir=runs, jobs=1)
+    run_sweep(path, runs_dir=runs, jobs=1)  # a second report: the view is written afresh, each trial once
+    board = runs / "xor_tuned" / "tensorboard"
+    trials = sorted(p.name for p in board.iterdir() if p.is_dir())
+    assert trials == [f"{i:05d}" for i in range(6)]
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(board))
+    multiplexer.Reload()
+    plugin_runs = multiplexer.PluginRunToTagToContent("hparams")
+    assert len([r for r in plugin_runs if r != "."]) == 6  # one hparams entry per trial
+
+
+def test_the_hparams_view_never_writes_through_a_planted_link(tmp_path):
+    pytest.importorskip("tensorboard")
+    from actexp.board import write_tune_hparams
+    from actexp.runs import RunFolderWarning
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    (sweep_dir / "tensorboard").symlink_to(target)
+    with pytest.warns(RunFolderWarning, match="not a folder"):
+        assert write_tune_hparams(sweep_dir, [], "val_acc") is None
+    assert list(target.iterdir()) == [] and (sweep_dir / "tensorboard").is_symlink()
