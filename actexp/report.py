@@ -218,6 +218,7 @@ class Row:
     wall_seconds: stats.Summary
     verdict: stats.Verdict | None = None  # against the best row; None for it and for rows of n < 2
     repeats: int = 0  # completed runs left out: each repeats an earlier one's config and seed
+    edges: tuple = ()  # a tuned sweep's (key, "low" | "high"): its value chosen on that edge of the key's range
 
     @property
     def name(self) -> str:
@@ -288,8 +289,7 @@ def _with_edges(c: Comparison, tuned, sweep_dir: Path) -> Comparison:
     for row in c.rows:
         folders = {Path(folder).relative_to(sweep_dir).as_posix() for folder in row.runs if Path(folder).is_relative_to(sweep_dir)}
         flags = next((tuned.edges[f] for f in sorted(folders) if f in tuned.edges), {})
-        values = tuple(f"{value} ({flags[key]} edge)" if key in flags else value for key, value in zip(c.keys, row.values))
-        rows.append(replace(row, values=values))
+        rows.append(replace(row, edges=tuple(flags.items())))
     return replace(c, rows=tuple(rows), tuning=tuned.notes)
 
 
@@ -402,7 +402,9 @@ def comparison_cells(c: Comparison, stacked: bool = False) -> tuple[list[str], l
     header += (["epoch", "test\nacc", "wall\ns"] if stacked else ["epoch", "test acc", "wall s"]) + (["runs"] if show_status else [])
     rows = []
     for rank, row in enumerate(c.rows, 1):
-        cells = [str(rank), *map(printable, row.values), str(row.metric.n), _join(mean_sd(row.metric), interval(row.metric), stacked)]
+        edges = dict(row.edges)
+        values = [f"{value} ({edges[key]} edge)" if key in edges else value for key, value in zip(c.keys, row.values)]
+        cells = [str(rank), *map(printable, values), str(row.metric.n), _join(mean_sd(row.metric), interval(row.metric), stacked)]
         if show_verdicts:
             mark, p = _mark(c, rank - 1)
             v = row.verdict

@@ -232,6 +232,10 @@ def test_a_tuned_sweep_tunes_each_row_then_confirms_on_fresh_seeds(tmp_path, mon
     flagged = " ".join(cli("compare", sweep_dir).output.split())
     assert "(high edge)" in flagged and "activation=relu: optim.lr was chosen on the high edge of its range" in flagged
     assert "widen the range" in flagged
+    import csv
+
+    table = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert all(float(row["optim.lr"]) > 0 for row in table)  # the flag is the table's, the CSV keeps the value a number
     (sweep_dir / "sweep.json").write_text(as_written)
 
     # Running the same command again trains nothing.
