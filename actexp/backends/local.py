@@ -101,10 +101,16 @@ def worker_slots(jobs: int, cpus: int, gpus: int) -> list[Slot]:
 
 
 class _Worker:
-    def __init__(self, context, slot: Slot, index: int, events):
+    """A worker process, its task queue and its own pipe of events: a worker killed while it sends
+    can break only its own pipe (a queue shared by the workers would stay locked by the dead one,
+    and every other worker's events would wait behind it for ever)."""
+
+    def __init__(self, context, slot: Slot, index: int):
         self.tasks = context.Queue()
-        self.process = context.Process(target=_worker_main, args=(index, slot, self.tasks, events, os.getpid()), daemon=True)
+        self.events, writer = context.Pipe(duplex=False)
+        self.process = context.Process(target=_worker_main, args=(index, slot, self.tasks, writer, os.getpid()), daemon=True)
         self.process.start()
+        writer.close()  # the worker's copy is the only one: its end is the pipe's end (EOF)
         self.task: Task | None = None
         self.folders: dict[str, str] = {}  # run name -> its folder, from run_start
         self.seen_dead = False
@@ -116,16 +122,26 @@ class _Worker:
 
     def lost_its_task(self) -> bool:
         """Whether the process died (killed from outside, e.g. out of memory) with a task in hand.
-        It takes two looks: its last message may still be on its way through the queue."""
+        It takes two looks: its last message may still be on its way through the pipe."""
         if self.task is None or self.process.is_alive():
             return False
         lost, self.seen_dead = self.seen_dead, True
         return lost
 
+    def receive(self):
+        """The next message, or None once the process has ended and its pipe is empty."""
+        try:
+            return self.events.recv()
+        except (EOFError, OSError):
+            self.ended = True
+            return None
+
+    ended = False  # its pipe reached its end: the process is gone
+
 
 class ProcessBackend(Backend):
-    """Worker processes on this machine, one task at a time each; their events come back on one
-    queue. Ctrl-C reaches the driver only (workers ignore SIGINT): `stop` sends the busy workers
+    """Worker processes on this machine, one task at a time each; their events come back on a pipe
+    each. Ctrl-C reaches the driver only (workers ignore SIGINT): `stop` sends the busy workers
     SIGTERM, which they turn into KeyboardInterrupt so that their runs save as interrupted. A worker
     that dies with a task in hand (killed from outside, out of memory) fails its runs; a new process
     takes its place for the next task."""
@@ -139,21 +155,24 @@ class ProcessBackend(Backend):
 
         self.sweep_dir, self.emit = sweep_dir, emit
         self.context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-        self.events = self.context.Queue()
-        self.workers = [_Worker(self.context, slot, i, self.events) for i, slot in enumerate(self.slot_specs)]
+        self.workers = [_Worker(self.context, slot, i) for i, slot in enumerate(self.slot_specs)]
 
     def submit(self, task: Task) -> None:
         i = next(i for i, w in enumerate(self.workers) if w.task is None)
         worker = self.workers[i]
         if worker.retired or not worker.process.is_alive():
             worker.process.join(timeout=WORKER_JOIN_SECONDS)
-            self.workers[i] = worker = _Worker(self.context, self.slot_specs[i], i, self.events)
+            self.workers[i] = worker = _Worker(self.context, self.slot_specs[i], i)
         worker.give(task)
 
     def poll(self, timeout: float) -> None:
-        try:
-            index, name, kind, info = self.events.get(timeout=timeout)
-        except queue.Empty:
+        from multiprocessing.connection import wait
+
+        listening = {w.events: w for w in self.workers if not w.ended}
+        ready = wait(list(listening), timeout) if listening else []
+        messages = [(worker, worker.receive()) for worker in map(listening.get, ready)]
+        messages = [(worker, message) for worker, message in messages if message is not None]
+        if not messages:
             for worker in self.workers:
                 if worker.lost_its_task():
                     message = f"the worker process died (exit code {worker.process.exitcode})"
@@ -162,8 +181,12 @@ class ProcessBackend(Backend):
                         folder = worker.folders.get(run.name)
                         outcome = ended_without_outcome(run, Path(folder) if folder else None, task.sweep_dir, "failed", message)
                         self.emit(Event(run.name, "run_end", outcome))
-            return
-        worker = self.workers[index]
+            if not ready:
+                return
+        for worker, (_, name, kind, info) in messages:
+            self._handle(worker, name, kind, info)
+
+    def _handle(self, worker: _Worker, name, kind: str, info) -> None:
         if kind == "outcomes":
             worker.task = None
             worker.retired = any(o.status == "interrupted" for o in info)
@@ -187,6 +210,7 @@ class ProcessBackend(Backend):
             w.process.join(timeout=WORKER_JOIN_SECONDS)
             if w.process.is_alive():
                 w.process.kill()
+            w.events.close()
 
 
 def _worker_main(index: int, slot: Slot, tasks, events, parent_pid: int) -> None:
@@ -202,15 +226,15 @@ def _worker_main(index: int, slot: Slot, tasks, events, parent_pid: int) -> None
     def report(name, kind, info):
         if os.getppid() != parent_pid:
             raise KeyboardInterrupt  # the sweep was killed: stop, leaving the run resumable
-        events.put((index, name, kind, info))
+        events.send((index, name, kind, info))
 
     try:
         while (task := _next_task(tasks, parent_pid)) is not None:
             outcomes = execute(task, report)
-            events.put((index, None, "outcomes", outcomes))
+            events.send((index, None, "outcomes", outcomes))
             if any(o.status == "interrupted" for o in outcomes):
                 break
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # (the driver is gone: nobody hears the end; its runs' folders say it)
         pass
 
 
