@@ -41,7 +41,7 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
     `plan_tasks(steps, sweep_dir, fused, max_group)` groups them. KeyboardInterrupt passes through,
     the ledger saved."""
     from .events import SweepPlan
-    from .sweep import Step, _even_share
+    from .sweep import Step
 
     optuna = require_optuna()
     tune = sweep.tune
@@ -94,8 +94,9 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
             progress(event.kind, {"name": event.run, **info})
 
         backend = backend_for(len(steps))
+        chunks = whole_rows(steps, backend.slots) if max_group is None else [steps]
         tasks = [dataclasses.replace(task, runs=tuple(_with_link(spec, by_name[spec.name].entry, here, studies, storage, tune) for spec in task.runs))
-                 for task in plan_tasks(steps, here, fused, max_group or _even_share(len(steps), backend.slots))]
+                 for chunk in chunks for task in plan_tasks(chunk, here, fused, max_group)]
         done = sum(e["status"] in ENDED for e in entries) - sum(e["status"] in ENDED for e in todo)
         stage = f"trials {done + 1}-{done + len(steps)} of {tune.trials * len(rows)}"
         drive(backend, tasks, record, lambda slots: progress("plan", SweepPlan(sweep=sweep, steps=steps, dir=sweep_dir, removed=[], jobs=slots, stage=stage)))
@@ -152,6 +153,25 @@ def check_same_tune(tune, recorded, sweep_dir: Path) -> None:
     if changed:
         raise ConfigError(f"{sweep_dir} holds the trials of another tune (its {', '.join(changed)} differ); give this tune its own folder "
                           f"(--name NAME), or move that folder away")
+
+
+def whole_rows(steps: list, slots: int) -> list[list]:
+    """A batch's steps in at most `slots` chunks of whole rows, near-equal in trials, each then
+    planned into groups on its own: a row's trials train in one group, in lockstep, and its study's
+    pruner sees at each epoch the same trials whatever the machine's load (the earlier batches' and
+    its group's). A row split between two groups running side by side would see the other group's
+    reports or not, as their speeds fall, and prune otherwise."""
+    rows: dict[str, list] = {}
+    for step in steps:
+        rows.setdefault(step.entry["row"], []).append(step)
+    share = -(-len(steps) // max(1, slots))
+    chunks, chunk = [], []
+    for row_steps in rows.values():
+        chunk += row_steps
+        if len(chunk) >= share:
+            chunks.append(chunk)
+            chunk = []
+    return chunks + ([chunk] if chunk else [])
 
 
 def _ask(study, row, sweep_dir: Path, tune) -> dict:

@@ -18,9 +18,10 @@ import pytest
 import yaml
 
 import actexp.training
+from actexp.config import config_to_dict
 from actexp.errors import ConfigError
 from actexp.runs import read_history, read_ledger, read_summary
-from actexp.sweep import load_sweep, run_sweep
+from actexp.sweep import load_sweep, run_sweep, with_values
 from actexp.trials import TRIALS_DIR
 from actexp.tuning import TRIAL_SEED_BASE, Param, chosen_lines, merge, parse_options, parse_section, storage_url, study_name
 
@@ -500,3 +501,26 @@ def test_the_hparams_view_never_writes_through_a_planted_link(tmp_path):
     with pytest.warns(RunFolderWarning, match="not a folder"):
         assert write_tune_hparams(sweep_dir, [], "val_acc") is None
     assert list(target.iterdir()) == [] and (sweep_dir / "tensorboard").is_symlink()
+
+
+def test_a_rows_trials_of_a_batch_train_in_one_group(tmp_path):
+    """5 rows x 4 trials on 2 workers: planned as one batch, the groups sort their members by
+    learning rate and seed and would split rows between two groups running side by side, so that a
+    row's pruner would see the other group's reports or not as their speeds fall. Whole rows go to
+    each worker's chunk (12 and 8 trials), each chunk one group."""
+    from actexp.sweep import Step, SweepRun, plan_tasks
+    from actexp.trials import whole_rows
+
+    sweep = load_sweep(write_tuned(tmp_path, {"optim.lr": [1e-3, 1.0, "log"], "trials": 4, "batch": 4},
+                                   grid={"model.activation": ["relu", "tanh", "sigmoid", "gelu", "silu"]}))
+    steps = [Step(SweepRun(f"{row.name},trial={n}", config, {}, ""), "new",
+                  {"row": row.name, "folder": None, "config": config_to_dict(config)})
+             for row in sweep.rows for n in range(4)
+             for config in [with_values(row.config, {"optim.lr": 10 ** (-3 + n), "train.seed": TRIAL_SEED_BASE + n})]]
+    chunks = whole_rows(steps, 2)
+    assert [len(c) for c in chunks] == [12, 8]
+    tasks = [task for chunk in chunks for task in plan_tasks(chunk, tmp_path, True, None)]
+    assert sorted(len(task.runs) for task in tasks) == [8, 12]
+    for task in tasks:  # whole rows in each group
+        rows = [name.split(",trial=")[0] for name in task.names]
+        assert all(rows.count(row) == 4 for row in rows)
