@@ -555,7 +555,7 @@ def _run_locked(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fo
             from .board import write_tune_hparams
             from .tuning import tuned_rows
 
-            write_tune_hparams(sweep_dir, tuned_rows(sweep_dir, read_ledger(sweep_dir)), sweep.tune.metric)
+            write_tune_hparams(sweep_dir, tuned_rows(sweep_dir, ledger), sweep.tune.metric)  # (the ledger as just written)
     return result
 
 
@@ -572,12 +572,12 @@ def _tune(sweep: Sweep, sweep_dir: Path, jobs, backend: Backend | None, fail_fas
     def drive(backend_now, tasks, record, started):
         _drive(backend_now, tasks, here, record, False, started)  # trials.py decides fail-fast: a diverged trial is a finding
 
-    result = run_trials(sweep, sweep_dir, ledger, lambda n: backend or _local_backend(sweep, jobs, n), drive, plan_tasks, progress,
+    chosen = run_trials(sweep, sweep_dir, ledger, lambda n: backend or _local_backend(sweep, jobs, n), drive, plan_tasks, progress,
                         fused, max_group, fail_fast)
-    check_chosen(sweep, result.chosen)
+    check_chosen(sweep, chosen)
     runs = []
     for run, row in zip(sweep.runs, sweep.row_of):
-        config = with_values(run.config, result.chosen[sweep.rows[row].name])
+        config = with_values(run.config, chosen[sweep.rows[row].name])
         runs.append(SweepRun(run.name, config, run.labels, run_hash(config)))
     return dataclasses.replace(sweep, runs=tuple(runs))
 

@@ -28,15 +28,10 @@ MAX_ATTEMPTS = 3  # a trial whose worker dies is resumed from its folder this ma
 ENDED = RESULTS + (PRUNED, "failed")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrialsResult:
-    chosen: dict  # row name -> the chosen values (None: no trial of the row completed)
-    entries: tuple  # the ledger's trial entries
-
-
 def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_tasks, progress, fused: bool, max_group: int | None,
-               fail_fast: bool) -> TrialsResult:
-    """Run (or resume) every row's trials; returns each row's chosen values. `backend_for(n)` gives
+               fail_fast: bool) -> dict:
+    """Run (or resume) every row's trials; returns each row's chosen values (None where no trial of
+    the row completed). `backend_for(n)` gives
     the backend for n runs, `drive(backend, tasks, record)` trains tasks (sweep._drive) and
     `plan_tasks(steps, sweep_dir, fused, max_group)` groups them. KeyboardInterrupt passes through,
     the ledger saved."""
@@ -55,12 +50,12 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
     ledger["trials"] = entries
     ledger["tune"] = {"spec": to_plain(tune), "storage": "database" if tune.storage else None, "rows": {}}
     here = sweep_dir.absolute()
-    _reconcile(studies, entries, sweep_dir, optuna)
+    _reconcile(studies, entries, sweep_dir, optuna, tune.metric)
     write_ledger(sweep_dir, ledger)
     attempts: dict[str, int] = {}
     failed_fast = False
     while not failed_fast:
-        todo = [e for e in entries if _needs_training(e, sweep_dir, attempts)]
+        todo = [e for e in entries if _needs_training(e, attempts)]
         for row in sweep.rows:
             asked = sum(e["row"] == row.name for e in entries)
             for _ in range(min(tune.per_batch, tune.trials - asked)):
@@ -87,7 +82,7 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
                 info = dataclasses.asdict(info)
                 entry.update(status=info["status"], error=info["error"])
                 if info["status"] not in ("interrupted", "pending") and not _retried(entry, attempts):
-                    _tell(studies[entry["row"]], entry, sweep_dir, optuna)
+                    _tell(studies[entry["row"]], entry, sweep_dir, optuna, tune.metric)
                 write_ledger(sweep_dir, ledger)
             elif event.kind == "retry":
                 return
@@ -102,7 +97,7 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
         drive(backend, tasks, record, lambda slots: progress("plan", SweepPlan(sweep=sweep, steps=steps, dir=sweep_dir, removed=[], jobs=slots, stage=stage)))
         # A diverged trial is a finding (that rate diverges), not a failure to stop for.
         failed_fast = fail_fast and any(e["status"] == "failed" for e in todo)
-    chosen = {row.name: _chosen(studies[row.name], optuna) for row in sweep.rows}
+    chosen = {row.name: _chosen(studies[row.name]) for row in sweep.rows}
     for row in sweep.rows:
         ledger["tune"]["rows"][row.name] = {"study": study_name(sweep.name, row.name), "chosen": chosen[row.name],
                                             "trials": sum(e["row"] == row.name for e in entries)}
@@ -110,7 +105,7 @@ def run_trials(sweep, sweep_dir: Path, ledger: dict, backend_for, drive, plan_ta
         if tuned.label in ledger["tune"]["rows"] and tuned.chosen:
             ledger["tune"]["rows"][tuned.label]["edge"] = on_edge(tuned)
     write_ledger(sweep_dir, ledger)
-    return TrialsResult(chosen, tuple(entries))
+    return chosen
 
 
 def _trial_entries(ledger: dict, rows: dict, tune, sweep_dir: Path) -> list[dict]:
@@ -201,7 +196,7 @@ def _with_link(spec: RunSpec, entry: dict, here: Path, studies: dict, storage: s
     return dataclasses.replace(spec, trial=link, folder=here / entry["folder"])
 
 
-def _needs_training(entry: dict, sweep_dir: Path, attempts: dict) -> bool:
+def _needs_training(entry: dict, attempts: dict) -> bool:
     if entry["status"] in RESULTS + (PRUNED,):
         return False
     if entry["status"] == "failed":
@@ -215,7 +210,7 @@ def _retried(entry: dict, attempts: dict) -> bool:
     return entry["status"] == "failed" and (entry.get("error") or "").startswith(WORKER_DIED) and attempts.get(entry["name"], 0) < MAX_ATTEMPTS
 
 
-def _reconcile(studies: dict, entries: list[dict], sweep_dir: Path, optuna) -> None:
+def _reconcile(studies: dict, entries: list[dict], sweep_dir: Path, optuna, metric: str) -> None:
     """Bring the ledger and the studies in step after a sweep that was stopped: a trial's folder is
     the truth about how it ended, and a study's trial that ended is told so (a sweep killed between a
     run's end and its tell). A study's running trial that the ledger does not hold (killed between
@@ -228,21 +223,21 @@ def _reconcile(studies: dict, entries: list[dict], sweep_dir: Path, optuna) -> N
         elif entry["status"] not in ("failed",):
             entry["status"] = "interrupted" if entry["status"] == "running" else entry["status"]
         if entry["status"] in ENDED and not (entry["status"] == "failed" and (entry.get("error") or "").startswith(WORKER_DIED)):
-            _tell(studies[entry["row"]], entry, sweep_dir, optuna)
+            _tell(studies[entry["row"]], entry, sweep_dir, optuna, metric)
     for row, study in studies.items():
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if (row, trial.number) not in known:
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
-def _tell(study, entry: dict, sweep_dir: Path, optuna) -> None:
+def _tell(study, entry: dict, sweep_dir: Path, optuna, metric: str) -> None:
     state = optuna.trial.TrialState
     trial = _frozen(study, entry["number"])
     if trial is None or trial.state.is_finished():
         return
     status = entry["status"]
     if status == "completed":
-        value = read_summary(sweep_dir / entry["folder"]).get(_metric(study))
+        value = read_summary(sweep_dir / entry["folder"]).get(metric)
         if isinstance(value, (int, float)):
             study.tell(trial.number, float(value), skip_if_finished=True)
             return
@@ -252,16 +247,12 @@ def _tell(study, entry: dict, sweep_dir: Path, optuna) -> None:
     study.tell(trial.number, state=state.FAIL, skip_if_finished=True)  # diverged, failed
 
 
-def _metric(study) -> str:
-    return "val_loss" if study.direction.name == "MINIMIZE" else "val_acc"
-
-
 def _frozen(study, number: int):
     trials = study.get_trials(deepcopy=False)
     return next((t for t in trials if t.number == number), None)
 
 
-def _chosen(study, optuna) -> dict | None:
+def _chosen(study) -> dict | None:
     try:
         return dict(study.best_trial.params)
     except ValueError:  # no completed trial
